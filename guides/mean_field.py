@@ -1,0 +1,111 @@
+"""Mean-field, non-amortised guide with free parameters for every datapoint.
+
+``q(z_1, ..., z_N) = prod_i N(z_i; m_i, diag s_i^2)``: each datapoint ``i`` has its own
+variational mean ``m_i`` and standard deviation ``s_i`` (the local parameters of stochastic
+variational inference, Hoffman et al. 2013; the per-datapoint ``q^(i)`` of Cremer et al.
+2018).  Like Pyro's ``AutoNormal`` the parameters live in unconstrained space (a softplus
+gives the scale) and are initialised at the prior's centre with a small scale; unlike
+``AutoNormal`` it is correct under subsampling: a minibatch with ``indices`` reads and
+updates only rows ``indices`` of the tables, and the data plate scales the ELBO by
+``N / batch``.
+
+Test-time evaluation: a non-amortised guide knows nothing about new datapoints, so bounds
+on test data are computed with a *fresh* guide whose local parameters are fitted to the
+test points by SVI while the model is frozen (:func:`ppl_gen.training.fit_local_guide`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+from ppl_gen.guides.sites import local_latent_shapes
+from torch import nn
+from torch.nn import functional as F
+
+from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.naming import unique_scope
+from ppl_gen.plates import data_plate
+
+
+class MeanFieldGuide(nn.Module):
+    """Per-datapoint diagonal Gaussian ``q^(i)(z) = N(m_i, diag s_i^2)``.
+
+    Args:
+        model: the Pyro model.
+        num_data: ``N``, rows of the dataset the guide is fitted to (size of its tables).
+        init_scale: initial standard deviation ``s_i`` (AutoNormal's default 0.1).
+        min_scale: floor on ``s_i``.
+
+    Call signature: ``guide(x, indices=None, size=None)``; ``indices: (batch,)`` rows of the
+    tables (default ``0..batch-1``) and ``size`` must equal ``N`` when given.
+
+    Raises:
+        PplGenError: if ``num_data`` is not positive, or a call's ``size`` differs from
+            ``num_data``.
+    """
+
+    is_local = True
+
+    def __init__(
+        self, model: Callable, num_data: int, init_scale: float = 0.1, min_scale: float = 1e-4
+    ) -> None:
+        super().__init__()
+        self.model = [model]
+        self.num_data = require_positive_int("num_data", num_data)
+        self.init_scale = init_scale
+        self.min_scale = min_scale
+        self.scope = unique_scope(type(self).__name__)
+        self.locs = nn.ParameterDict()
+        self.raw_scales = nn.ParameterDict()
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        if hasattr(model, "latent_shapes"):
+            self._build(model.latent_shapes, torch.device("cpu"))
+
+    def _build(self, shapes: dict[str, tuple[int, ...]], device: torch.device) -> None:
+        raw = math.log(math.expm1(self.init_scale - self.min_scale))
+        self.shapes = dict(shapes)
+        for name, shape in shapes.items():
+            key = name.replace(".", "_")
+            self.locs[key] = nn.Parameter(torch.zeros(self.num_data, *shape, device=device))
+            self.raw_scales[key] = nn.Parameter(
+                torch.full((self.num_data, *shape), raw, device=device)
+            )
+
+    def setup(self, x: torch.Tensor, indices=None, size=None) -> None:
+        """Build the tables from a trace of the model on ``x`` (no-op once built)."""
+        if not self.shapes:
+            self._build(local_latent_shapes(self.model[0], x, indices, size), x.device)
+
+    def posterior(self, indices: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{site: (loc, scale)}`` of rows ``indices``, each ``(batch, *event_shape)``."""
+        out = {}
+        for name in self.shapes:
+            key = name.replace(".", "_")
+            loc = self.locs[key][indices]
+            scale = self.min_scale + F.softplus(self.raw_scales[key][indices])
+            out[name] = (loc, scale)
+        return out
+
+    def forward(self, x: torch.Tensor, indices=None, size=None) -> dict[str, torch.Tensor]:
+        self.setup(x, indices, size)
+        if size is not None and size != self.num_data:
+            raise PplGenError(
+                f"size: this mean-field guide holds {self.num_data} datapoints, got size={size}"
+            )
+        if indices is None:
+            if x.shape[0] != self.num_data:
+                raise PplGenError(
+                    f"indices: required when the batch ({x.shape[0]} rows) is not the whole "
+                    f"dataset the guide was built for ({self.num_data} rows)"
+                )
+            indices = torch.arange(x.shape[0], device=x.device)
+        pyro.module(self.scope, self)
+        values = {}
+        with data_plate(x, indices, self.num_data):
+            for name, (loc, scale) in self.posterior(indices).items():
+                values[name] = pyro.sample(name, dist.Normal(loc, scale).to_event(loc.dim() - 1))
+        return values

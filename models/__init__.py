@@ -1,0 +1,6 @@
+"""Pyro model functions (generative models ``p(x, z)``), installed as ``ppl_gen.models``."""
+
+from ppl_gen.models.conv_vae import ConvVAE
+from ppl_gen.models.vae import VAE
+
+__all__ = ["VAE", "ConvVAE"]

@@ -1,0 +1,393 @@
+"""Stochastic variational inference for any model/guide pair (Pyro ``Trace_ELBO``, Adam).
+
+:func:`train` fits a model and a guide that follow the data plate convention
+(:mod:`ppl_gen.plates`) by maximising the ELBO on minibatches: Pyro computes the
+differentiable (negative) ELBO of the minibatch, scaled by ``N / batch`` (Hoffman et al.
+2013; Kingma & Welling 2014, eq. 8), and Adam updates every parameter the model and guide
+touch (found in the parameter store exactly as ``pyro.infer.SVI`` does).  Per-datapoint
+(mean-field) guide parameters get their own, larger learning rate, because each one sees
+only one gradient per epoch.
+
+Features: progress bar with the running training ELBO, validation ELBO each epoch,
+checkpoint save (atomic) and resume of model, guide, optimiser, epoch, history and random
+number generators, so that a resumed run continues exactly as an uninterrupted one; a
+non-finite loss stops training with :class:`TrainingDiverged` naming epoch and batch, and
+the last good checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyro
+import pyro.util
+import torch
+from pyro import poutine
+from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
+from tqdm.auto import tqdm
+
+from ppl_gen.bounds import evaluate_bounds
+from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
+from ppl_gen.device import resolve_device
+from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.guides import MeanFieldGuide
+
+ELBOS = {
+    "trace": Trace_ELBO,
+    "analytic-kl": TraceMeanField_ELBO,
+    "jit": JitTrace_ELBO,
+    "jit-analytic-kl": JitTraceMeanField_ELBO,
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names epoch and batch."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train`.
+
+    Attributes:
+        epochs: passes over the training set (>= 1).
+        batch_size: datapoints per minibatch (>= 1).
+        lr: Adam learning rate of global parameters (networks, likelihood scales).
+        local_lr: Adam learning rate of per-datapoint guide parameters.
+        elbo: ``trace`` (``Trace_ELBO``, Monte Carlo KL), ``analytic-kl``
+            (``TraceMeanField_ELBO``, closed-form KL where available), ``jit`` or
+            ``jit-analytic-kl`` (their ``torch.jit`` compiled versions; minibatches of equal
+            size).
+        num_particles: samples per datapoint in the ELBO estimate.
+        seed: seeds Pyro/torch/numpy, the minibatch order and dynamic binarisation.
+        val_refit_steps: for per-datapoint guides, full-batch Adam steps fitting fresh
+            local parameters to the validation set each epoch (model frozen).
+        val_every: compute the validation ELBO every this many epochs (0: never).
+        checkpoint: path of the checkpoint written at the end of each epoch (or ``None``).
+        progress: show a progress bar.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    local_lr: float = 1e-2
+    elbo: str = "analytic-kl"
+    num_particles: int = 1
+    seed: int = 0
+    val_refit_steps: int = 100
+    val_every: int = 1
+    checkpoint: str | None = None
+    progress: bool = True
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Raise :class:`PplGenError` naming the first bad field."""
+        require_positive_int("--epochs", self.epochs)
+        require_positive_int("--batch-size", self.batch_size)
+        require_positive_int("num_particles", self.num_particles)
+        if self.elbo not in ELBOS:
+            raise PplGenError(f"--elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
+        if not self.lr > 0 or not self.local_lr > 0:
+            raise PplGenError(f"--lr must be positive, got {self.lr} / {self.local_lr}")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        history: per-epoch ``epoch``, ``train_elbo`` and ``val_elbo`` (nats per datapoint;
+            ``val_elbo`` is ``None`` for epochs without validation) and ``seconds``
+            (cumulative training wall time).
+        epochs: epochs completed.
+        iterations: optimiser steps taken.
+        seconds: training wall time (seconds, validation excluded).
+    """
+
+    history: dict[str, list] = field(default_factory=dict)
+    epochs: int = 0
+    iterations: int = 0
+    seconds: float = 0.0
+
+
+def make_elbo(name: str, num_particles: int = 1):
+    """The Pyro ELBO object for ``name`` (see :class:`TrainConfig`), vectorised particles."""
+    if name not in ELBOS:
+        raise PplGenError(f"--elbo must be one of {', '.join(ELBOS)}, got {name!r}")
+    return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1)
+
+
+def _discover_parameters(elbo, model, guide, x, indices) -> list[torch.Tensor]:
+    """Unconstrained parameters the model and guide touch, as ``pyro.infer.SVI`` finds them."""
+    with poutine.trace(param_only=True) as capture, torch.no_grad():
+        Trace_ELBO().differentiable_loss(model, guide, x, indices)
+    return [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+
+
+def _param_groups(params, guide, config: TrainConfig) -> list[dict]:
+    local = {id(p) for p in guide.parameters()} if getattr(guide, "is_local", False) else set()
+    groups = [
+        {"params": [p for p in params if id(p) not in local], "lr": config.lr},
+        {"params": [p for p in params if id(p) in local], "lr": config.local_lr},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+@contextlib.contextmanager
+def frozen(module: Callable) -> Iterator[None]:
+    """Freeze an ``nn.Module``'s parameters (and put it in eval mode) inside the block."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    was_training = module.training
+    for p, _ in flags:
+        p.requires_grad_(False)
+    module.eval()
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(was_training)
+
+
+def fit_local_guide(
+    model: Callable,
+    x: torch.Tensor,
+    *,
+    steps: int = 500,
+    lr: float = 1e-2,
+    elbo: str = "analytic-kl",
+    batch_size: int | None = None,
+) -> MeanFieldGuide:
+    """Fit a fresh per-datapoint guide to ``x`` with the model frozen (test-time inference).
+
+    A non-amortised guide has no parameters for unseen datapoints, so evaluating it on test
+    data means running its inference there: new local parameters ``(m_i, s_i)`` for each row
+    of ``x`` are fitted by SVI for ``steps`` passes over ``x`` while every model parameter
+    stays fixed.  The bounds then measure the model with the best the mean-field family can
+    do in that budget (Cremer et al. 2018's ``q*`` approximated by optimisation).
+
+    Args:
+        model: the trained Pyro model (its ``nn.Module`` parameters are frozen meanwhile).
+        x: ``(N, D)`` datapoints on the model's device.
+        steps: passes over ``x`` (Adam steps when ``batch_size`` is ``None``).
+        lr: Adam learning rate of the local parameters.
+        elbo: ELBO flavour (see :class:`TrainConfig`).
+        batch_size: minibatch size (default: all of ``x`` at once).
+
+    Returns:
+        The fitted :class:`~ppl_gen.guides.MeanFieldGuide` with ``num_data = N``.
+    """
+    n = x.shape[0]
+    guide = MeanFieldGuide(model, n)
+    guide.setup(x[:1], torch.zeros(1, dtype=torch.long, device=x.device), n)
+    guide.to(x.device)
+    loss_fn = make_elbo("analytic-kl" if elbo.endswith("analytic-kl") else "trace")
+    model_n = functools.partial(model, size=n)
+    guide_n = functools.partial(guide, size=n)
+    optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
+    with frozen(model), pyro.validation_enabled(False):
+        for _ in range(steps):
+            for idx in iterate_minibatches(n, batch_size or n, shuffle=False, device=x.device):
+                loss = loss_fn.differentiable_loss(model_n, guide_n, x[idx], idx)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return guide
+
+
+def validation_elbo(
+    model: Callable, guide: Callable, x: torch.Tensor, *, refit_steps: int = 100
+) -> float:
+    """Mean ELBO of ``x`` (nats per datapoint), one sample per datapoint.
+
+    Amortised guides are evaluated directly; per-datapoint guides first get fresh local
+    parameters fitted to ``x`` (:func:`fit_local_guide`, ``refit_steps`` passes).
+    """
+    if getattr(guide, "is_local", False):
+        guide = fit_local_guide(model, x, steps=refit_steps)
+    return evaluate_bounds(model, guide, x, k=1).elbo_mean
+
+
+def _rng_state(generators: dict[str, torch.Generator]) -> dict:
+    state = {"pyro": pyro.util.get_rng_state(), "generators": {}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    for name, gen in generators.items():
+        state["generators"][name] = gen.get_state()
+    return state
+
+
+def _set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
+    pyro.util.set_rng_state(state["pyro"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, gen in generators.items():
+        gen.set_state(state["generators"][name])
+
+
+def train(
+    model: Callable,
+    guide: Callable,
+    data: DataSplits,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    spec: dict | None = None,
+) -> TrainResult:
+    """Fit ``model`` and ``guide`` to ``data.train`` by SVI.
+
+    Args:
+        model, guide: Pyro callables following the data plate convention; ``nn.Module``
+            instances are moved to the configured device.
+        data: the dataset; with ``data.binarize == "dynamic"`` every training minibatch is
+            freshly binarised.
+        config: training settings (defaults: :class:`TrainConfig`).
+        resume: continue from ``config.checkpoint`` if it exists (model, guide, optimiser,
+            epoch, history and RNG states restored; training runs up to ``config.epochs``).
+        spec: JSON-able description stored in the checkpoint so that tools can rebuild the
+            model and guide (see :mod:`ppl_gen.builders`).
+
+    Returns:
+        :class:`TrainResult` (ELBOs in nats per datapoint).
+
+    Raises:
+        PplGenError: bad configuration or an unreadable checkpoint.
+        TrainingDiverged: a non-finite loss (the last checkpoint is left as it was).
+    """
+    config = config or TrainConfig()
+    config.validate()
+    device = resolve_device(config.device)
+    data = data.to(device)
+    for obj in (model, guide):
+        if isinstance(obj, nn.Module):
+            obj.to(device)
+    n = data.train.shape[0]
+    jit = config.elbo.startswith("jit")
+    if jit and n < config.batch_size:
+        raise PplGenError(f"--batch-size {config.batch_size} exceeds the {n} training rows")
+    pyro.set_rng_seed(config.seed)
+    generators = {
+        "shuffle": torch.Generator().manual_seed(config.seed),
+        "binarize": torch.Generator(device=device).manual_seed(config.seed + 1),
+    }
+    elbo = make_elbo(config.elbo, config.num_particles)
+    model_n = functools.partial(model, size=n)
+    guide_n = functools.partial(guide, size=n)
+    first = torch.arange(min(n, config.batch_size), device=device)
+    setup = getattr(guide, "setup", None)
+    if setup is not None:
+        setup(data.train[first], first, n)
+    params = _discover_parameters(elbo, model_n, guide_n, data.train[first], first)
+    optimizer = torch.optim.Adam(_param_groups(params, guide, config))
+    result = TrainResult(history={"epoch": [], "train_elbo": [], "val_elbo": [], "seconds": []})
+    start_epoch = 0
+    ckpt = Path(config.checkpoint) if config.checkpoint else None
+    if resume and ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, map_location=device)
+        _load_modules(model, guide, state)
+        optimizer.load_state_dict(state["optimizer"])
+        result = TrainResult(
+            history=state["history"],
+            epochs=state["epoch"],
+            iterations=state["iterations"],
+            seconds=state["seconds"],
+        )
+        start_epoch = state["epoch"]
+        _set_rng_state(state["rng"], generators)
+    dynamic = data.binarize == "dynamic"
+    with pyro.validation_enabled(False):
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            total, seen = 0.0, 0
+            batches = iterate_minibatches(
+                n,
+                config.batch_size,
+                generator=generators["shuffle"],
+                device=device,
+                drop_last=jit,
+            )
+            bar = tqdm(
+                batches,
+                total=(n // config.batch_size) if jit else -(-n // config.batch_size),
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                disable=not config.progress,
+                leave=False,
+            )
+            for batch, idx in enumerate(bar):
+                xb = data.train[idx]
+                if dynamic:
+                    xb = binarize_batch(xb, generators["binarize"])
+                loss = elbo.differentiable_loss(model_n, guide_n, xb, idx)
+                if not torch.isfinite(loss):
+                    where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
+                    raise TrainingDiverged(
+                        f"non-finite loss at epoch {epoch + 1}, batch {batch + 1}{where}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                result.iterations += 1
+                total += float(loss.detach()) * idx.shape[0] / n
+                seen += idx.shape[0]
+                bar.set_postfix(elbo=f"{-total / seen:.2f}")
+            result.seconds += time.perf_counter() - t0
+            val = None
+            if config.val_every and (epoch + 1) % config.val_every == 0 and len(data.val):
+                val = validation_elbo(model, guide, data.val, refit_steps=config.val_refit_steps)
+            result.epochs = epoch + 1
+            for key, value in (
+                ("epoch", epoch + 1),
+                ("train_elbo", -total / seen),
+                ("val_elbo", val),
+                ("seconds", result.seconds),
+            ):
+                result.history[key].append(value)
+            if config.progress:
+                tqdm.write(
+                    f"epoch {epoch + 1}: train ELBO {-total / seen:.3f}"
+                    + (f", validation ELBO {val:.3f}" if val is not None else "")
+                    + " nats/datapoint"
+                )
+            if ckpt is not None:
+                save_checkpoint(
+                    ckpt,
+                    {
+                        "spec": spec,
+                        "config": asdict(config),
+                        "model": _state(model),
+                        "guide": _state(guide),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": result.epochs,
+                        "iterations": result.iterations,
+                        "seconds": result.seconds,
+                        "history": result.history,
+                        "rng": _rng_state(generators),
+                    },
+                )
+    return result
+
+
+def _state(obj: Callable) -> dict | None:
+    return obj.state_dict() if isinstance(obj, nn.Module) else None
+
+
+def _load_modules(model: Callable, guide: Callable, state: dict) -> None:
+    for obj, key in ((model, "model"), (guide, "guide")):
+        if isinstance(obj, nn.Module) and state.get(key) is not None:
+            try:
+                obj.load_state_dict(state[key])
+            except RuntimeError as exc:
+                first = str(exc).splitlines()[0]
+                raise PplGenError(
+                    f"CHECKPOINT: {key} does not match this checkpoint ({first})"
+                ) from None
