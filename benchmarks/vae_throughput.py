@@ -1,0 +1,272 @@
+"""Training throughput of ppl_gen's Pyro VAE against a plain-PyTorch loop (CPU).
+
+784-400-20 ReLU MLP VAE, Bernoulli decoder, batch 128, Adam 1e-3, dynamic binarisation.
+Variants, each timed over the same number of epochs on the same data:
+
+* ``plain``             -- :func:`plain_vae.train_plain`, the no-Pyro yardstick;
+* ``ppl_gen``           -- ``ppl_gen.training.train`` with ``TrainConfig(elbo="analytic-kl")``
+                           (the default; the target is ``ppl_gen / plain <= 1.15``);
+* ``ppl_gen-jit``       -- the same with ``elbo="jit-analytic-kl"`` (compiled per call);
+* ``ppl_gen-trace``     -- the same with ``elbo="trace"`` (Monte Carlo KL);
+* ``pyro-textbook``     -- Pyro's tutorial VAE: ``pyro.module`` registration,
+                           ``SVI(model, guide, pyro.optim.Adam, Trace_ELBO())``,
+                           ``svi.step`` per minibatch, Pyro's default validation (on);
+* ``pyro-textbook-noval`` -- the same inside ``pyro.validation_enabled(False)``.
+
+Timed: the epoch loops only (``TrainResult.seconds`` for ``train``; the same span for the
+others), plus the wall time of the whole call (setup included).  Variants are interleaved
+(round r runs them in an order rotated by r) and the script reports medians over rounds
+and the median of per-round ratios to ``plain`` (the machine is shared, so absolute times
+are noisy; ratios measured side by side are the figure to read).
+
+``.venv/bin/python benchmarks/vae_throughput.py [--quick] [--synthetic]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
+
+# isort: split
+import pyro
+import pyro.distributions as dist
+import torch
+from plain_vae import (
+    RESULTS,
+    PlainVAE,
+    add_data_args,
+    copy_from_ppl_gen,
+    environment,
+    load_mnist,
+    ppl_gen_modules,
+    train_plain,
+    write_json,
+)
+from pyro.infer import SVI, Trace_ELBO
+
+from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
+from ppl_gen.training import TrainConfig, train
+
+BATCH = 128
+VARIANTS = (
+    "plain",
+    "ppl_gen",
+    "ppl_gen-jit",
+    "ppl_gen-trace",
+    "pyro-textbook",
+    "pyro-textbook-noval",
+)
+PPL_GEN_ELBO = {
+    "ppl_gen": "analytic-kl",
+    "ppl_gen-jit": "jit-analytic-kl",
+    "ppl_gen-trace": "trace",
+}
+
+
+def synthetic_data(n_train: int = 54_000, seed: int = 0) -> DataSplits:
+    """Random grey levels of MNIST's size (binarised dynamically like MNIST)."""
+    g = torch.Generator().manual_seed(seed)
+    train_x = torch.rand(n_train, 784, generator=g)
+    test = torch.bernoulli(torch.rand(1000, 784, generator=g), generator=g)
+    return DataSplits(
+        name="synthetic",
+        train=train_x,
+        val=test[:0],
+        test=test,
+        train_labels=None,
+        val_labels=None,
+        test_labels=None,
+        image_shape=(28, 28),
+        binarize="dynamic",
+    )
+
+
+def fresh_modules(seed: int):
+    torch.manual_seed(seed)
+    model, guide = ppl_gen_modules()
+    plain = PlainVAE()
+    copy_from_ppl_gen(plain, model, guide)
+    return model, guide, plain
+
+
+def run_plain(data: DataSplits, epochs: int, seed: int) -> tuple[float, float, int]:
+    _, _, plain = fresh_modules(seed)
+    t0 = time.perf_counter()
+    res = train_plain(plain, data.train, epochs=epochs, batch_size=BATCH, seed=seed)
+    return res.seconds, time.perf_counter() - t0, data.train.shape[0] * epochs
+
+
+def run_ppl_gen(data: DataSplits, epochs: int, seed: int, elbo: str) -> tuple[float, float, int]:
+    model, guide, _ = fresh_modules(seed)
+    pyro.clear_param_store()
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=BATCH,
+        lr=1e-3,
+        elbo=elbo,
+        seed=seed,
+        val_every=0,
+        progress=False,
+        device="cpu",
+    )
+    t0 = time.perf_counter()
+    res = train(model, guide, data, config)
+    wall = time.perf_counter() - t0
+    n = data.train.shape[0]
+    images = (n - n % BATCH if elbo.startswith("jit") else n) * epochs
+    assert res.iterations == -(-images // BATCH), res.iterations
+    return res.seconds, wall, images
+
+
+def run_textbook(
+    data: DataSplits, epochs: int, seed: int, validate: bool
+) -> tuple[float, float, int]:
+    """Pyro's VAE tutorial, with this benchmark's networks, data order and binarisation."""
+    model_m, guide_m, plain = fresh_modules(seed)
+    encoder, decoder = plain.encoder, plain.decoder
+    pyro.clear_param_store()
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            zeros = x.new_zeros(x.shape[0], 20)
+            z = pyro.sample("latent", dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = encoder(x)
+            pyro.sample("latent", dist.Normal(loc, scale).to_event(1))
+
+    t0 = time.perf_counter()
+    pyro.set_rng_seed(seed)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=Trace_ELBO())
+    shuffle = torch.Generator().manual_seed(seed)
+    binarize = torch.Generator().manual_seed(seed + 1)
+    n = data.train.shape[0]
+    loop = 0.0
+    with pyro.validation_enabled(validate):
+        for _ in range(epochs):
+            t1 = time.perf_counter()
+            for idx in iterate_minibatches(n, BATCH, generator=shuffle):
+                svi.step(binarize_batch(data.train[idx], binarize))
+            loop += time.perf_counter() - t1
+    return loop, time.perf_counter() - t0, n * epochs
+
+
+def run_variant(name: str, data: DataSplits, epochs: int, seed: int):
+    if name == "plain":
+        return run_plain(data, epochs, seed)
+    if name in PPL_GEN_ELBO:
+        return run_ppl_gen(data, epochs, seed, PPL_GEN_ELBO[name])
+    if name == "pyro-textbook":
+        return run_textbook(data, epochs, seed, validate=True)
+    if name == "pyro-textbook-noval":
+        return run_textbook(data, epochs, seed, validate=False)
+    raise ValueError(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(parser)
+    parser.add_argument("--synthetic", action="store_true", help="random data of MNIST size")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--n-train", type=int, default=None, help="use only this many rows")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="5,000 rows, 2 rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS / "vae_throughput.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.n_train = args.n_train or 5000
+        args.rounds = min(args.rounds, 2)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or "plain" not in variants:
+        parser.error(f"--variants: must include plain, choose from {', '.join(VARIANTS)}")
+
+    data = synthetic_data() if args.synthetic else load_mnist(args.data_root)
+    if args.n_train:
+        data = replace(data, train=data.train[: args.n_train])
+    n = data.train.shape[0]
+    print(
+        f"data: {data.name}, {n} training rows, batch {BATCH}, {args.epochs} epoch(s) per run, "
+        f"{args.rounds} rounds, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+
+    warm = replace(data, train=data.train[: 20 * BATCH])
+    for name in variants:  # warm-up: imports, allocator, first-call costs
+        run_variant(name, warm, 1, args.seed)
+
+    loop = {v: [] for v in variants}
+    wall = {v: [] for v in variants}
+    images = {}
+    for r in range(args.rounds):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        for name in order:
+            seconds, call, imgs = run_variant(name, data, args.epochs, args.seed)
+            loop[name].append(seconds)
+            wall[name].append(call)
+            images[name] = imgs
+        print(
+            f"round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{v} {loop[v][-1]:.2f}s" for v in variants),
+            flush=True,
+        )
+
+    rows = {}
+    for name in variants:
+        ratios = [a / b for a, b in zip(loop[name], loop["plain"], strict=True)]
+        wall_ratios = [a / b for a, b in zip(wall[name], wall["plain"], strict=True)]
+        med = statistics.median(loop[name])
+        rows[name] = {
+            "loop_seconds": loop[name],
+            "call_seconds": wall[name],
+            "median_loop_seconds": med,
+            "images_per_run": images[name],
+            "images_per_second": images[name] / med,
+            "ratio_to_plain": statistics.median(ratios),
+            "ratio_to_plain_per_round": ratios,
+            "call_ratio_to_plain": statistics.median(wall_ratios),
+        }
+
+    print()
+    print(f"{'variant':<22}{'median s':>10}{'images/s':>11}{'x plain':>9}{'call x':>8}")
+    for name, row in rows.items():
+        print(
+            f"{name:<22}{row['median_loop_seconds']:>10.3f}{row['images_per_second']:>11.0f}"
+            f"{row['ratio_to_plain']:>9.3f}{row['call_ratio_to_plain']:>8.3f}"
+        )
+    if "ppl_gen" in rows:
+        ratio = rows["ppl_gen"]["ratio_to_plain"]
+        verdict = "PASS" if ratio <= 1.15 else "FAIL"
+        print(f"\nppl_gen (analytic-kl) / plain = {ratio:.3f} (target <= 1.15): {verdict}")
+
+    write_json(
+        args.out,
+        {
+            "benchmark": "vae_throughput",
+            "description": "training time per epoch loop, 784-400-20 VAE, batch 128, CPU; "
+            "ratio_to_plain = median over rounds of (variant / plain) in the same round",
+            "data": data.name,
+            "n_train": n,
+            "batch_size": BATCH,
+            "epochs_per_run": args.epochs,
+            "rounds": args.rounds,
+            "target_ratio_ppl_gen": 1.15,
+            "variants": rows,
+            "environment": environment(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

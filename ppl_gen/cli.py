@@ -1,0 +1,268 @@
+"""The ``ppl-gen`` command line: a thin layer over the Python API.
+
+``ppl-gen compare`` is :func:`ppl_gen.compare.run_compare`, ``ppl-gen train vae`` is
+:func:`ppl_gen.training.train` on a :mod:`ppl_gen.builders` model and guide, and
+``ppl-gen evaluate`` is :func:`ppl_gen.evaluation.evaluate_on` on a saved checkpoint.
+
+Bad input (unknown names, missing data, bad numbers, unreadable checkpoints) prints one
+line ``error: ...`` on stderr and exits with status 2, without a traceback; a diverged
+training run exits with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from ppl_gen.errors import PplGenError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Deep generative latent-variable models on Pyro: train, evaluate, compare.",
+)
+train_app = typer.Typer(no_args_is_help=True, help="Train a model.", rich_markup_mode=None)
+app.add_typer(train_app, name="train")
+
+DATA_HELP = "digits (scikit-learn's bundled 8x8 digits), mnist, or a .npy/.npz file"
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise PplGenError(
+            f"--hidden must be comma-separated positive integers, got {text!r}"
+        ) from None
+    if not widths or any(w < 1 for w in widths):
+        raise PplGenError(f"--hidden must be comma-separated positive integers, got {text!r}")
+    return widths
+
+
+def _emit(obj: dict, as_json: bool, message: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2))
+    else:
+        typer.echo(message)
+
+
+@app.command()
+def compare(
+    model: str = typer.Option("vae", help="vae or conv-vae"),
+    data: str = typer.Option("digits", help=DATA_HELP),
+    data_root: str = typer.Option(None, help="folder with MNIST/raw (torchvision layout)"),
+    download: bool = typer.Option(False, help="download MNIST into --data-root if missing"),
+    schemes: str = typer.Option(
+        "amortised,mean-field", help="comma-separated: amortised,mean-field"
+    ),
+    epochs: int = typer.Option(300, help="training epochs per scheme"),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    latent_dim: int = typer.Option(2, help="latent dimension Z (2 also draws the manifold)"),
+    hidden: str = typer.Option("256", help="hidden widths, comma-separated"),
+    likelihood: str = typer.Option(
+        "bernoulli", help="bernoulli, gaussian, laplace, student-t, categorical"
+    ),
+    binarize: str = typer.Option("dynamic", help="dynamic, static or none"),
+    iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
+    n_train: int = typer.Option(None, help="use only the first N training images"),
+    n_test: int = typer.Option(None, help="use only the first N test images"),
+    test_refit_steps: int = typer.Option(500, help="mean-field: Adam steps on test data"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    seed: int = typer.Option(0),
+    out: str = typer.Option("runs/compare", help="output folder"),
+    as_json: bool = typer.Option(False, "--json", help="print metrics.json to stdout"),
+) -> None:
+    """Fit one model with several inference schemes and compare ELBO and IWAE-K (main job)."""
+    from ppl_gen.compare import CompareConfig, run_compare
+
+    config = CompareConfig(
+        model=model,
+        data=data,
+        data_root=data_root,
+        download=download,
+        schemes=tuple(s.strip() for s in schemes.split(",") if s.strip()),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        latent_dim=latent_dim,
+        hidden=_hidden(hidden),
+        likelihood=likelihood,
+        binarize=binarize,
+        iwae_k=iwae_k,
+        n_train=n_train,
+        n_test=n_test,
+        test_refit_steps=test_refit_steps,
+        seed=seed,
+        device=device,
+        out=out,
+        progress=not as_json,
+    )
+    metrics = run_compare(config)
+    report = Path(out) / "report.md"
+    lines = [f"{'scheme':<12} {'test ELBO':>10} {'test IWAE':>10}  (nats per test datapoint)"]
+    for name, m in metrics["schemes"].items():
+        lines.append(f"{name:<12} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f}")
+    lines.append(f"report: {report.resolve()}")
+    _emit(metrics, as_json, "\n".join(lines))
+
+
+@train_app.command("vae")
+def train_vae(
+    data: str = typer.Option("digits", help=DATA_HELP),
+    data_root: str = typer.Option(None, help="folder with MNIST/raw (torchvision layout)"),
+    download: bool = typer.Option(False, help="download MNIST into --data-root if missing"),
+    model: str = typer.Option("vae", help="vae (MLP) or conv-vae (28x28 images)"),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-3),
+    latent_dim: int = typer.Option(20),
+    hidden: str = typer.Option("400", help="hidden widths, comma-separated"),
+    likelihood: str = typer.Option(
+        "bernoulli", help="bernoulli or gaussian (or laplace, student-t)"
+    ),
+    binarize: str = typer.Option("dynamic", help="dynamic, static or none"),
+    guide: str = typer.Option("amortised", help="amortised or mean-field"),
+    elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
+    n_train: int = typer.Option(None),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    seed: int = typer.Option(0),
+    out: str = typer.Option("runs/vae", help="output folder (checkpoint.pt, metrics.json)"),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
+    as_json: bool = typer.Option(False, "--json", help="print the training summary as JSON"),
+) -> None:
+    """Train a VAE's model with an amortised or mean-field guide by SVI."""
+    from ppl_gen import reports
+    from ppl_gen.builders import ModelSpec, build_guide, build_model
+    from ppl_gen.data import load_dataset
+    from ppl_gen.io import write_json
+    from ppl_gen.training import TrainConfig, train
+
+    widths = _hidden(hidden)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        elbo=elbo,
+        seed=seed,
+        device=device,
+        checkpoint=str(Path(out) / "checkpoint.pt"),
+        progress=not as_json,
+    )
+    config.validate()
+    ModelSpec(model, 784, latent_dim, widths, likelihood).validate()
+    if guide not in ("amortised", "mean-field"):
+        raise PplGenError(f"--guide must be one of amortised, mean-field, got {guide!r}")
+    splits = load_dataset(
+        data, data_root, download=download, binarize=binarize, seed=seed, n_train=n_train
+    )
+    spec = ModelSpec(model, splits.data_dim, latent_dim, widths, likelihood, splits.image_shape)
+    net = build_model(spec)
+    q = build_guide(guide, net, splits.train.shape[0], widths)
+    full_spec = {
+        "model": spec.to_dict(),
+        "guide": guide,
+        "num_train": int(splits.train.shape[0]),
+        "data": {"name": data, "root": data_root, "binarize": binarize, "seed": seed},
+    }
+    result = train(net, q, splits, config, resume=resume, spec=full_spec)
+    reports.plot_loss_curves({guide: result.history}, Path(out) / "loss_curves.png")
+    summary = {
+        "checkpoint": config.checkpoint,
+        "epochs": result.epochs,
+        "iterations": result.iterations,
+        "train_seconds": result.seconds,
+        "final_train_elbo": result.history["train_elbo"][-1],
+        "history": result.history,
+    }
+    write_json(Path(out) / "metrics.json", summary)
+    _emit(
+        summary,
+        as_json,
+        f"trained {result.epochs} epochs; train ELBO {summary['final_train_elbo']:.3f} "
+        f"nats/datapoint; checkpoint: {Path(config.checkpoint).resolve()}",
+    )
+
+
+@app.command()
+def evaluate(
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt written by ppl-gen train"),
+    data: str = typer.Option(None, help="dataset override (default: the training dataset)"),
+    data_root: str = typer.Option(None, help="data root override"),
+    iwae_k: int = typer.Option(1000, help="K of the IWAE-K bound"),
+    n_test: int = typer.Option(None, help="evaluate only the first N test images"),
+    test_refit_steps: int = typer.Option(500, help="mean-field: Adam steps on test data"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Test ELBO and IWAE-K (nats per test datapoint) of a trained checkpoint."""
+    from ppl_gen.errors import require_positive_int
+    from ppl_gen.evaluation import data_from_spec, evaluate_on, load_trained
+
+    require_positive_int("--iwae-k", iwae_k)
+    model, guide, state = load_trained(checkpoint, device)
+    splits = data_from_spec(state["spec"], name=data, root=data_root, n_test=n_test)
+    if splits.data_dim != model.data_dim:
+        raise PplGenError(
+            f"--data: the checkpoint's model takes {model.data_dim} values per datapoint, "
+            f"{splits.name} has {splits.data_dim}"
+        )
+    x = splits.test.to(next(model.parameters()).device)
+    ev = evaluate_on(model, guide, x, iwae_k, refit_steps=test_refit_steps)
+    result = {
+        "checkpoint": checkpoint,
+        "dataset": splits.name,
+        "n_test": int(x.shape[0]),
+        **{f"test_{k}": v for k, v in ev.bounds.summary().items() if k != "k"},
+        "iwae_k": iwae_k,
+    }
+    _emit(
+        result,
+        as_json,
+        f"test ELBO {result['test_elbo']:.3f} ± {result['test_elbo_se']:.3f}, "
+        f"IWAE-{iwae_k} {result['test_iwae']:.3f} ± {result['test_iwae_se']:.3f} "
+        f"nats per datapoint ({result['n_test']} test images)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ppl-gen`` console script; returns the exit status."""
+    from ppl_gen.training import TrainingDiverged
+
+    try:
+        app(args=argv, prog_name="ppl-gen", standalone_mode=False)
+    except PplGenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Usage errors of the CLI library (bad option values, unknown commands, no
+        # arguments): they carry their own message and exit code (2).
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        message = exc.format_message()
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(message, file=sys.stderr)
+        else:
+            print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return exc.exit_code or 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def console() -> None:
+    """Console-script wrapper: exit with :func:`main`'s status."""
+    sys.exit(main())
