@@ -212,7 +212,7 @@ def run_compare(config: CompareConfig | None = None) -> dict:
     figures = {
         "ELBO per epoch and against wall time": "loss_curves.png",
         "Samples from p(x|z), z ~ p(z) (decoder means)": "samples.png",
-        "Test images and reconstructions (decoder mean at the posterior mean)": "reconstructions.png",
+        "Test images and reconstructions (decoder mean at posterior mean)": "reconstructions.png",
     }
     reports.plot_loss_curves(curves, out / "loss_curves.png")
     reports.save_image_panels(samples, data.image_shape, out / "samples.png", nrow=8)
