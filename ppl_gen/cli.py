@@ -140,7 +140,7 @@ def train_vae(
     from ppl_gen import reports
     from ppl_gen.builders import ModelSpec, build_guide, build_model
     from ppl_gen.data import load_dataset
-    from ppl_gen.io import write_json
+    from ppl_gen.io import check_output_dir, write_json
     from ppl_gen.training import TrainConfig, train
 
     widths = _hidden(hidden)
@@ -155,6 +155,7 @@ def train_vae(
         progress=not as_json,
     )
     config.validate()
+    check_output_dir(out, "--out")
     ModelSpec(model, 784, latent_dim, widths, likelihood).validate()
     if guide not in ("amortised", "mean-field"):
         raise PplGenError(f"--guide must be one of amortised, mean-field, got {guide!r}")

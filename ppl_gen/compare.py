@@ -22,7 +22,7 @@ from ppl_gen.data import BINARIZE_MODES, DataSplits, load_dataset
 from ppl_gen.device import describe, resolve_device
 from ppl_gen.errors import PplGenError, require_positive_int
 from ppl_gen.evaluation import evaluate_on
-from ppl_gen.io import write_json
+from ppl_gen.io import check_output_dir, write_json
 from ppl_gen.training import TrainConfig, train
 
 SCHEMES = GUIDES
@@ -97,6 +97,7 @@ class CompareConfig:
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, elbo=self.elbo
         ).validate()
         resolve_device(self.device)
+        check_output_dir(self.out, "--out")
 
 
 def _samples_and_reconstructions(model, evaluation, x_test: torch.Tensor, n: int = 10):

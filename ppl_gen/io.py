@@ -17,11 +17,29 @@ from typing import Any
 
 import torch
 
+from ppl_gen.errors import PplGenError
+
 
 def _umask_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Return ``path`` if it can be (or become) an output folder, checked before any work.
+
+    Raises:
+        PplGenError: naming ``flag`` if ``path`` or one of its ancestors exists and is not
+            a folder (writing there would fail only after training).
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise PplGenError(f"{flag} {str(path)!r}: {str(p)!r} exists and is not a folder")
+            break
+    return path
 
 
 @contextmanager

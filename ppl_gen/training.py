@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ppl_gen.bounds import evaluate_bounds
 from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
 from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
-from ppl_gen.device import resolve_device
+from ppl_gen.device import resolve_device, to_device
 from ppl_gen.errors import PplGenError, require_positive_int
 from ppl_gen.guides import MeanFieldGuide
 
@@ -228,6 +228,9 @@ def _rng_state(generators: dict[str, torch.Generator]) -> dict:
 
 
 def _set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
+    # RNG states must be CPU byte tensors; a checkpoint loaded with map_location=cuda has
+    # them on the GPU.
+    state = to_device(state, "cpu")
     pyro.util.set_rng_state(state["pyro"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
