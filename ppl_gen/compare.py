@@ -9,7 +9,7 @@ per test datapoint.  The run directory receives ``report.md``, ``metrics.json``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,10 +19,12 @@ import torch
 from ppl_gen import reports
 from ppl_gen.builders import GUIDES, ModelSpec, build_guide, build_model
 from ppl_gen.data import BINARIZE_MODES, DataSplits, load_dataset
+from ppl_gen.declare import LatentVariableModel
 from ppl_gen.device import describe, resolve_device
 from ppl_gen.errors import PplGenError, require_positive_int
 from ppl_gen.evaluation import evaluate_on
 from ppl_gen.io import check_output_dir, write_json
+from ppl_gen.priors import StandardNormalPrior
 from ppl_gen.training import TrainConfig, train
 
 SCHEMES = GUIDES
@@ -114,8 +116,23 @@ def _samples_and_reconstructions(model, evaluation, x_test: torch.Tensor, n: int
     return samples, model.decode_mean(loc.detach()).cpu()
 
 
-def run_compare(config: CompareConfig | None = None) -> dict:
+def _factory_name(factory: Callable) -> str:
+    return getattr(factory, "__name__", type(factory).__name__)
+
+
+def run_compare(
+    config: CompareConfig | None = None,
+    model_factory: Callable[[DataSplits], Callable] | None = None,
+) -> dict:
     """Fit the model with every scheme, score the test set, write the report.
+
+    Args:
+        config: the settings (defaults: :class:`CompareConfig`).
+        model_factory: optional ``factory(data) -> model`` building a fresh instance of *your
+            own* model (declared with :class:`~ppl_gen.declare.LatentVariableModel` or a
+            hand-written Pyro model following the data plate convention) for each scheme;
+            ``config.model``, ``latent_dim`` and ``likelihood`` are then ignored.  Sample,
+            reconstruction and manifold figures need a declared model.
 
     Returns:
         The metrics dictionary written to ``<out>/metrics.json``: ``dataset``, ``model``,
@@ -148,11 +165,12 @@ def run_compare(config: CompareConfig | None = None) -> dict:
         config.likelihood,
         data.image_shape,
     )
-    spec.validate()
+    if model_factory is None:
+        spec.validate()
     out = Path(config.out)
     metrics: dict = {
         "dataset": data.name,
-        "model": config.model,
+        "model": config.model if model_factory is None else _factory_name(model_factory),
         "n_train": int(data.train.shape[0]),
         "n_test": int(data.test.shape[0]),
         "latent_dim": config.latent_dim,
@@ -165,7 +183,7 @@ def run_compare(config: CompareConfig | None = None) -> dict:
     manifolds = {}
     for scheme in config.schemes:
         pyro.set_rng_seed(config.seed)
-        model = build_model(spec)
+        model = build_model(spec) if model_factory is None else model_factory(data)
         guide = build_guide(scheme, model, data.train.shape[0], spec.hidden)
         result = train(
             model,
@@ -207,18 +225,28 @@ def run_compare(config: CompareConfig | None = None) -> dict:
             "val_elbo": [float("nan") if v is None else v for v in history["val_elbo"]],
             "seconds": history["seconds"],
         }
-        samples[scheme], recons[scheme] = _samples_and_reconstructions(model, evaluation, data.test)
-        if config.latent_dim == 2:
-            manifolds[scheme] = reports.latent_manifold_grid(model.decode_mean, 20, device=device)
+        if isinstance(model, LatentVariableModel):
+            samples[scheme], recons[scheme] = _samples_and_reconstructions(
+                model, evaluation, data.test
+            )
+            if model.latent_dim == 2 and isinstance(model.prior, StandardNormalPrior):
+                manifolds[scheme] = reports.latent_manifold_grid(
+                    model.decode_mean, 20, device=device
+                )
     figures = {
         "ELBO per epoch and against wall time": "loss_curves.png",
         "Samples from p(x|z), z ~ p(z) (decoder means)": "samples.png",
         "Test images and reconstructions (decoder mean at posterior mean)": "reconstructions.png",
     }
     reports.plot_loss_curves(curves, out / "loss_curves.png")
-    reports.save_image_panels(samples, data.image_shape, out / "samples.png", nrow=8)
-    originals = data.test[: next(iter(recons.values())).shape[0]].cpu()
-    reports.save_reconstructions(originals, recons, data.image_shape, out / "reconstructions.png")
+    if samples:
+        reports.save_image_panels(samples, data.image_shape, out / "samples.png", nrow=8)
+        originals = data.test[: next(iter(recons.values())).shape[0]].cpu()
+        reports.save_reconstructions(
+            originals, recons, data.image_shape, out / "reconstructions.png"
+        )
+    else:
+        figures = {"ELBO per epoch and against wall time": "loss_curves.png"}
     for scheme, grid in manifolds.items():
         name = f"manifold_{scheme}.png"
         reports.save_manifold(grid, data.image_shape, 20, out / name, title=scheme)
