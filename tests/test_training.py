@@ -1,0 +1,434 @@
+"""Tests for ppl_gen.training (SVI trainer), ppl_gen.checkpoint and ppl_gen.io.
+
+Exact resume, seeded reproducibility, divergence handling with the last good checkpoint
+kept, the loss going the right way, the ELBO flavours, bad configurations, atomic writes
+and unreadable checkpoints.  Everything runs on the real digits data, kept tiny.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+import ppl_gen.training as training
+from ppl_gen.builders import GUIDES, ModelSpec, build_guide, build_model
+from ppl_gen.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from ppl_gen.data import DataSplits, load_dataset
+from ppl_gen.errors import PplGenError
+from ppl_gen.io import save_with, torch_save, write_json
+from ppl_gen.training import ELBOS, TrainConfig, TrainingDiverged, make_elbo, train
+
+N_TRAIN = 200  # 4 minibatches of 64, 64, 64, 8
+SPEC = ModelSpec("vae", 64, 2, (32,), "bernoulli", (8, 8))
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataSplits:
+    return load_dataset("digits", binarize="dynamic", seed=0, n_train=N_TRAIN, n_test=50)
+
+
+def make_pair(scheme: str, data: DataSplits, init_seed: int = 0, spec: ModelSpec = SPEC):
+    """A fresh model and guide, initial weights drawn from ``init_seed``."""
+    pyro.clear_param_store()
+    torch.manual_seed(init_seed)
+    model = build_model(spec)
+    guide = build_guide(scheme, model, data.train.shape[0], spec.hidden)
+    return model, guide
+
+
+def config(**overrides) -> TrainConfig:
+    settings = dict(
+        epochs=2, batch_size=64, seed=0, val_refit_steps=5, progress=False, device="cpu"
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def parameters(model, guide) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    out.update({f"guide.{k}": v.detach().clone() for k, v in guide.state_dict().items()})
+    return out
+
+
+def same_parameters(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("scheme", GUIDES)
+def test_resume_continues_exactly_like_an_uninterrupted_run(scheme, digits, tmp_path, monkeypatch):
+    assert digits.binarize == "dynamic"
+    model, guide = make_pair(scheme, digits)
+    full = train(model, guide, digits, config(epochs=4, checkpoint=str(tmp_path / "full.pt")))
+    expected = parameters(model, guide)
+
+    part = tmp_path / "part.pt"
+    model, guide = make_pair(scheme, digits)
+    train(model, guide, digits, config(epochs=2, checkpoint=str(part)))
+    assert load_checkpoint(part)["epoch"] == 2
+
+    # A new instance with different initial weights: only the checkpoint can make it match.
+    model, guide = make_pair(scheme, digits, init_seed=123)
+    assert not same_parameters(parameters(model, guide), expected)
+    epochs_run = []
+    real_iterate = training.iterate_minibatches
+
+    def counting(*args, **kwargs):
+        if "generator" in kwargs:  # the training loop's shuffled epochs
+            epochs_run.append(1)
+        return real_iterate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "iterate_minibatches", counting)
+    resumed = train(model, guide, digits, config(epochs=4, checkpoint=str(part)), resume=True)
+
+    assert len(epochs_run) == 2  # epochs 3 and 4 only
+    resumed_params = parameters(model, guide)
+    assert resumed_params.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed_params[key], expected[key], rtol=0, atol=1e-6)
+    for key in ("epoch", "train_elbo", "val_elbo"):
+        assert resumed.history[key] == full.history[key], key
+    assert len(resumed.history["seconds"]) == 4
+    assert resumed.epochs == full.epochs == 4
+    assert resumed.iterations == full.iterations == 16
+    assert load_checkpoint(part)["epoch"] == 4
+
+
+def test_resume_without_checkpoint_starts_from_scratch(digits, tmp_path):
+    model, guide = make_pair("amortised", digits)
+    result = train(
+        model, guide, digits, config(epochs=1, checkpoint=str(tmp_path / "new.pt")), resume=True
+    )
+    assert result.history["epoch"] == [1]
+    assert (tmp_path / "new.pt").is_file()
+
+
+def test_resume_with_a_mismatched_model_names_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=1, val_every=0, checkpoint=str(ckpt)))
+    other = ModelSpec("vae", 64, 3, (16,), "bernoulli", (8, 8))
+    model, guide = make_pair("amortised", digits, spec=other)
+    with pytest.raises(PplGenError, match="CHECKPOINT"):
+        train(model, guide, digits, config(epochs=2, checkpoint=str(ckpt)), resume=True)
+
+
+def test_resume_from_garbage_checkpoint_names_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"this is not a checkpoint")
+    model, guide = make_pair("amortised", digits)
+    with pytest.raises(PplGenError, match="CHECKPOINT"):
+        train(model, guide, digits, config(epochs=1, checkpoint=str(ckpt)), resume=True)
+    assert ckpt.read_bytes() == b"this is not a checkpoint"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(digits, tmp_path):
+    """Checkpoints are loaded with map_location=cuda; the RNG states must still restore."""
+    model, guide = make_pair("amortised", digits)
+    cfg = config(epochs=3, device="cuda", checkpoint=str(tmp_path / "full.pt"))
+    full = train(model, guide, digits, cfg)
+    expected = parameters(model, guide)
+    part = tmp_path / "part.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=2, device="cuda", checkpoint=str(part)))
+    model, guide = make_pair("amortised", digits, init_seed=5)
+    resumed = train(
+        model, guide, digits, config(epochs=3, device="cuda", checkpoint=str(part)), resume=True
+    )
+    got = parameters(model, guide)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
+    assert resumed.history["epoch"] == full.history["epoch"]
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_seeded_runs_are_reproducible(digits):
+    runs = {}
+    for label, seed in (("a", 1), ("b", 1), ("c", 2)):
+        model, guide = make_pair("amortised", digits)
+        train(model, guide, digits, config(epochs=2, seed=seed, val_every=0))
+        runs[label] = parameters(model, guide)
+    assert same_parameters(runs["a"], runs["b"])
+    assert not same_parameters(runs["a"], runs["c"])
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def _poison_decoder(model, value: float, from_call: int) -> None:
+    """Make the decoder output ``value`` from its ``from_call``-th training call on."""
+    calls = 0
+
+    def hook(module, inputs, output):
+        nonlocal calls
+        if not torch.is_grad_enabled():  # parameter discovery and validation
+            return None
+        calls += 1
+        return torch.full_like(output, value) if calls >= from_call else None
+
+    model.decoder.register_forward_hook(hook)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(bad, digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=2, checkpoint=str(ckpt)))
+    before = sha256(ckpt)
+
+    model, guide = make_pair("amortised", digits)
+    _poison_decoder(model, bad, from_call=2)  # epoch 3, batch 2 of the resumed run
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, batch 2\b") as info:
+        train(model, guide, digits, config(epochs=4, checkpoint=str(ckpt)), resume=True)
+    assert "non-finite" in str(info.value)
+    assert str(ckpt) in str(info.value)
+    assert "\n" not in str(info.value)
+
+    assert sha256(ckpt) == before
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 2 and len(state["history"]["train_elbo"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+@pytest.mark.parametrize("scheme", GUIDES)
+def test_divergence_in_one_run_keeps_the_checkpoint_of_the_last_good_epoch(
+    scheme, digits, tmp_path, monkeypatch
+):
+    ckpt = tmp_path / "ckpt.pt"
+    saved = []
+    real_save = training.save_checkpoint
+
+    def recording(path, state):
+        out = real_save(path, state)
+        saved.append(sha256(Path(path)))
+        return out
+
+    monkeypatch.setattr(training, "save_checkpoint", recording)
+    model, guide = make_pair(scheme, digits)
+    _poison_decoder(model, math.nan, from_call=4 * 2 + 3)  # epoch 3, batch 3
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, batch 3\b"):
+        train(model, guide, digits, config(epochs=4, val_every=0, checkpoint=str(ckpt)))
+    assert len(saved) == 2
+    assert sha256(ckpt) == saved[-1]
+    assert load_checkpoint(ckpt)["epoch"] == 2
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_elbo_improves_over_20_epochs():
+    data = load_dataset("digits", binarize="dynamic", seed=0, n_train=400)
+    model, guide = make_pair("amortised", data)
+    result = train(model, guide, data, config(epochs=20, batch_size=100, lr=3e-3, val_every=5))
+    elbo = result.history["train_elbo"]
+    assert len(elbo) == 20 and all(math.isfinite(v) for v in elbo)
+    assert elbo[-1] > elbo[0] + 5.0  # nats per datapoint
+    assert sum(elbo[-3:]) / 3 > sum(elbo[:3]) / 3
+    vals = [v for v in result.history["val_elbo"] if v is not None]
+    assert len(vals) == 4 and vals[-1] > vals[0]
+    assert result.iterations == 20 * 4
+    assert result.history["seconds"] == sorted(result.history["seconds"])
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("elbo", list(ELBOS))
+def test_every_elbo_option_trains(elbo, digits):
+    model, guide = make_pair("amortised", digits)
+    result = train(model, guide, digits, config(epochs=1, elbo=elbo))
+    assert result.epochs == 1
+    assert math.isfinite(result.history["train_elbo"][0])
+    assert math.isfinite(result.history["val_elbo"][0])
+    assert result.history["train_elbo"][0] < 0  # Bernoulli: log-likelihood <= 0
+
+
+# --------------------------------------------------------------------------- bad config
+
+
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        ({"elbo": "foo"}, "--elbo"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"batch_size": -3}, "--batch-size"),
+        ({"epochs": 0}, "--epochs"),
+        ({"epochs": 2.5}, "--epochs"),
+        ({"lr": 0.0}, "--lr"),
+        ({"device": "tpu"}, "--device"),
+    ],
+)
+def test_bad_config_raises_ppl_gen_error_naming_the_flag(overrides, flag, digits, tmp_path):
+    model, guide = make_pair("amortised", digits)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(PplGenError, match=flag):
+        train(model, guide, digits, config(checkpoint=str(ckpt), **overrides))
+    assert not ckpt.exists()
+
+
+def test_make_elbo_rejects_unknown_names():
+    with pytest.raises(PplGenError, match="--elbo"):
+        make_elbo("trace_elbo")
+    assert isinstance(make_elbo("trace"), pyro.infer.Trace_ELBO)
+
+
+def test_jit_batch_larger_than_training_set_is_rejected(digits):
+    model, guide = make_pair("amortised", digits)
+    with pytest.raises(PplGenError, match="--batch-size"):
+        train(model, guide, digits, config(elbo="jit", batch_size=N_TRAIN + 1))
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _partial_then_fail(path_arg_index: int = 1):
+    def fail(*args, **kwargs):
+        Path(args[path_arg_index]).write_bytes(b"\x80partial")
+        raise OSError("disk full")
+
+    return fail
+
+
+def test_torch_save_failure_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "state.pt"
+    torch_save(path, {"version": 1})
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", _partial_then_fail())
+    with pytest.raises(OSError, match="disk full"):
+        torch_save(path, {"version": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert torch.load(path) == {"version": 1}
+    assert sorted(os.listdir(tmp_path)) == ["state.pt"]
+
+
+def test_save_checkpoint_failure_keeps_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"epoch": 1})
+    before = sha256(path)
+    monkeypatch.setattr(torch, "save", _partial_then_fail())
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert sha256(path) == before
+    assert load_checkpoint(path) == {"format": FORMAT, "epoch": 1}
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+
+def test_write_json_failure_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"a": 1})
+    before = path.read_bytes()
+
+    def fail(self, *args, **kwargs):
+        with open(self, "w") as fh:
+            fh.write('{"a": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_json(path, {"a": 2})
+    monkeypatch.undo()
+    with pytest.raises(TypeError):  # not JSON-serialisable
+        write_json(path, {"a": object()})
+    assert path.read_bytes() == before
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == ["metrics.json"]
+
+
+def test_save_with_failure_leaves_previous_file_and_no_temp(tmp_path):
+    path = tmp_path / "figure.png"
+    save_with(path, lambda p: p.write_bytes(b"old"))
+
+    def writer(p: Path) -> None:
+        assert p.suffix == ".png" and p.parent == tmp_path
+        p.write_bytes(b"half")
+        raise RuntimeError("renderer crashed")
+
+    with pytest.raises(RuntimeError):
+        save_with(path, writer)
+    assert path.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["figure.png"]
+
+
+def test_writes_replace_existing_files_and_create_folders(tmp_path):
+    path = tmp_path / "a" / "b" / "m.json"
+    write_json(path, {"v": 1})
+    write_json(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert os.listdir(path.parent) == ["m.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(umask, mode, tmp_path):
+    old = os.umask(umask)
+    try:
+        paths = [
+            write_json(tmp_path / "m.json", {"v": 1}),
+            torch_save(tmp_path / "s.pt", {"v": 1}),
+            save_with(tmp_path / "f.png", lambda p: p.write_bytes(b"png")),
+        ]
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert path.stat().st_mode & 0o777 == mode, path.name
+
+
+# --------------------------------------------------------------------------- load_checkpoint
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\x01 definitely not a torch file")
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _wrong_format(path: Path) -> None:
+    torch.save({"model": {}, "epoch": 3}, path)
+
+
+def _not_a_dict(path: Path) -> None:
+    torch.save([1, 2, 3], path)
+
+
+def _truncated(path: Path) -> None:
+    save_checkpoint(path, {"epoch": 1, "weights": torch.randn(1000)})
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [None, _garbage, _empty, _wrong_format, _not_a_dict, _truncated, _directory],
+    ids=["missing", "garbage", "empty", "wrong-format", "not-a-dict", "truncated", "folder"],
+)
+def test_load_checkpoint_rejects_bad_files_naming_checkpoint(make, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    if make is not None:
+        make(path)
+    with pytest.raises(PplGenError, match="^CHECKPOINT") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
