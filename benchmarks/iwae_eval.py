@@ -4,16 +4,26 @@
 (``--train-epochs``, default 1) or loaded from a ppl_gen ``--checkpoint``; the bound values do
 not matter here, only wall time (target <= 360 s) and peak memory (target <= 3 GB).
 
-Every measurement runs in a fresh worker process, so that its peak resident set
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own: the worker loads torch, Pyro,
-the model and the test images, records the peak RSS so far (the *baseline*), runs
-``evaluate_bounds`` and records the peak again; the evaluation's memory is
-``peak - baseline``.  Before the main run, a short probe (``--probe-images`` images, same K)
-tries a few ``max_samples_per_chunk`` values (``--probe-chunks``), interleaved over
-``--probe-rounds`` rounds; the fastest median is used for the main run (or ``--chunk``).
-On Linux the worker resets the kernel's peak-RSS mark just before evaluating
-(``/proc/self/clear_refs``), so the baseline is the resident set at that moment rather than
-a transient start-up peak; both are recorded.
+Every measurement runs in a fresh worker process, so that its memory figures are its own:
+the worker loads torch, Pyro, the model and the test images, takes the *baseline*, runs
+``evaluate_bounds`` and reads the peak again; the evaluation's memory is ``peak - baseline``.
+On Linux the worker first resets the kernel's peak-RSS mark ``VmHWM`` to the current RSS
+(``echo 5 > /proc/self/clear_refs``), so that a transient start-up peak (imports,
+``torch.load``) does not hide the evaluation's; the plain
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` before/after figures are recorded as well
+(``ru_maxrss`` is not reset by ``clear_refs`` once a thread has exited).
+
+Before the main run, a short probe (``--probe-images`` images, same K) tries a few
+``max_samples_per_chunk`` values (``--probe-chunks``), interleaved over ``--probe-rounds``
+rounds; the fastest median among those whose memory stays under ``--probe-memory-gb`` is
+used for the main run (or give ``--chunk``).
+
+The machine is shared and its speed drifts by factors of 2-3 over minutes, so the main run
+is split into ``--segments`` parts with a plain-PyTorch IWAE-K of the same network
+(:func:`plain_vae.plain_iwae`, ``--reference-images`` images) timed before, between and
+after them; ``ratio_to_reference`` (median over segments of ppl_gen's seconds per image over
+the mean of the two neighbouring reference timings) is the noise-robust figure, and
+``reference seconds per image x N`` says what a hand-written evaluator took at the time.
 
 ``.venv/bin/python benchmarks/iwae_eval.py [--quick] [--n-test N] [--k K]``
 """
@@ -36,38 +46,45 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 # isort: split
 import pyro
 import torch
-from plain_vae import RESULTS, add_data_args, environment, load_mnist, ppl_gen_modules, write_json
+from plain_vae import (
+    RESULTS,
+    PlainVAE,
+    add_data_args,
+    copy_from_ppl_gen,
+    environment,
+    load_mnist,
+    plain_iwae,
+    ppl_gen_modules,
+    write_json,
+)
 
 GB = 1024**3
 
 
-def _rss_now() -> int:
-    """Current resident set size in bytes (Linux ``/proc/self/status``)."""
+def _status(field: str) -> int:
+    """A ``kB`` field of Linux ``/proc/self/status`` in bytes (-1 if unavailable)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return -1
 
 
-def _peak_rss() -> int:
-    """Peak resident set size of this process in bytes (``ru_maxrss`` is KiB on Linux)."""
+def _maxrss() -> int:
+    """``ru_maxrss`` of this process in bytes (KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0:
-    ``echo 5 > /proc/self/clear_refs``; resets ``ru_maxrss`` too), so that the peak read after
-    the evaluation is the evaluation's own and not a transient of start-up (imports,
-    ``torch.load``).  Returns whether it worked."""
+    """Reset ``VmHWM`` to the current RSS; returns whether that worked."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
-    return True
+    return 0 < _status("VmHWM") <= _status("VmRSS") + 16 * 1024**2
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -75,59 +92,88 @@ def worker(args: argparse.Namespace) -> None:
     from ppl_gen.bounds import evaluate_bounds
 
     state = torch.load(args.worker, weights_only=False)
-    x = state["x"][: args.n]
+    x = state["x"][: args.n_test]
     model, guide = ppl_gen_modules()
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     model.eval()
     guide.eval()
+    plain = PlainVAE()
+    copy_from_ppl_gen(plain, model, guide)
+    plain.eval()
     pyro.set_rng_seed(args.seed)
-    startup_peak = _peak_rss()
+    maxrss_before = _maxrss()
     reset = _reset_peak_rss()
-    baseline_peak, baseline_rss = _peak_rss(), _rss_now()
+    baseline = _status("VmHWM") if reset else maxrss_before
+    baseline_rss = _status("VmRSS")
+    n = x.shape[0]
+    bounds, seg_seconds, ref_seconds = [], [], []
+    edges = [round(i * n / args.segments) for i in range(args.segments + 1)]
+
+    def reference() -> None:  # plain-PyTorch IWAE-K on the same first rows: machine speed now
+        if args.reference_images:
+            t = time.perf_counter()
+            plain_iwae(plain, x[: args.reference_images], args.k, args.chunk)
+            ref_seconds.append((time.perf_counter() - t) / args.reference_images)
+
     t0 = time.perf_counter()
-    bounds = evaluate_bounds(model, guide, x, k=args.k, max_samples_per_chunk=args.chunk)
-    seconds = time.perf_counter() - t0
-    peak = _peak_rss()
+    reference()
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        t = time.perf_counter()
+        bounds.append(
+            evaluate_bounds(model, guide, x[a:b], k=args.k, max_samples_per_chunk=args.chunk)
+        )
+        seg_seconds.append(time.perf_counter() - t)
+        reference()
+    wall = time.perf_counter() - t0
+    seconds = sum(seg_seconds)
+    maxrss_after = _maxrss()
+    peak = _status("VmHWM") if reset else maxrss_after
+    iwae = torch.cat([bd.iwae for bd in bounds])
+    elbo = torch.cat([bd.elbo for bd in bounds])
+    ratios = []
+    if ref_seconds:
+        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            ref = (ref_seconds[i] + ref_seconds[i + 1]) / 2
+            ratios.append(seg_seconds[i] / (b - a) / ref)
     result = {
         "n": int(x.shape[0]),
         "k": args.k,
         "max_samples_per_chunk": args.chunk,
         "seconds": seconds,
-        "seconds_per_image": seconds / x.shape[0],
-        "startup_peak_rss_bytes": startup_peak,
-        "peak_reset_before_eval": reset,
-        "baseline_peak_rss_bytes": baseline_peak,
+        "seconds_per_image": seconds / n,
+        "segments": args.segments,
+        "segment_seconds": seg_seconds,
+        "reference_images": args.reference_images,
+        "reference_seconds_per_image": ref_seconds,
+        "ratio_to_reference_per_segment": ratios,
+        "ratio_to_reference": statistics.median(ratios) if ratios else None,
+        "wall_seconds_including_reference": wall,
+        "peak_mark_reset_before_eval": reset,
         "baseline_rss_bytes": baseline_rss,
+        "baseline_bytes": baseline,
         "peak_rss_bytes": peak,
-        "eval_peak_increase_bytes": peak - baseline_peak,
-        "iwae": bounds.iwae_mean,
-        "iwae_se": bounds.iwae_se,
-        "elbo": bounds.elbo_mean,
-        "elbo_se": bounds.elbo_se,
+        "eval_peak_increase_bytes": peak - baseline,
+        "ru_maxrss_before_eval_bytes": maxrss_before,
+        "ru_maxrss_after_eval_bytes": maxrss_after,
+        "ru_maxrss_increase_bytes": maxrss_after - maxrss_before,
+        "iwae": float(iwae.mean()),
+        "iwae_se": float(iwae.std() / n**0.5) if n > 1 else None,
+        "elbo": float(elbo.mean()),
+        "elbo_se": float(elbo.std() / n**0.5) if n > 1 else None,
         "threads": torch.get_num_threads(),
     }
     Path(args.result).write_text(json.dumps(result))
 
 
-def run_worker(state: Path, n: int, k: int, chunk: int, seed: int, tmp: Path) -> dict:
+def run_worker(
+    state: Path, n: int, k: int, chunk: int, seed: int, tmp: Path, segments: int = 1, ref: int = 0
+) -> dict:
     out = tmp / f"result-{n}-{k}-{chunk}-{time.monotonic_ns()}.json"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        str(state),
-        "--result",
-        str(out),
-        "--n-test",
-        str(n),
-        "--k",
-        str(k),
-        "--chunk",
-        str(chunk),
-        "--seed",
-        str(seed),
-    ]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(state)]
+    cmd += ["--result", str(out), "--n-test", str(n), "--k", str(k)]
+    cmd += ["--chunk", str(chunk), "--seed", str(seed)]
+    cmd += ["--segments", str(segments), "--reference-images", str(ref)]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return json.loads(out.read_text())
 
@@ -163,6 +209,35 @@ def prepare_state(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict]:
     return path, {**source, "n_test_available": int(data.test.shape[0])}
 
 
+def probe_chunks(args, state: Path, n_test: int, tmp: Path) -> tuple[int, dict]:
+    values = [int(v) for v in args.probe_chunks.split(",") if v.strip()]
+    n_probe = min(args.probe_images, n_test)
+    probes: dict[int, list[dict]] = {v: [] for v in values}
+    for r in range(args.probe_rounds):
+        for value in values if r % 2 == 0 else values[::-1]:
+            probes[value].append(run_worker(state, n_probe, args.k, value, args.seed, tmp))
+    print(f"\nprobe: {n_probe} images, K={args.k}, {args.probe_rounds} round(s)")
+    print(f"{'max_samples_per_chunk':>22}{'median s':>10}{'s/image':>10}{'eval GB':>9}")
+    medians, memory = {}, {}
+    for value, runs in probes.items():
+        medians[value] = statistics.median(r["seconds"] for r in runs)
+        memory[value] = max(r["eval_peak_increase_bytes"] for r in runs) / GB
+        print(f"{value:>22}{medians[value]:>10.2f}{medians[value] / n_probe:>10.4f}", end="")
+        print(f"{memory[value]:>9.2f}")
+    fits = [v for v in values if memory[v] <= args.probe_memory_gb] or [min(values)]
+    chunk = min(fits, key=medians.__getitem__)
+    print(
+        f"using max_samples_per_chunk={chunk} (fastest median among those using "
+        f"<= {args.probe_memory_gb} GB)",
+        flush=True,
+    )
+    summary = {
+        str(v): {"median_seconds": medians[v], "eval_peak_increase_gb": memory[v], "runs": runs}
+        for v, runs in probes.items()
+    }
+    return chunk, {"images": n_probe, "rounds": args.probe_rounds, "values": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(parser)
@@ -173,8 +248,22 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None, help="max_samples_per_chunk to use")
     parser.add_argument("--probe-chunks", default="50000,100000,200000")
     parser.add_argument("--probe-images", type=int, default=100)
-    parser.add_argument("--probe-rounds", type=int, default=2)
+    parser.add_argument("--probe-rounds", type=int, default=3)
+    parser.add_argument("--probe-memory-gb", type=float, default=1.5)
     parser.add_argument("--no-probe", action="store_true")
+    parser.add_argument(
+        "--segments",
+        type=int,
+        default=10,
+        help="split the main run into this many parts, timing the plain-PyTorch reference "
+        "between them",
+    )
+    parser.add_argument(
+        "--reference-images",
+        type=int,
+        default=20,
+        help="images of each plain-PyTorch IWAE-K reference timing (0: none)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="500 test images")
     parser.add_argument("--out", type=Path, default=RESULTS / "iwae_eval.json")
@@ -182,7 +271,6 @@ def main() -> None:
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        args.n = args.n_test
         worker(args)
         return
     if args.quick and args.n_test is None:
@@ -194,56 +282,48 @@ def main() -> None:
         n_test = args.n_test or source["n_test_available"]
         if n_test > source["n_test_available"]:
             parser.error(f"--n-test {n_test} exceeds the {source['n_test_available']} images")
-
-        probes: dict[int, list[dict]] = {}
+        probe = None
         chunk = args.chunk
-        if not args.no_probe and chunk is None:
-            values = [int(v) for v in args.probe_chunks.split(",") if v.strip()]
-            n_probe = min(args.probe_images, n_test)
-            for r in range(args.probe_rounds):
-                order = values if r % 2 == 0 else values[::-1]
-                for value in order:
-                    res = run_worker(state, n_probe, args.k, value, args.seed, tmp)
-                    probes.setdefault(value, []).append(res)
-            print(f"\nprobe: {n_probe} images, K={args.k}, {args.probe_rounds} rounds")
-            print(f"{'max_samples_per_chunk':>22}{'median s':>10}{'s/image':>10}{'eval GB':>9}")
-            for value, runs in probes.items():
-                med = statistics.median(r["seconds"] for r in runs)
-                inc = max(r["eval_peak_increase_bytes"] for r in runs) / GB
-                print(f"{value:>22}{med:>10.2f}{med / n_probe:>10.4f}{inc:>9.2f}")
-            chunk = min(probes, key=lambda v: statistics.median(r["seconds"] for r in probes[v]))
-            print(f"using max_samples_per_chunk={chunk} (fastest median)", flush=True)
+        if chunk is None and not args.no_probe:
+            chunk, probe = probe_chunks(args, state, n_test, tmp)
         chunk = chunk or 50_000
-
         print(f"\nmain run: {n_test} images, K={args.k}, max_samples_per_chunk={chunk} ...")
         sys.stdout.flush()
-        main_run = run_worker(state, n_test, args.k, chunk, args.seed, tmp)
+        segments = max(1, min(args.segments, n_test // 10))
+        main_run = run_worker(
+            state, n_test, args.k, chunk, args.seed, tmp, segments, args.reference_images
+        )
 
     seconds = main_run["seconds"]
     inc = main_run["eval_peak_increase_bytes"] / GB
-    peak = main_run["peak_rss_bytes"] / GB
     print()
     print(f"{'':<34}{'value':>12}{'target':>10}")
     print(f"{'wall time (s)':<34}{seconds:>12.1f}{'<= 360':>10}")
     print(f"{'seconds per image':<34}{main_run['seconds_per_image']:>12.4f}")
     print(f"{'peak RSS increase in eval (GB)':<34}{inc:>12.3f}{'<= 3':>10}")
-    print(f"{'peak RSS of the process (GB)':<34}{peak:>12.3f}")
-    print(f"{'baseline before eval (GB)':<34}{main_run['baseline_peak_rss_bytes'] / GB:>12.3f}")
-    print(
-        f"{'start-up peak, before reset (GB)':<34}{main_run['startup_peak_rss_bytes'] / GB:>12.3f}"
-    )
-    print(
-        f"{'IWAE-' + str(args.k) + ' (nats)':<34}{main_run['iwae']:>12.2f}"
-        f"  (ELBO {main_run['elbo']:.2f})"
-    )
-    full = n_test == source["n_test_available"] and args.k == 5000
-    if full:
+    for label, key in (
+        ("peak RSS during eval (GB)", "peak_rss_bytes"),
+        ("baseline RSS before eval (GB)", "baseline_bytes"),
+        ("ru_maxrss before eval (GB)", "ru_maxrss_before_eval_bytes"),
+        ("ru_maxrss after eval (GB)", "ru_maxrss_after_eval_bytes"),
+        ("ru_maxrss increase (GB)", "ru_maxrss_increase_bytes"),
+    ):
+        print(f"{label:<34}{main_run[key] / GB:>12.3f}")
+    if main_run["ratio_to_reference"] is not None:
+        ratio = main_run["ratio_to_reference"]
+        ref = statistics.median(main_run["reference_seconds_per_image"])
+        print(f"{'plain-PyTorch reference s/image':<34}{ref:>12.4f}")
+        print(f"{'ratio ppl_gen / plain reference':<34}{ratio:>12.3f}")
+        print(f"{'  reference-speed extrapolation (s)':<34}{ref * n_test:>12.1f}")
+    print(f"{'IWAE-' + str(args.k) + ' (nats)':<34}{main_run['iwae']:>12.2f}", end="")
+    print(f"  (ELBO {main_run['elbo']:.2f})")
+    if n_test == source["n_test_available"] and args.k == 5000:
         ok = seconds <= 360 and inc <= 3
         print(f"\ntargets (360 s, 3 GB): {'PASS' if ok else 'FAIL'}")
     else:
         scale = 5000 / args.k * source["n_test_available"] / n_test
         print(
-            f"\n(not the full run; linear extrapolation to K=5000, 10,000 images: "
+            "\n(not the full run; linear extrapolation to K=5000 on 10,000 images: "
             f"{seconds * scale:.0f} s)"
         )
 
@@ -258,7 +338,7 @@ def main() -> None:
             "model": source,
             "max_samples_per_chunk": chunk,
             "main": main_run,
-            "probes": {str(v): runs for v, runs in probes.items()},
+            "probe": probe,
             "targets": {"seconds": 360, "eval_peak_increase_gb": 3},
             "environment": environment(),
         },

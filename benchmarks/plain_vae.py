@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -154,6 +155,39 @@ def train_plain(
         if progress:
             print(f"  plain epoch {epoch + 1}: train ELBO {-total / n:.3f}", flush=True)
     return PlainResult(history=history, iterations=iterations, seconds=seconds)
+
+
+@torch.no_grad()
+def plain_iwae(
+    plain: PlainVAE, x: torch.Tensor, k: int, max_samples_per_chunk: int = 50_000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hand-written IWAE-K and ELBO per datapoint, ``(N,)`` each (nats): the timing reference
+    for :func:`ppl_gen.bounds.evaluate_bounds` (same chunking rule: ``max_samples_per_chunk //
+    K`` rows at a time, all K samples at once when they fit, running log-sum-exp)."""
+    n = x.shape[0]
+    rows = max(1, min(n, max_samples_per_chunk // min(k, max_samples_per_chunk)))
+    k_chunk = max(1, min(k, max_samples_per_chunk // rows))
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    iwae, elbo = [], []
+    for start in range(0, n, rows):
+        xb = x[start : start + rows]
+        loc, scale = plain.encoder(xb)
+        lse = torch.full((xb.shape[0],), -math.inf)
+        total = torch.zeros(xb.shape[0], dtype=torch.float64)
+        for k_start in range(0, k, k_chunk):
+            kk = min(k_chunk, k - k_start)
+            eps = torch.randn(kk, *loc.shape)
+            z = loc + scale * eps
+            logits = plain.decoder(z)
+            log_lik = torch.einsum("kbd,bd->kb", logits, xb) - F.softplus(logits).sum(-1)
+            log_prior = -0.5 * z.pow(2).sum(-1) - z.shape[-1] * half_log_2pi
+            log_q = -0.5 * eps.pow(2).sum(-1) - scale.log().sum(-1) - z.shape[-1] * half_log_2pi
+            lw = log_lik + log_prior - log_q
+            lse = torch.logaddexp(lse, torch.logsumexp(lw, dim=0))
+            total += lw.sum(0, dtype=torch.float64)
+        iwae.append(lse - math.log(k))
+        elbo.append((total / k).float())
+    return torch.cat(iwae), torch.cat(elbo)
 
 
 # ------------------------------------------------------------------ helpers for scripts

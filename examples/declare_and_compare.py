@@ -22,7 +22,8 @@ for name in ("amortised", "mean-field"):
         guide = AmortisedGaussianGuide(model, hidden=(128,))  # q(z | x; phi)
     else:
         guide = MeanFieldGuide(model, num_data=len(data.train))  # q^(i)(z_i)
-    ppl_gen.train(model, guide, data, ppl_gen.TrainConfig(epochs=150, batch_size=64, progress=False))
+    config = ppl_gen.TrainConfig(epochs=150, batch_size=64, progress=False)
+    ppl_gen.train(model, guide, data, config)
     # Mean-field guides get local parameters fitted to the test images (model frozen).
     result = ppl_gen.evaluate_on(model, guide, data.test, k=1000)
     b = result.bounds

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from ppl_gen.guides.sites import local_latent_shapes
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_gen.guides.sites import local_latent_shapes
 from ppl_gen.naming import unique_scope
 from ppl_gen.nets import mlp
 from ppl_gen.plates import data_plate

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.subsample_messenger import _Subsample
 
 from ppl_gen.errors import PplGenError
 from ppl_gen.plates import DATA_PLATE
@@ -36,7 +37,12 @@ def local_latent_shapes(
         trace = poutine.trace(model).get_trace(x, indices=indices, size=size)
     shapes = {}
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+        if (
+            site["type"] != "sample"
+            or site["is_observed"]
+            or site["infer"].get("is_auxiliary")
+            or isinstance(site["fn"], _Subsample)  # the plate's own index site
+        ):
             continue
         if not any(f.name == DATA_PLATE for f in site["cond_indep_stack"]):
             raise PplGenError(
