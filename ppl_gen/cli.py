@@ -31,6 +31,14 @@ app.add_typer(train_app, name="train")
 
 DATA_HELP = "digits (scikit-learn's bundled 8x8 digits), mnist, or a .npy/.npz file"
 
+# Options shared by several commands (Typer option objects are plain, reusable metadata).
+DATA = typer.Option("digits", help=DATA_HELP)
+DATA_ROOT = typer.Option(None, help="folder with MNIST/raw (torchvision layout)")
+DOWNLOAD = typer.Option(False, help="download MNIST into --data-root if missing")
+BINARIZE = typer.Option("dynamic", help="dynamic, static or none")
+DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
+SEED = typer.Option(0, help="random seed (data split, initialisation, sampling)")
+
 
 def _hidden(text: str) -> tuple[int, ...]:
     try:
@@ -54,9 +62,9 @@ def _emit(obj: dict, as_json: bool, message: str) -> None:
 @app.command()
 def compare(
     model: str = typer.Option("vae", help="vae or conv-vae"),
-    data: str = typer.Option("digits", help=DATA_HELP),
-    data_root: str = typer.Option(None, help="folder with MNIST/raw (torchvision layout)"),
-    download: bool = typer.Option(False, help="download MNIST into --data-root if missing"),
+    data: str = DATA,
+    data_root: str = DATA_ROOT,
+    download: bool = DOWNLOAD,
     schemes: str = typer.Option(
         "amortised,mean-field", help="comma-separated: amortised,mean-field"
     ),
@@ -68,13 +76,13 @@ def compare(
     likelihood: str = typer.Option(
         "bernoulli", help="bernoulli, gaussian, laplace, student-t, categorical"
     ),
-    binarize: str = typer.Option("dynamic", help="dynamic, static or none"),
+    binarize: str = BINARIZE,
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     n_test: int = typer.Option(None, help="use only the first N test images"),
     test_refit_steps: int = typer.Option(500, help="mean-field: Adam steps on test data"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-    seed: int = typer.Option(0),
+    device: str = DEVICE,
+    seed: int = SEED,
     out: str = typer.Option("runs/compare", help="output folder"),
     as_json: bool = typer.Option(False, "--json", help="print metrics.json to stdout"),
 ) -> None:
@@ -114,9 +122,9 @@ def compare(
 
 @train_app.command("vae")
 def train_vae(
-    data: str = typer.Option("digits", help=DATA_HELP),
-    data_root: str = typer.Option(None, help="folder with MNIST/raw (torchvision layout)"),
-    download: bool = typer.Option(False, help="download MNIST into --data-root if missing"),
+    data: str = DATA,
+    data_root: str = DATA_ROOT,
+    download: bool = DOWNLOAD,
     model: str = typer.Option("vae", help="vae (MLP) or conv-vae (28x28 images)"),
     epochs: int = typer.Option(50),
     batch_size: int = typer.Option(128),
@@ -126,12 +134,12 @@ def train_vae(
     likelihood: str = typer.Option(
         "bernoulli", help="bernoulli or gaussian (or laplace, student-t)"
     ),
-    binarize: str = typer.Option("dynamic", help="dynamic, static or none"),
+    binarize: str = BINARIZE,
     guide: str = typer.Option("amortised", help="amortised or mean-field"),
     elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
     n_train: int = typer.Option(None),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-    seed: int = typer.Option(0),
+    device: str = DEVICE,
+    seed: int = SEED,
     out: str = typer.Option("runs/vae", help="output folder (checkpoint.pt, metrics.json)"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
     as_json: bool = typer.Option(False, "--json", help="print the training summary as JSON"),
@@ -198,7 +206,7 @@ def evaluate(
     iwae_k: int = typer.Option(1000, help="K of the IWAE-K bound"),
     n_test: int = typer.Option(None, help="evaluate only the first N test images"),
     test_refit_steps: int = typer.Option(500, help="mean-field: Adam steps on test data"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    device: str = DEVICE,
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Test ELBO and IWAE-K (nats per test datapoint) of a trained checkpoint."""

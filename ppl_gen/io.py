@@ -46,11 +46,13 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success move it over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched.  The
+    temporary name is hidden (leading dot) and keeps the destination's suffix, so
+    format-sniffing writers (matplotlib, torchvision) pick the right format.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -85,19 +87,8 @@ def save_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` and move the result over ``path`` atomically.
 
     ``writer`` must write a complete file at the path it is given (e.g. a matplotlib
-    ``savefig`` or torchvision ``save_image`` call).  The temporary file keeps the
-    destination's suffix so format-sniffing writers pick the right format.
+    ``savefig`` or torchvision ``save_image`` call).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
