@@ -88,7 +88,7 @@ class AmortisedGaussianGuide(nn.Module):
         if self.body is None:
             flat = x.reshape(x.shape[0], -1)
             self._build(flat.shape[-1], local_latent_shapes(self.model[0], x, indices, size))
-            self.to(x.device)
+            self.to(device=x.device, dtype=x.dtype)
 
     def encode(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Means and standard deviations per site: ``{site: (loc, scale)}``, each

@@ -40,8 +40,10 @@ class VAE(LatentVariableModel):
         prior: str | nn.Module = "normal",
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
+        from ppl_gen.errors import require_positive_int
         from ppl_gen.likelihoods import make_likelihood
 
+        require_positive_int("--latent-dim", latent_dim)
         lik = make_likelihood(likelihood, data_dim)
         decoder = mlp(latent_dim, hidden, data_dim * lik.params_per_dim, activation)
         super().__init__(latent_dim, decoder, data_dim, lik, prior, image_shape)

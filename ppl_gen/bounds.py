@@ -150,8 +150,10 @@ def log_importance_weights(
         ``(k, batch)`` log-weights in nats.
 
     Raises:
-        PplGenError: if a sample site lies outside the data plate.
+        PplGenError: if ``k`` is not a positive integer or a sample site lies outside the
+            data plate.
     """
+    require_positive_int("--iwae-k", k)
     kwargs = {"indices": indices, "size": size}
     if max_plate_nesting is None:
         max_plate_nesting = _max_plate_nesting(model, guide, (x,), kwargs)
@@ -234,7 +236,7 @@ def evaluate_bounds(
                 if keep_log_weights:
                     chunks.append(lw.T.cpu())
             iwaes.append((lse - math.log(k)).cpu())
-            elbos.append((total / k).float().cpu())
+            elbos.append((total / k).to(x.dtype).cpu())
             if keep_log_weights:
                 weights.append(torch.cat(chunks, dim=1))
     return BoundEstimate(
