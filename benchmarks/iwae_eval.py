@@ -167,13 +167,22 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_worker(
-    state: Path, n: int, k: int, chunk: int, seed: int, tmp: Path, segments: int = 1, ref: int = 0
+    state: Path,
+    n: int,
+    k: int,
+    chunk: int,
+    seed: int,
+    tmp: Path,
+    segments: int = 1,
+    ref: int = 0,
+    threads: int = 0,
 ) -> dict:
     out = tmp / f"result-{n}-{k}-{chunk}-{time.monotonic_ns()}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(state)]
     cmd += ["--result", str(out), "--n-test", str(n), "--k", str(k)]
     cmd += ["--chunk", str(chunk), "--seed", str(seed)]
     cmd += ["--segments", str(segments), "--reference-images", str(ref)]
+    cmd += ["--threads", str(threads)]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return json.loads(out.read_text())
 
@@ -215,7 +224,8 @@ def probe_chunks(args, state: Path, n_test: int, tmp: Path) -> tuple[int, dict]:
     probes: dict[int, list[dict]] = {v: [] for v in values}
     for r in range(args.probe_rounds):
         for value in values if r % 2 == 0 else values[::-1]:
-            probes[value].append(run_worker(state, n_probe, args.k, value, args.seed, tmp))
+            res = run_worker(state, n_probe, args.k, value, args.seed, tmp, threads=args.threads)
+            probes[value].append(res)
     print(f"\nprobe: {n_probe} images, K={args.k}, {args.probe_rounds} round(s)")
     print(f"{'max_samples_per_chunk':>22}{'median s':>10}{'s/image':>10}{'eval GB':>9}")
     medians, memory = {}, {}
@@ -265,11 +275,16 @@ def main() -> None:
         help="images of each plain-PyTorch IWAE-K reference timing (0: none)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
+    )
     parser.add_argument("--quick", action="store_true", help="500 test images")
     parser.add_argument("--out", type=Path, default=RESULTS / "iwae_eval.json")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker is not None:
         worker(args)
         return
@@ -291,7 +306,15 @@ def main() -> None:
         sys.stdout.flush()
         segments = max(1, min(args.segments, n_test // 10))
         main_run = run_worker(
-            state, n_test, args.k, chunk, args.seed, tmp, segments, args.reference_images
+            state,
+            n_test,
+            args.k,
+            chunk,
+            args.seed,
+            tmp,
+            segments,
+            args.reference_images,
+            args.threads,
         )
 
     seconds = main_run["seconds"]

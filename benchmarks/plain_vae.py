@@ -231,6 +231,26 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _git_state() -> str | None:
+    """``<commit>`` plus ``+dirty`` when the tracked working tree differs from it (the
+    benchmarks run the working tree)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
+
+
 def environment() -> dict:
     import os
     import platform
@@ -238,6 +258,7 @@ def environment() -> dict:
     import pyro
 
     return {
+        "git": _git_state(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "threads": torch.get_num_threads(),

@@ -17,7 +17,9 @@ Timed: the epoch loops only (``TrainResult.seconds`` for ``train``; the same spa
 others), plus the wall time of the whole call (setup included).  Variants are interleaved
 (round r runs them in an order rotated by r) and the script reports medians over rounds
 and the median of per-round ratios to ``plain`` (the machine is shared, so absolute times
-are noisy; ratios measured side by side are the figure to read).
+are noisy; ratios measured side by side are the figure to read).  ``--threads 1`` avoids
+the OpenMP barrier stalls that two threads suffer when another process competes for the
+two cores (a step then takes tens of milliseconds instead of a few).
 
 ``.venv/bin/python benchmarks/vae_throughput.py [--quick] [--synthetic]``
 """
@@ -186,12 +188,17 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=None, help="use only this many rows")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
+    )
     parser.add_argument("--quick", action="store_true", help="5,000 rows, 2 rounds")
     parser.add_argument("--out", type=Path, default=RESULTS / "vae_throughput.json")
     args = parser.parse_args()
     if args.quick:
         args.n_train = args.n_train or 5000
         args.rounds = min(args.rounds, 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or "plain" not in variants:
@@ -278,6 +285,7 @@ def main() -> None:
             "batch_size": BATCH,
             "epochs_per_run": args.epochs,
             "rounds": args.rounds,
+            "threads": torch.get_num_threads(),
             "target_ratio_ppl_gen": 1.15,
             "variants": rows,
             "environment": environment(),

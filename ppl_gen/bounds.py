@@ -15,7 +15,9 @@ each datapoint.  Here every site's log-density is taken from ``site["fn"].log_pr
 scaling, masks respected) and summed over every dimension except the particle dimension
 and the ``"data"`` plate's, giving unscaled per-datapoint log-weights.  The K samples are
 drawn at once in a vectorised particle plate (no Python loop per sample), and the work is
-chunked over K and over the data so that memory stays bounded.
+chunked over K and over the data so that memory stays bounded.  A latent site that the
+guide does not sample is drawn by the model from its prior, which then serves as the
+proposal: its density cancels and it is left out of the weight.
 """
 
 from __future__ import annotations
@@ -169,6 +171,10 @@ def log_importance_weights(
                 or site["infer"].get("is_auxiliary")
                 or isinstance(site["fn"], _Subsample)
             ):
+                continue
+            if trace is model_trace and not site["is_observed"] and name not in guide_trace:
+                # Latent the guide does not propose: the model draws it from its prior,
+                # which is then the proposal, and its prior density cancels in the weight.
                 continue
             total = total + sign * _site_log_prob(name, site, particle_dim)
     return total

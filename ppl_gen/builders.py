@@ -17,7 +17,10 @@ from ppl_gen.likelihoods import LIKELIHOODS
 from ppl_gen.models import VAE, ConvVAE
 
 MODELS = ("vae", "conv-vae")
+TRACTABLE_MODELS = ("gmm", "ppca", "fa")
+COMPARE_MODELS = MODELS + TRACTABLE_MODELS
 GUIDES = ("amortised", "mean-field")
+COVARIANCES = ("full", "diag")
 
 
 @dataclass
@@ -25,12 +28,15 @@ class ModelSpec:
     """What is needed to rebuild a shipped model.
 
     Attributes:
-        model: ``vae`` (MLP, Kingma & Welling 2014) or ``conv-vae`` (28x28 images).
+        model: ``vae`` (MLP, Kingma & Welling 2014), ``conv-vae`` (28x28 images), ``gmm``
+            (Gaussian mixture), ``ppca`` (Tipping & Bishop 1999) or ``fa`` (factor
+            analysis).
         data_dim: ``D``.
         latent_dim: ``Z``.
         hidden: MLP hidden widths (decoder; the amortised guide mirrors them).
         likelihood: family name (see :mod:`ppl_gen.likelihoods`).
         image_shape: display shape of a datapoint.
+        components, covariance: the GMM's number of components and covariance type.
     """
 
     model: str = "vae"
@@ -39,17 +45,39 @@ class ModelSpec:
     hidden: Sequence[int] = (400,)
     likelihood: str = "bernoulli"
     image_shape: Sequence[int] = (28, 28)
+    components: int = 10
+    covariance: str = "full"
 
-    def validate(self) -> None:
-        """Raise :class:`PplGenError` naming the first bad field."""
-        if self.model not in MODELS:
-            raise PplGenError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+    def validate_options(self) -> None:
+        """Check the options that do not depend on the data.
+
+        Raises:
+            PplGenError: naming the first bad option.
+        """
+        if self.model not in COMPARE_MODELS:
+            raise PplGenError(
+                f"--model must be one of {', '.join(COMPARE_MODELS)}, got {self.model!r}"
+            )
+        require_positive_int("--components", self.components)
+        if self.covariance not in COVARIANCES:
+            raise PplGenError(
+                f"--covariance must be one of {', '.join(COVARIANCES)}, got {self.covariance!r}"
+            )
         require_positive_int("--latent-dim", self.latent_dim)
         for width in self.hidden:
             require_positive_int("--hidden", width)
         if self.likelihood not in LIKELIHOODS:
             raise PplGenError(
                 f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}"
+            )
+
+    def validate(self) -> None:
+        """Raise :class:`PplGenError` naming the first bad field (data shape included)."""
+        self.validate_options()
+        if self.model in ("ppca", "fa") and self.latent_dim >= self.data_dim:
+            raise PplGenError(
+                f"--latent-dim must be below the data dimension {self.data_dim} for "
+                f"{self.model}, got {self.latent_dim}"
             )
         if self.model == "conv-vae" and self.data_dim != 784:
             raise PplGenError(
@@ -65,6 +93,16 @@ class ModelSpec:
 def build_model(spec: ModelSpec) -> nn.Module:
     """Instantiate the model described by ``spec`` (validated first)."""
     spec.validate()
+    if spec.model in TRACTABLE_MODELS:
+        from ppl_gen.models import PPCA, FactorAnalysis, GaussianMixture
+
+        if spec.model == "gmm":
+            model = GaussianMixture(spec.data_dim, spec.components, spec.covariance)
+        else:
+            cls = PPCA if spec.model == "ppca" else FactorAnalysis
+            model = cls(spec.data_dim, spec.latent_dim)
+        model.image_shape = tuple(spec.image_shape)
+        return model
     if spec.model == "conv-vae":
         return ConvVAE(spec.latent_dim, spec.likelihood)
     return VAE(spec.data_dim, spec.latent_dim, spec.hidden, spec.likelihood, spec.image_shape)

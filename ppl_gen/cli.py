@@ -61,32 +61,46 @@ def _emit(obj: dict, as_json: bool, message: str) -> None:
 
 @app.command()
 def compare(
-    model: str = typer.Option("vae", help="vae or conv-vae"),
+    model: str = typer.Option("vae", help="vae, conv-vae, gmm, ppca or fa"),
     data: str = DATA,
     data_root: str = DATA_ROOT,
     download: bool = DOWNLOAD,
     schemes: str = typer.Option(
-        "amortised,mean-field", help="comma-separated: amortised,mean-field"
+        None,
+        help="comma-separated subset of em,mean-field,svi-local,amortised,semi-amortised,nuts "
+        "(default: every scheme that applies to the model; vae: amortised,mean-field)",
     ),
-    epochs: int = typer.Option(300, help="training epochs per scheme"),
+    epochs: int = typer.Option(300, help="SVI training epochs per scheme"),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-3, help="Adam learning rate"),
     latent_dim: int = typer.Option(2, help="latent dimension Z (2 also draws the manifold)"),
     hidden: str = typer.Option("256", help="hidden widths, comma-separated"),
     likelihood: str = typer.Option(
-        "bernoulli", help="bernoulli, gaussian, laplace, student-t, categorical"
+        "bernoulli", help="VAE: bernoulli, gaussian, laplace, student-t, categorical"
     ),
-    binarize: str = BINARIZE,
+    components: int = typer.Option(10, help="gmm: number of mixture components"),
+    covariance: str = typer.Option("full", help="gmm: full or diag"),
+    binarize: str = typer.Option(
+        None, help="dynamic, static or none (default: dynamic for the VAEs, none otherwise)"
+    ),
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     n_test: int = typer.Option(None, help="use only the first N test images"),
-    test_refit_steps: int = typer.Option(500, help="mean-field: Adam steps on test data"),
+    test_refit_steps: int = typer.Option(500, help="svi-local: Adam steps on test data"),
+    em_max_iter: int = typer.Option(500, help="em / mean-field: maximum iterations"),
+    em_tol: float = typer.Option(1e-6, help="em / mean-field: relative-change tolerance"),
+    n_init: int = typer.Option(1, help="gmm em: k-means++ restarts"),
+    semi_amortised_steps: int = typer.Option(200, help="semi-amortised: refinement steps"),
+    nuts_subset: int = typer.Option(20, help="nuts: test points sampled"),
+    nuts_samples: int = typer.Option(200, help="nuts: draws per chain"),
+    nuts_warmup: int = typer.Option(200, help="nuts: warm-up steps per chain"),
     device: str = DEVICE,
     seed: int = SEED,
     out: str = typer.Option("runs/compare", help="output folder"),
     as_json: bool = typer.Option(False, "--json", help="print metrics.json to stdout"),
 ) -> None:
-    """Fit one model with several inference schemes and compare ELBO and IWAE-K (main job)."""
+    """Fit one model with several inference schemes and compare ELBO, IWAE-K and the exact
+    log-likelihood (main job)."""
     from ppl_gen.compare import CompareConfig, run_compare
 
     config = CompareConfig(
@@ -94,18 +108,29 @@ def compare(
         data=data,
         data_root=data_root,
         download=download,
-        schemes=tuple(s.strip() for s in schemes.split(",") if s.strip()),
+        schemes=None
+        if schemes is None
+        else tuple(s.strip() for s in schemes.split(",") if s.strip()),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         latent_dim=latent_dim,
         hidden=_hidden(hidden),
         likelihood=likelihood,
+        components=components,
+        covariance=covariance,
         binarize=binarize,
         iwae_k=iwae_k,
         n_train=n_train,
         n_test=n_test,
         test_refit_steps=test_refit_steps,
+        em_max_iter=em_max_iter,
+        em_tol=em_tol,
+        n_init=n_init,
+        semi_amortised_steps=semi_amortised_steps,
+        nuts_subset=nuts_subset,
+        nuts_samples=nuts_samples,
+        nuts_warmup=nuts_warmup,
         seed=seed,
         device=device,
         out=out,
@@ -113,9 +138,14 @@ def compare(
     )
     metrics = run_compare(config)
     report = Path(out) / "report.md"
-    lines = [f"{'scheme':<12} {'test ELBO':>10} {'test IWAE':>10}  (nats per test datapoint)"]
+    lines = [
+        f"{'scheme':<15} {'test ELBO':>10} {'test IWAE':>10} {'exact':>10}"
+        "  (nats per test datapoint)"
+    ]
     for name, m in metrics["schemes"].items():
-        lines.append(f"{name:<12} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f}")
+        exact = m.get("test_log_likelihood")
+        exact_cell = "n/a" if exact is None else f"{exact:.3f}"
+        lines.append(f"{name:<15} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f} {exact_cell:>10}")
     lines.append(f"report: {report.resolve()}")
     _emit(metrics, as_json, "\n".join(lines))
 
@@ -146,7 +176,7 @@ def train_vae(
 ) -> None:
     """Train a VAE's model with an amortised or mean-field guide by SVI."""
     from ppl_gen import reports
-    from ppl_gen.builders import ModelSpec, build_guide, build_model
+    from ppl_gen.builders import MODELS, ModelSpec, build_guide, build_model
     from ppl_gen.data import load_dataset
     from ppl_gen.io import check_output_dir, write_json
     from ppl_gen.training import TrainConfig, train
@@ -164,6 +194,8 @@ def train_vae(
     )
     config.validate()
     check_output_dir(out, "--out")
+    if model not in MODELS:
+        raise PplGenError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     ModelSpec(model, 784, latent_dim, widths, likelihood).validate()
     if guide not in ("amortised", "mean-field"):
         raise PplGenError(f"--guide must be one of amortised, mean-field, got {guide!r}")

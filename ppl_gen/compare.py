@@ -1,14 +1,18 @@
 """``ppl-gen compare``: fit one model with several inference schemes and compare the fits.
 
-Each scheme trains the same model architecture from the same seed with a different guide,
-then the test set is scored with the ELBO and IWAE-K (same K for every scheme), in nats
-per test datapoint.  The run directory receives ``report.md``, ``metrics.json``,
-``loss_curves.png``, ``samples.png``, ``reconstructions.png`` and, for a 2-D latent space,
-``manifold_<scheme>.png`` (Kingma & Welling 2014, fig. 4).
+Every scheme fits the same model definition from the same seed (:mod:`ppl_gen.inference`),
+then the test set is scored with the ELBO and IWAE-K (same K everywhere, nats per test
+datapoint), the exact log-likelihood where the model has one, the gaps between them
+(Cremer et al. 2018) and the PSIS k-hat of the importance weights
+(:mod:`ppl_gen.diagnostics`).  The run directory receives ``report.md``, ``metrics.json``,
+``loss_curves.png``, ``objective_vs_time.png``, ``khat_hist.png``, ``samples.png`` and
+``reconstructions.png`` (models with a decoder), and ``manifold_<scheme>.png`` for a 2-D
+latent space under a standard normal prior (Kingma & Welling 2014, fig. 4).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,68 +21,141 @@ import pyro
 import torch
 
 from ppl_gen import reports
-from ppl_gen.builders import GUIDES, ModelSpec, build_guide, build_model
+from ppl_gen.builders import COMPARE_MODELS, ModelSpec, build_model
 from ppl_gen.data import BINARIZE_MODES, DataSplits, load_dataset
-from ppl_gen.declare import LatentVariableModel
 from ppl_gen.device import describe, resolve_device
+from ppl_gen.diagnostics import khat_summary, psis_khat
 from ppl_gen.errors import PplGenError, require_positive_int
-from ppl_gen.evaluation import evaluate_on
+from ppl_gen.inference import (
+    SCHEMES,
+    SchemeResult,
+    SchemeSettings,
+    check_em,
+    check_nuts,
+    fit_amortised,
+    fit_em,
+    fit_mean_field,
+    fit_nuts,
+    fit_semi_amortised,
+    fit_svi_local,
+)
 from ppl_gen.io import check_output_dir, write_json
 from ppl_gen.priors import StandardNormalPrior
-from ppl_gen.training import TrainConfig, train
+from ppl_gen.training import TrainConfig
 
-SCHEMES = GUIDES
+DEFAULT_SCHEMES = {
+    "vae": ("amortised", "mean-field"),
+    "conv-vae": ("amortised", "mean-field"),
+    "ppca": ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts"),
+    "fa": ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts"),
+    "gmm": ("em", "mean-field", "svi-local", "amortised", "semi-amortised"),
+}
 
 
 @dataclass
 class CompareConfig:
-    """Settings of :func:`run_compare` (the defaults are the README's main job: the VAE on
-    scikit-learn's digits, a 2-D latent space, both guides, about a minute on 2 CPU cores).
+    """Settings of :func:`run_compare`.
+
+    The defaults are the README's main job: the VAE on scikit-learn's digits with a 2-D
+    latent space, amortised and mean-field guides, about a minute on 2 CPU cores.
 
     Attributes:
-        model: ``vae`` or ``conv-vae``.
+        model: ``vae``, ``conv-vae``, ``gmm``, ``ppca`` or ``fa``.
         data: ``digits``, ``mnist`` or a ``.npy``/``.npz`` path; ``data_root`` for MNIST.
-        schemes: inference schemes, each a guide: ``amortised``, ``mean-field``.
-        epochs, batch_size, lr: training settings shared by all schemes.
-        latent_dim, hidden, likelihood: the model (``hidden`` is one width per layer).
-        binarize: ``dynamic``, ``static`` or ``none``.
+        schemes: subset of ``em, mean-field, svi-local, amortised, semi-amortised, nuts``
+            (``None``: the model's applicable schemes, see ``DEFAULT_SCHEMES``).
+        epochs, batch_size, lr, elbo: SVI settings shared by the SVI schemes.
+        latent_dim, hidden, likelihood: the VAE / PPCA / FA latent size, network widths,
+            VAE likelihood; ``components``, ``covariance``: the GMM.
+        binarize: ``dynamic``, ``static`` or ``none`` (``None``: dynamic for the VAEs,
+            none for the linear-Gaussian and mixture models).
         iwae_k: K of the test IWAE-K bound.
         n_train, n_test: optional truncation of the splits.
-        test_refit_steps: Adam steps fitting mean-field local parameters to test data.
-        seed, device, out: reproducibility, device request and output folder.
-        progress: show progress bars.
+        test_refit_steps, em_max_iter, em_tol, n_init, semi_amortised_steps, nuts_subset,
+            nuts_warmup, nuts_samples: per-scheme settings (see
+            :class:`~ppl_gen.inference.SchemeSettings`).
+        seed, device, out, progress: reproducibility, device, output folder, progress bars.
     """
 
     model: str = "vae"
     data: str = "digits"
     data_root: str | None = None
     download: bool = False
-    schemes: Sequence[str] = ("amortised", "mean-field")
+    schemes: Sequence[str] | None = None
     epochs: int = 300
     batch_size: int = 64
     lr: float = 1e-3
     latent_dim: int = 2
     hidden: Sequence[int] = (256,)
     likelihood: str = "bernoulli"
-    binarize: str = "dynamic"
+    components: int = 10
+    covariance: str = "full"
+    binarize: str | None = None
     elbo: str = "analytic-kl"
     iwae_k: int = 1000
     n_train: int | None = None
     n_test: int | None = None
     test_refit_steps: int = 500
+    em_max_iter: int = 500
+    em_tol: float = 1e-6
+    n_init: int = 1
+    semi_amortised_steps: int = 200
+    nuts_subset: int = 20
+    nuts_warmup: int = 200
+    nuts_samples: int = 200
     seed: int = 0
     device: str = "auto"
     out: str = "runs/compare"
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
+    @property
+    def resolved_schemes(self) -> tuple[str, ...]:
+        """The schemes to run (defaults filled in)."""
+        if self.schemes is None:
+            return DEFAULT_SCHEMES.get(self.model, ("amortised", "mean-field"))
+        return tuple(self.schemes)
+
+    @property
+    def resolved_binarize(self) -> str:
+        """The binarisation mode (default: dynamic for VAEs, none otherwise)."""
+        if self.binarize is not None:
+            return self.binarize
+        return "dynamic" if self.model in ("vae", "conv-vae") else "none"
+
+    def settings(self, device: torch.device) -> SchemeSettings:
+        """The :class:`~ppl_gen.inference.SchemeSettings` these options describe."""
+        return SchemeSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            elbo=self.elbo,
+            hidden=tuple(self.hidden),
+            iwae_k=self.iwae_k,
+            test_refit_steps=self.test_refit_steps,
+            em_max_iter=self.em_max_iter,
+            em_tol=self.em_tol,
+            n_init=self.n_init,
+            semi_amortised_steps=self.semi_amortised_steps,
+            nuts_subset=self.nuts_subset,
+            nuts_warmup=self.nuts_warmup,
+            nuts_samples=self.nuts_samples,
+            seed=self.seed,
+            device=str(device),
+            progress=self.progress,
+        )
+
     def validate(self) -> None:
-        """Check every field before anything is trained or written.
+        """Check every option before anything is loaded, trained or written.
 
         Raises:
             PplGenError: naming the first bad option and what is accepted.
         """
-        schemes = list(self.schemes)
+        if self.model not in COMPARE_MODELS:
+            raise PplGenError(
+                f"--model must be one of {', '.join(COMPARE_MODELS)}, got {self.model!r}"
+            )
+        schemes = list(self.resolved_schemes)
         if not schemes:
             raise PplGenError(f"--schemes must name at least one of {', '.join(SCHEMES)}")
         for s in schemes:
@@ -89,35 +166,148 @@ class CompareConfig:
         require_positive_int("--epochs", self.epochs)
         require_positive_int("--batch-size", self.batch_size)
         require_positive_int("--iwae-k", self.iwae_k)
-        require_positive_int("--test-refit-steps", self.test_refit_steps)
-        if self.binarize not in BINARIZE_MODES:
+        for flag, value in (
+            ("--test-refit-steps", self.test_refit_steps),
+            ("--em-max-iter", self.em_max_iter),
+            ("--n-init", self.n_init),
+            ("--semi-amortised-steps", self.semi_amortised_steps),
+            ("--nuts-subset", self.nuts_subset),
+            ("--nuts-samples", self.nuts_samples),
+            ("--nuts-warmup", self.nuts_warmup),
+        ):
+            require_positive_int(flag, value)
+        if not self.em_tol >= 0:
+            raise PplGenError(f"--em-tol must be >= 0, got {self.em_tol}")
+        if self.resolved_binarize not in BINARIZE_MODES:
             raise PplGenError(
                 f"--binarize must be one of {', '.join(BINARIZE_MODES)}, got {self.binarize!r}"
             )
-        ModelSpec(self.model, 784, self.latent_dim, self.hidden, self.likelihood).validate()
+        self.spec(784, (28, 28)).validate_options()
         TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, elbo=self.elbo
         ).validate()
         resolve_device(self.device)
         check_output_dir(self.out, "--out")
 
-
-def _samples_and_reconstructions(model, evaluation, x_test: torch.Tensor, n: int = 10):
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(0)
-    samples = model.decode_mean(model.sample_prior(64, x_test)).cpu()
-    torch.set_rng_state(generator_state)
-    guide = evaluation.guide
-    rows = torch.arange(min(n, x_test.shape[0]), device=x_test.device)
-    if getattr(guide, "is_local", False):
-        loc = guide.posterior(rows)[model.latent_site][0]
-    else:
-        loc = guide.encode(x_test[rows])[model.latent_site][0]
-    return samples, model.decode_mean(loc.detach()).cpu()
+    def spec(self, data_dim: int, image_shape: Sequence[int]) -> ModelSpec:
+        """The :class:`~ppl_gen.builders.ModelSpec` of the model to compare."""
+        return ModelSpec(
+            self.model,
+            data_dim,
+            self.latent_dim,
+            tuple(self.hidden),
+            self.likelihood,
+            tuple(image_shape),
+            components=self.components,
+            covariance=self.covariance,
+        )
 
 
 def _factory_name(factory: Callable) -> str:
     return getattr(factory, "__name__", type(factory).__name__)
+
+
+def _check_schemes(model: Callable, schemes: Sequence[str], name: str) -> None:
+    """Refuse schemes that cannot apply to ``model`` before anything is trained."""
+    if "em" in schemes:
+        check_em(model, name)
+    if "nuts" in schemes:
+        check_nuts(model, name)
+    if "mean-field" in schemes and getattr(model, "discrete", False):
+        if getattr(model, "covariance", "full") != "full":
+            raise PplGenError(
+                "--schemes mean-field: the variational Bayesian GMM needs --covariance full"
+            )
+
+
+def _posterior_mean(result: SchemeResult, x: torch.Tensor) -> torch.Tensor | None:
+    """Posterior mean of the latent for the rows of ``x`` under the scheme's q."""
+    model, guide = result.model, result.guide
+    site = getattr(model, "latent_site", "z")
+    rows = torch.arange(x.shape[0], device=x.device)
+    with torch.no_grad():
+        if guide is None and callable(getattr(model, "mean_field_posterior", None)):
+            return model.mean_field_posterior(x)[0]
+        if hasattr(guide, "encode"):
+            return guide.encode(x)[site][0]
+        if hasattr(guide, "posterior"):
+            return guide.posterior(rows)[site][0]
+        if hasattr(guide, "loc"):
+            return guide.loc[rows]
+        if guide is not None and callable(getattr(model, "exact_posterior", None)):
+            posterior = model.exact_posterior(x)
+            if not getattr(model, "discrete", False):
+                return posterior.mean
+    return None
+
+
+def _reference_for_nuts(previous: dict[str, SchemeResult]) -> SchemeResult | None:
+    for name in ("em", "svi-local", "amortised", "mean-field"):
+        if name in previous and not getattr(previous[name].model, "discrete", False):
+            return previous[name]
+    return None
+
+
+def _run_scheme(
+    name: str,
+    factory: Callable[[], Callable],
+    data: DataSplits,
+    settings: SchemeSettings,
+    previous: dict[str, SchemeResult],
+) -> SchemeResult:
+    if name == "em":
+        return fit_em(factory(), data, settings)
+    if name == "mean-field":
+        return fit_mean_field(factory(), data, settings)
+    if name == "svi-local":
+        return fit_svi_local(factory(), data, settings)
+    if name == "amortised":
+        return fit_amortised(factory(), data, settings)
+    if name == "semi-amortised":
+        return fit_semi_amortised(factory, data, settings, previous.get("amortised"))
+    reference = _reference_for_nuts(previous)
+    if reference is None:
+        model = factory()
+        reference = (fit_em if callable(getattr(model, "em", None)) else fit_amortised)(
+            model, data, settings
+        )
+    return fit_nuts(reference.model, data, settings, fitted_by=reference.name)
+
+
+def _scheme_metrics(result: SchemeResult) -> dict:
+    b = result.bounds
+    exact = result.test_log_likelihood
+    exact_mean = float(exact.mean()) if exact is not None else None
+    khat = psis_khat(b.log_weights)
+    history = result.history
+    finite = [v for v in history.objective if v is not None and math.isfinite(v)]
+    local_q = result.name in ("em", "mean-field", "svi-local", "semi-amortised", "nuts")
+    metrics = {
+        "objective": result.objective_name,
+        "final_train_objective": finite[-1] if finite else None,
+        "test_elbo": b.elbo_mean,
+        "test_elbo_se": b.elbo_se,
+        "test_iwae": b.iwae_mean,
+        "test_iwae_se": b.iwae_se,
+        "iwae_k": b.k,
+        "n_evaluated": int(b.elbo.shape[0]),
+        "test_log_likelihood": exact_mean,
+        "gap_exact_minus_iwae": exact_mean - b.iwae_mean if exact is not None else None,
+        "gap_iwae_minus_elbo": b.iwae_mean - b.elbo_mean,
+        "approximation_gap": exact_mean - b.elbo_mean if exact is not None and local_q else None,
+        "amortisation_gap": result.extra.get("amortisation_gap"),
+        **khat_summary(khat),
+        "train_seconds": result.train_seconds,
+        "test_seconds": result.test_seconds,
+        "iterations": history.iterations,
+        "epochs": result.epochs,
+        "converged": history.converged,
+    }
+    metrics["bound_unreliable"] = bool(metrics["psis_khat_frac_above_0_7"] > 0)
+    for key in ("rhat_max", "ess_bulk_min"):
+        if key in result.extra:
+            metrics[key] = result.extra[key]
+    return metrics, khat
 
 
 def run_compare(
@@ -129,21 +319,20 @@ def run_compare(
     Args:
         config: the settings (defaults: :class:`CompareConfig`).
         model_factory: optional ``factory(data) -> model`` building a fresh instance of *your
-            own* model (declared with :class:`~ppl_gen.declare.LatentVariableModel` or a
-            hand-written Pyro model following the data plate convention) for each scheme;
-            ``config.model``, ``latent_dim`` and ``likelihood`` are then ignored.  Sample,
-            reconstruction and manifold figures need a declared model.
+            own* model for each scheme: declared with
+            :class:`~ppl_gen.declare.LatentVariableModel` or a hand-written Pyro model
+            following the data plate convention.  ``config.model`` is then ignored.  A model
+            that offers ``exact_posterior`` and ``log_marginal`` gets ``em``.
 
     Returns:
-        The metrics dictionary written to ``<out>/metrics.json``: ``dataset``, ``model``,
-        ``n_train``, ``n_test``, ``latent_dim``, ``device``, ``seed``, ``config`` and
-        ``schemes.<name>`` with ``test_elbo``, ``test_elbo_se``, ``test_iwae``,
-        ``test_iwae_se``, ``iwae_k`` (bounds in nats per test datapoint, higher is better),
-        ``train_seconds``, ``test_inference_seconds``, ``eval_seconds``, ``epochs``,
-        ``iterations``, ``final_train_elbo``, ``final_val_elbo``.
+        The metrics written to ``<out>/metrics.json`` (schema in the README): setup keys
+        and ``schemes.<name>`` with bounds (nats per test datapoint, higher is better),
+        exact log-likelihood and gaps (``None`` where not applicable), PSIS k-hat summary,
+        times (seconds) and iterations.
 
     Raises:
-        PplGenError: bad configuration or data (nothing is written in that case).
+        PplGenError: bad options, data, or a scheme that does not apply to the model
+            (checked before anything is trained or written).
     """
     config = config or CompareConfig()
     config.validate()
@@ -152,110 +341,120 @@ def run_compare(
         config.data,
         config.data_root,
         download=config.download,
-        binarize=config.binarize,
+        binarize=config.resolved_binarize,
         seed=config.seed,
         n_train=config.n_train,
         n_test=config.n_test,
     ).to(device)
-    spec = ModelSpec(
-        config.model,
-        data.data_dim,
-        config.latent_dim,
-        tuple(config.hidden),
-        config.likelihood,
-        data.image_shape,
-    )
+    spec = config.spec(data.data_dim, data.image_shape)
     if model_factory is None:
         spec.validate()
+        model_name = config.model
+
+        def factory():
+            return build_model(spec).to(device)
+    else:
+        model_name = _factory_name(model_factory)
+
+        def factory():
+            model = model_factory(data)
+            return model.to(device) if isinstance(model, torch.nn.Module) else model
+
+    schemes = config.resolved_schemes
+    _check_schemes(factory(), schemes, model_name)
+    settings = config.settings(device)
     out = Path(config.out)
     metrics: dict = {
         "dataset": data.name,
-        "model": config.model if model_factory is None else _factory_name(model_factory),
+        "model": model_name,
         "n_train": int(data.train.shape[0]),
         "n_test": int(data.test.shape[0]),
-        "latent_dim": config.latent_dim,
+        "latent_dim": config.latent_dim if config.model != "gmm" else None,
         "device": describe(device),
         "seed": config.seed,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "schemes": {},
     }
-    curves, samples, recons = {}, {}, {}
-    manifolds = {}
-    for scheme in config.schemes:
+    metrics["config"]["schemes"] = list(schemes)
+    metrics["config"]["binarize"] = config.resolved_binarize
+    results: dict[str, SchemeResult] = {}
+    khats = {}
+    for name in schemes:
         pyro.set_rng_seed(config.seed)
-        model = build_model(spec) if model_factory is None else model_factory(data)
-        guide = build_guide(scheme, model, data.train.shape[0], spec.hidden)
-        result = train(
-            model,
-            guide,
-            data,
-            TrainConfig(
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                lr=config.lr,
-                elbo=config.elbo,
-                seed=config.seed,
-                val_every=max(1, config.epochs // 20),
-                progress=config.progress,
-                device=str(device),
-            ),
-        )
-        evaluation = evaluate_on(
-            model, guide, data.test, config.iwae_k, refit_steps=config.test_refit_steps
-        )
-        b = evaluation.bounds
-        history = result.history
-        vals = [v for v in history["val_elbo"] if v is not None]
-        metrics["schemes"][scheme] = {
-            "test_elbo": b.elbo_mean,
-            "test_elbo_se": b.elbo_se,
-            "test_iwae": b.iwae_mean,
-            "test_iwae_se": b.iwae_se,
-            "iwae_k": b.k,
-            "train_seconds": result.seconds,
-            "test_inference_seconds": evaluation.inference_seconds,
-            "eval_seconds": evaluation.bound_seconds,
-            "epochs": result.epochs,
-            "iterations": result.iterations,
-            "final_train_elbo": history["train_elbo"][-1],
-            "final_val_elbo": vals[-1] if vals else None,
-        }
-        curves[scheme] = {
-            "train_elbo": history["train_elbo"],
-            "val_elbo": [float("nan") if v is None else v for v in history["val_elbo"]],
-            "seconds": history["seconds"],
-        }
-        if isinstance(model, LatentVariableModel):
-            samples[scheme], recons[scheme] = _samples_and_reconstructions(
-                model, evaluation, data.test
-            )
-            if model.latent_dim == 2 and isinstance(model.prior, StandardNormalPrior):
-                manifolds[scheme] = reports.latent_manifold_grid(
-                    model.decode_mean, 20, device=device
-                )
+        results[name] = _run_scheme(name, factory, data, settings, results)
+        metrics["schemes"][name], khats[name] = _scheme_metrics(results[name])
+    semi = results.get("semi-amortised")
+    if semi is not None and "amortised" in results and semi.model is results["amortised"].model:
+        row = metrics["schemes"]["amortised"]
+        row["amortisation_gap"] = semi.extra.get("amortisation_gap")
+        row["approximation_gap"] = metrics["schemes"]["semi-amortised"]["approximation_gap"]
+    _write_outputs(out, config, data, metrics, results, khats, device)
+    return metrics
+
+
+def _write_outputs(out, config, data, metrics, results, khats, device) -> None:
     figures = {
-        "ELBO per epoch and against wall time": "loss_curves.png",
-        "Samples from p(x|z), z ~ p(z) (decoder means)": "samples.png",
-        "Test images and reconstructions (decoder mean at posterior mean)": "reconstructions.png",
+        "Training objective per epoch / iteration and against wall time": "loss_curves.png",
+        "Training objective against wall time, all schemes": "objective_vs_time.png",
+        "PSIS k-hat of the test importance weights (> 0.7: bound unreliable)": "khat_hist.png",
     }
-    reports.plot_loss_curves(curves, out / "loss_curves.png")
+    curves = {
+        name: {"train_elbo": r.history.objective, "seconds": r.history.seconds}
+        for name, r in results.items()
+        if r.history.objective
+    }
+    if curves:
+        reports.plot_loss_curves(curves, out / "loss_curves.png")
+    else:
+        figures.pop("Training objective per epoch / iteration and against wall time")
+    reports.plot_objective_vs_time(
+        {
+            name: (r.history.seconds, r.history.objective, r.objective_name)
+            for name, r in results.items()
+        },
+        out / "objective_vs_time.png",
+    )
+    reports.plot_khat_histogram(khats, out / "khat_hist.png")
+    samples, recons, manifolds = {}, {}, {}
+    n_recon = min(10, data.test.shape[0])
+    for name, r in results.items():
+        model = r.model
+        if not (callable(getattr(model, "decode_mean", None)) and hasattr(model, "sample_prior")):
+            continue
+        torch_state = torch.get_rng_state()
+        torch.manual_seed(config.seed)
+        samples[name] = model.decode_mean(model.sample_prior(64, data.test)).cpu()
+        torch.set_rng_state(torch_state)
+        x = data.test[:n_recon]
+        mean = _posterior_mean(r, x) if name != "nuts" else None
+        if mean is not None:
+            recons[name] = model.decode_mean(mean.detach()).cpu()
+        prior = getattr(model, "prior", None)
+        latent = getattr(model, "latent_dim", None)
+        if latent == 2 and (prior is None or isinstance(prior, StandardNormalPrior)):
+            manifolds[name] = reports.latent_manifold_grid(model.decode_mean, 20, device=device)
     if samples:
         reports.save_image_panels(samples, data.image_shape, out / "samples.png", nrow=8)
-        originals = data.test[: next(iter(recons.values())).shape[0]].cpu()
+        figures["Samples from p(x|z), z ~ p(z) (decoder means)"] = "samples.png"
+    if recons:
+        originals = data.test[:n_recon].cpu()
         reports.save_reconstructions(
             originals, recons, data.image_shape, out / "reconstructions.png"
         )
-    else:
-        figures = {"ELBO per epoch and against wall time": "loss_curves.png"}
-    for scheme, grid in manifolds.items():
-        name = f"manifold_{scheme}.png"
-        reports.save_manifold(grid, data.image_shape, 20, out / name, title=scheme)
-        figures[f"2-D latent manifold, {scheme} (Kingma & Welling 2014, fig. 4)"] = name
-    notes = [
-        "Mean-field: test bounds use local parameters fitted to the test images with the "
-        f"model frozen ({config.test_refit_steps} Adam steps); amortised: one encoder pass.",
+        figures["Test images and reconstructions (decoder mean at posterior mean)"] = (
+            "reconstructions.png"
+        )
+    for name, grid in manifolds.items():
+        file = f"manifold_{name}.png"
+        reports.save_manifold(grid, data.image_shape, 20, out / file, title=name)
+        figures[f"2-D latent manifold, {name} (Kingma & Welling 2014, fig. 4)"] = file
+    notes = [n for r in results.values() for n in r.notes]
+    notes += [
+        "Gaps (Cremer et al. 2018): approximation gap = log p(x) - ELBO of the best "
+        "per-datapoint q found; amortisation gap = that ELBO - the encoder's ELBO.",
+        "k-hat: Pareto-smoothed importance sampling shape of each test point's weights "
+        "(ArviZ psislw); above 0.7 the IWAE-K estimate is unreliable.",
         "Standard errors are over test datapoints.",
     ]
     write_json(out / "metrics.json", metrics)
     reports.write_report(out / "report.md", metrics, figures, notes)
-    return metrics

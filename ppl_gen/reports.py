@@ -515,44 +515,116 @@ def format_metrics_table(metrics: Mapping) -> str:
     """Format the per-scheme results of a comparison run as a GitHub markdown table.
 
     Args:
-        metrics: the ``metrics.json`` schema of ``ppl-gen compare``: ``{"dataset", "model",
-            "n_train", "n_test", "latent_dim", "device", "seed", "schemes": {name:
-            {"test_elbo", "test_elbo_se", "test_iwae", "test_iwae_se", "iwae_k",
-            "train_seconds", "epochs", "final_train_elbo", ...}}}``; bounds in nats per test
-            datapoint, times in seconds.
+        metrics: the ``metrics.json`` schema of ``ppl-gen compare`` (see README): ``{"dataset",
+            "model", ..., "schemes": {name: {"final_train_objective", "test_elbo",
+            "test_elbo_se", "test_iwae", "test_iwae_se", "iwae_k", "test_log_likelihood",
+            "gap_exact_minus_iwae", "gap_iwae_minus_elbo", "approximation_gap",
+            "amortisation_gap", "psis_khat_mean", "psis_khat_frac_above_0_7",
+            "train_seconds", "iterations", ...}}}``; bounds in nats per test datapoint, times
+            in seconds.
 
     Returns:
-        The table (no trailing newline): one row per scheme in mapping order, columns
-        ``scheme | test ELBO (nats) | test IWAE-K (nats) | IWAE − ELBO (nats) |
-        train time (s) | epochs``.  Bounds read ``"-25.31 ± 0.12"`` (mean ± standard error,
-        just the mean when the error is missing); IWAE − ELBO is the difference of the
-        means (no error given: the two estimates share test points); ``"n/a"`` marks a
-        missing or ``None`` value.
+        The table (no trailing newline): one row per scheme in mapping order.  Bounds read
+        ``"-25.31 ± 0.12"`` (mean ± standard error over test points); IWAE − ELBO is the
+        difference of the means; ``"n/a"`` marks a missing or ``None`` value.  A scheme
+        with k-hat > 0.7 on some test points is flagged "bound unreliable" in the k-hat
+        column (Vehtari et al. 2024).
 
     Raises:
         PplGenError: if ``metrics`` has no ``schemes`` mapping.
     """
     schemes = _schemes(metrics)
     header = (
-        "| scheme | test ELBO (nats) | test IWAE-K (nats) | IWAE − ELBO (nats) "
-        "| train time (s) | epochs |"
+        "| scheme | train objective (nats) | test ELBO (nats) | test IWAE-K (nats) "
+        "| exact log p(x) (nats) | exact − IWAE | IWAE − ELBO | approximation gap "
+        "| amortisation gap | PSIS k̂ mean | k̂ > 0.7 | train time (s) | iterations |"
     )
-    lines = [header, "|:---|---:|---:|---:|---:|---:|"]
+    lines = [header, "|:---|" + "---:|" * 12]
     for name, row in schemes.items():
         row = row if isinstance(row, Mapping) else {}
         elbo, iwae = _num(row.get("test_elbo")), _num(row.get("test_iwae"))
         gap = _NA if elbo is None or iwae is None else f"{iwae - elbo:.2f}"
-        epochs = _num(row.get("epochs"))
+        frac = _num(row.get("psis_khat_frac_above_0_7"))
+        frac_cell = _NA if frac is None else f"{100 * frac:.0f}%"
+        if frac:
+            frac_cell += " (bound unreliable)"
+        iterations = _num(row.get("iterations"))
+        objective = _fmt(row.get("final_train_objective", row.get("final_train_elbo")), ".2f")
+        kind = row.get("objective")
+        if objective != _NA and kind:
+            objective += f" ({kind})"
         cells = [
             _md_cell(name),
+            objective,
             _fmt_pm(row.get("test_elbo"), row.get("test_elbo_se")),
             _fmt_pm(row.get("test_iwae"), row.get("test_iwae_se")),
+            _fmt(row.get("test_log_likelihood"), ".2f"),
+            _fmt(row.get("gap_exact_minus_iwae"), ".3f"),
             gap,
+            _fmt(row.get("approximation_gap"), ".3f"),
+            _fmt(row.get("amortisation_gap"), ".3f"),
+            _fmt(row.get("psis_khat_mean"), ".2f"),
+            frac_cell,
             _fmt(row.get("train_seconds"), ".1f"),
-            _NA if epochs is None else str(int(epochs)),
+            _NA if iterations is None else str(int(iterations)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_objective_vs_time(
+    histories: Mapping[str, tuple[Sequence[float], Sequence[float], str]], path: PathLike
+) -> Path:
+    """Training objective against wall time, all schemes on one axis.
+
+    Args:
+        histories: ``{scheme: (seconds, objective, objective_name)}``; seconds cumulative
+            (s), objective in nats per datapoint (log-likelihood for EM, ELBO otherwise).
+        path: PNG destination (written atomically).
+
+    Raises:
+        PplGenError: if a scheme's sequences differ in length.
+    """
+    fig = _new_figure(6.5, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for scheme, (seconds, objective, kind) in histories.items():
+        if len(seconds) != len(objective):
+            raise PplGenError(f"histories[{scheme!r}]: seconds and objective differ in length")
+        if not objective:
+            continue
+        ax.plot(list(seconds), _finite_or_nan(objective), marker=".", label=f"{scheme} ({kind})")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("wall time (seconds)")
+    ax.set_ylabel("training objective (nats per datapoint)")
+    ax.set_title("Objective against wall time")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save_figure(fig, path)
+
+
+def plot_khat_histogram(khats: Mapping[str, torch.Tensor], path: PathLike) -> Path:
+    """Histogram of the PSIS k-hat of each test point's importance weights, per scheme.
+
+    Args:
+        khats: ``{scheme: (N,) k-hat}``; ``-inf`` entries (constant weights) are drawn at the
+            left edge.  A dashed line marks the 0.7 reliability threshold.
+        path: PNG destination (written atomically).
+    """
+    fig = _new_figure(6.5, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    finite = [k[torch.isfinite(k)] for k in khats.values()]
+    lo = min([float(k.min()) for k in finite if k.numel()] + [-0.5])
+    hi = max([float(k.max()) for k in finite if k.numel()] + [1.0])
+    bins = torch.linspace(lo - 0.05, hi + 0.05, 31).tolist()
+    for scheme, k in khats.items():
+        values = k.clone().double()
+        values[~torch.isfinite(values)] = bins[0]
+        ax.hist(values.numpy(), bins=bins, histtype="step", linewidth=1.5, label=scheme)
+    ax.axvline(0.7, linestyle="--", color="black", linewidth=1)
+    ax.set_xlabel("PSIS k-hat of the importance weights (per test point)")
+    ax.set_ylabel("test points")
+    ax.legend(fontsize="small")
+    return _save_figure(fig, path)
 
 
 def _md_link_target(filename: str | os.PathLike, report_dir: Path) -> str:

@@ -28,7 +28,13 @@ import pyro
 import pyro.util
 import torch
 from pyro import poutine
-from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import (
+    JitTrace_ELBO,
+    JitTraceMeanField_ELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceMeanField_ELBO,
+)
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -44,6 +50,7 @@ ELBOS = {
     "analytic-kl": TraceMeanField_ELBO,
     "jit": JitTrace_ELBO,
     "jit-analytic-kl": JitTraceMeanField_ELBO,
+    "enum": TraceEnum_ELBO,
 }
 
 
@@ -63,7 +70,7 @@ class TrainConfig:
         elbo: ``trace`` (``Trace_ELBO``, Monte Carlo KL), ``analytic-kl``
             (``TraceMeanField_ELBO``, closed-form KL where available), ``jit`` or
             ``jit-analytic-kl`` (their ``torch.jit`` compiled versions; minibatches of equal
-            size).
+            size), ``enum`` (``TraceEnum_ELBO``: discrete latents summed out exactly).
         num_particles: samples per datapoint in the ELBO estimate.
         seed: seeds Pyro/torch/numpy, the minibatch order and dynamic binarisation.
         val_refit_steps: for per-datapoint guides, full-batch Adam steps fitting fresh
@@ -121,6 +128,9 @@ def make_elbo(name: str, num_particles: int = 1):
     """The Pyro ELBO object for ``name`` (see :class:`TrainConfig`), vectorised particles."""
     if name not in ELBOS:
         raise PplGenError(f"--elbo must be one of {', '.join(ELBOS)}, got {name!r}")
+    if name == "enum":
+        # Discrete sites marked infer={"enumerate": "parallel"} are summed out exactly.
+        return TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles)
     return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1)
 
 
@@ -167,7 +177,8 @@ def fit_local_guide(
     lr: float = 1e-2,
     elbo: str = "analytic-kl",
     batch_size: int | None = None,
-) -> MeanFieldGuide:
+    guide: Callable | None = None,
+) -> Callable:
     """Fit a fresh per-datapoint guide to ``x`` with the model frozen (test-time inference).
 
     A non-amortised guide has no parameters for unseen datapoints, so evaluating it on test
@@ -183,15 +194,22 @@ def fit_local_guide(
         lr: Adam learning rate of the local parameters.
         elbo: ELBO flavour (see :class:`TrainConfig`).
         batch_size: minibatch size (default: all of ``x`` at once).
+        guide: a per-datapoint guide for the rows of ``x`` to start from (e.g. initialised
+            at an encoder's output: semi-amortised inference); default a fresh
+            :class:`~ppl_gen.guides.MeanFieldGuide`.
 
     Returns:
-        The fitted :class:`~ppl_gen.guides.MeanFieldGuide` with ``num_data = N``.
+        The fitted guide (a :class:`~ppl_gen.guides.MeanFieldGuide` with ``num_data = N``
+        unless ``guide`` was given).
     """
     n = x.shape[0]
-    guide = MeanFieldGuide(model, n)
-    guide.setup(x[:1], torch.zeros(1, dtype=torch.long, device=x.device), n)
+    if guide is None:
+        guide = MeanFieldGuide(model, n)
+        guide.setup(x[:1], torch.zeros(1, dtype=torch.long, device=x.device), n)
     guide.to(x.device)
-    loss_fn = make_elbo("analytic-kl" if elbo.endswith("analytic-kl") else "trace")
+    if elbo != "enum":
+        elbo = "analytic-kl" if elbo.endswith("analytic-kl") else "trace"
+    loss_fn = make_elbo(elbo)
     model_n = functools.partial(model, size=n)
     guide_n = functools.partial(guide, size=n)
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)

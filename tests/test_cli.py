@@ -294,6 +294,8 @@ def test_compare_smoke_run_json_and_files(tmp_path, capsys):
     assert files == {
         "report.md",
         "metrics.json",
+        "objective_vs_time.png",
+        "khat_hist.png",
         "loss_curves.png",
         "samples.png",
         "reconstructions.png",

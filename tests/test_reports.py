@@ -301,22 +301,48 @@ def table_rows(table: str) -> dict[str, list[str]]:
 
 
 def test_format_metrics_table(metrics):
+    row = metrics["schemes"]["trace_elbo"]
+    row.update(
+        objective="ELBO",
+        test_log_likelihood=-24.5,
+        gap_exact_minus_iwae=0.3,
+        approximation_gap=0.25,
+        amortisation_gap=0.56,
+        psis_khat_mean=0.41,
+        psis_khat_frac_above_0_7=0.1,
+        iterations=5,
+    )
+    metrics["schemes"]["renyi"]["psis_khat_frac_above_0_7"] = 0.0
     table = reports.format_metrics_table(metrics)
     lines = table.splitlines()
     assert lines[0] == (
-        "| scheme | test ELBO (nats) | test IWAE-K (nats) | IWAE − ELBO (nats) "
-        "| train time (s) | epochs |"
+        "| scheme | train objective (nats) | test ELBO (nats) | test IWAE-K (nats) "
+        "| exact log p(x) (nats) | exact − IWAE | IWAE − ELBO | approximation gap "
+        "| amortisation gap | PSIS k̂ mean | k̂ > 0.7 | train time (s) | iterations |"
     )
     assert len(lines) == 2 + 2
     rows = table_rows(table)
-    assert rows["trace_elbo"] == ["-25.31 ± 0.12", "-24.80 ± 0.11", "0.51", "12.3", "5"]
-    assert rows["renyi"] == ["-26.00 ± 0.20", "n/a", "n/a", "20.0", "5"]
+    assert rows["trace_elbo"] == [
+        "-25.00 (ELBO)",
+        "-25.31 ± 0.12",
+        "-24.80 ± 0.11",
+        "-24.50",
+        "0.300",
+        "0.51",
+        "0.250",
+        "0.560",
+        "0.41",
+        "10% (bound unreliable)",
+        "12.3",
+        "5",
+    ]
+    assert rows["renyi"] == ["n/a", "-26.00 ± 0.20"] + ["n/a"] * 7 + ["0%", "20.0", "n/a"]
 
 
 def test_format_metrics_table_missing_values(metrics):
     metrics["schemes"]["bare"] = {"test_elbo": -30.0}
     rows = table_rows(reports.format_metrics_table(metrics))
-    assert rows["bare"] == ["-30.00", "n/a", "n/a", "n/a", "n/a"]
+    assert rows["bare"] == ["n/a", "-30.00"] + ["n/a"] * 10
 
 
 def test_format_metrics_table_escapes_pipes(metrics):

@@ -1,0 +1,658 @@
+"""Linear-Gaussian latent-variable models: the code shared by PPCA and factor analysis.
+
+Both models are ``z ~ N(0, I_Q)``, ``x | z ~ N(W z + mu, Psi)`` with ``W: (D, Q)``,
+``mu: (D,)`` and a diagonal noise covariance ``Psi``; they differ only in ``Psi``:
+isotropic ``sigma^2 I`` for probabilistic PCA (Tipping & Bishop 1999, "TB99"), a free
+diagonal for factor analysis (Bishop, PRML 12.2.4).  Everything below is written for a
+diagonal ``Psi`` (PPCA being the special case) and every closed-form step runs in float64;
+results are stored back in the parameters' dtype (float32 unless the module was converted).
+
+Notation used in the docstrings (``N`` datapoints, ``D`` data dims, ``Q`` latent dims):
+
+* marginal ``x ~ N(mu, C)``, ``C = W W^T + Psi`` (TB99 eq. 4-5; PRML 12.35 / 12.65);
+* posterior precision ``Lambda = I + W^T Psi^-1 W`` (``(Q, Q)``, the same for every
+  datapoint), posterior ``z | x ~ N(Lambda^-1 W^T Psi^-1 (x - mu), Lambda^-1)``
+  (TB99 eq. 6 with ``M = sigma^2 Lambda``; PRML 12.42 / 12.66);
+* sample mean ``x_bar`` and covariance ``S = (1/N) sum_n (x_n - x_bar)(x_n - x_bar)^T``.
+
+Log-densities use the Woodbury identity and the matrix determinant lemma,
+``C^-1 = Psi^-1 - Psi^-1 W Lambda^-1 W^T Psi^-1`` and
+``log|C| = log|Psi| + log|Lambda|``, so ``log p(x)`` of ``N`` points costs ``O(N D Q)``
+and never forms a ``D x D`` matrix; EM works on ``S`` and costs ``O(D^2 Q)`` per iteration
+once ``S`` is formed (``O(N D^2)``, once).
+
+All log-likelihoods and ELBOs are in nats (per datapoint where averaged).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppl_gen.bounds import BoundEstimate
+from ppl_gen.errors import PplGenError, require, require_positive_int
+from ppl_gen.naming import unique_scope
+from ppl_gen.plates import data_plate
+from ppl_gen.tractable import FitHistory
+
+NOISE_FLOOR = 1e-6
+"""Lower bound on every noise variance (``sigma^2`` or ``Psi_dd``) set by a closed-form step."""
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_CHUNK_ROWS = 8192  # rows of x converted to float64 at once by the per-datapoint methods
+_SMALL_WORK = 2**24  # N * D * Q below which a mean-field fit runs on one thread
+
+
+@dataclass
+class MeanFieldState:
+    """Local variational parameters of :meth:`LinearGaussianModel.mean_field`.
+
+    Attributes:
+        loc: ``(N, Q)`` means ``m_i`` of ``q(z_i)`` for the training rows.
+        scale: ``(Q,)`` standard deviations ``s_j`` (the same for every datapoint, since
+            the posterior precision ``Lambda`` is; ``s_j^2 = 1 / Lambda_jj``).
+    """
+
+    loc: torch.Tensor
+    scale: torch.Tensor
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run a block of small linear algebra (``Q x Q`` factorisations, ``D x Q`` products) on
+    one thread.
+
+    On a shared machine every multi-threaded BLAS / LAPACK call pays a thread barrier, and a
+    descheduled worker makes that cost milliseconds (measured: 12-24 ms for a ``64 x 5``
+    product with 2 threads on a loaded 2-core machine, against microseconds on one thread),
+    which would dominate an EM iteration.  The large ``O(N D^2)`` / ``O(N D Q)`` products stay
+    outside these blocks and use every thread.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """``softplus^-1(y) = y + log(-expm1(-y))`` for ``y > 0`` (stable for small and large y)."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+class LinearGaussianModel(nn.Module):
+    """``z ~ N(0, I_Q)``, ``x | z ~ N(W z + mu, Psi)`` with diagonal ``Psi`` (see module doc).
+
+    Subclasses (:class:`~ppl_gen.models.PPCA`, :class:`~ppl_gen.models.FactorAnalysis`)
+    define the noise parameter through :meth:`noise_variance`, :meth:`_noise_m_step` and
+    :meth:`_store_noise`.
+
+    Args:
+        data_dim: ``D`` (>= 2).
+        latent_dim: ``Q``, with ``1 <= Q < D``.
+
+    Parameters (``nn.Parameter``, float32): ``W (D, Q)`` (seeded ``0.1 * N(0, 1)``),
+    ``mu (D,)`` (zeros) and the subclass's noise parameter (unit variance); call
+    :meth:`init_from_data` or a fitting method with ``init=True`` for a data-dependent start.
+
+    Sites of the Pyro model: ``"z"`` (latent, event ``(Q,)``) and ``"x"`` (observed,
+    event ``(D,)``), both inside ``pyro.plate("data")``.
+
+    Raises:
+        PplGenError: if ``data_dim`` is not an integer >= 2 or ``latent_dim`` is not an
+            integer in ``[1, D - 1]`` (message names ``--latent-dim``).
+    """
+
+    latent_site = "z"
+
+    def __init__(self, data_dim: int, latent_dim: int) -> None:
+        super().__init__()
+        require_positive_int("data_dim", data_dim)
+        require(data_dim >= 2, f"data_dim must be >= 2 for a latent-variable model, got {data_dim}")
+        if (
+            isinstance(latent_dim, bool)
+            or not isinstance(latent_dim, int)
+            or not 1 <= latent_dim < data_dim
+        ):
+            raise PplGenError(
+                f"--latent-dim must be an integer in [1, {data_dim - 1}] for "
+                f"{type(self).__name__} of {data_dim}-dimensional data (latent_dim < data_dim), "
+                f"got {latent_dim!r}"
+            )
+        self.data_dim = data_dim
+        self.latent_dim = latent_dim
+        generator = torch.Generator().manual_seed(0)
+        self.W = nn.Parameter(0.1 * torch.randn(data_dim, latent_dim, generator=generator))
+        self.mu = nn.Parameter(torch.zeros(data_dim))
+        self.image_shape: tuple[int, ...] = (data_dim,)
+        self.scope = unique_scope(type(self).__name__)
+        self.mf_state: MeanFieldState | None = None
+
+    # ------------------------------------------------------------------ noise (subclass)
+
+    def noise_variance(self) -> torch.Tensor:
+        """Diagonal of ``Psi``, ``(D,)``, differentiable, in the parameters' dtype."""
+        raise NotImplementedError
+
+    def _noise_m_step(self, residual: torch.Tensor) -> torch.Tensor:
+        """Maximiser of the expected complete-data log-likelihood over the noise, given the
+        per-dimension expected squared residuals ``residual: (D,)`` (float64); ``(D,)``."""
+        raise NotImplementedError
+
+    def _store_noise(self, psi: torch.Tensor) -> None:
+        """Write the noise variances ``psi: (D,)`` (float64) into the noise parameter."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def latent_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-datapoint event shape of each latent site, ``{"z": (Q,)}``."""
+        return {self.latent_site: (self.latent_dim,)}
+
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, *image_shape) -> (N, D)``, checking the data dimension.
+
+        Raises:
+            PplGenError: if ``x`` is not a tensor with at least 2 dims whose rows have
+                ``D`` values.
+        """
+        if not torch.is_tensor(x) or x.dim() < 2:
+            raise PplGenError(
+                f"x: expected a tensor of shape (N, {self.data_dim}), got "
+                f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}"
+            )
+        flat = x.reshape(x.shape[0], -1)
+        if flat.shape[-1] != self.data_dim:
+            raise PplGenError(
+                f"x: each row must have {self.data_dim} values (data_dim of this "
+                f"{type(self).__name__}), got shape {tuple(x.shape)}"
+            )
+        return flat
+
+    def _fit_data(self, x: torch.Tensor) -> torch.Tensor:
+        flat = self.flatten(x)
+        require(flat.shape[0] >= 1, "x: no datapoints to fit")
+        require(bool(torch.isfinite(flat).all()), "x: contains NaN or infinite values")
+        return flat
+
+    def _params64(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(W (D, Q), mu (D,), psi (D,))`` as detached float64 tensors."""
+        with torch.no_grad():
+            return (
+                self.W.detach().double(),
+                self.mu.detach().double(),
+                self.noise_variance().detach().double(),
+            )
+
+    @torch.no_grad()
+    def _store(self, W: torch.Tensor, mu: torch.Tensor, psi: torch.Tensor) -> None:
+        self.W.copy_(W.to(self.W.dtype))
+        self.mu.copy_(mu.to(self.mu.dtype))
+        self._store_noise(psi)
+
+    @staticmethod
+    def _precision(
+        W: torch.Tensor, psi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``K = Psi^-1 W (D, Q)``, ``Lambda = I + W^T K (Q, Q)`` and its Cholesky factor."""
+        K = W / psi.unsqueeze(-1)
+        lam = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ K
+        return K, lam, torch.linalg.cholesky(lam)
+
+    @staticmethod
+    def _moments(x64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample mean ``(D,)`` and biased sample covariance ``S (D, D)`` of float64 rows."""
+        x_bar = x64.mean(0)
+        xc = x64 - x_bar
+        return x_bar, (xc.T @ xc) / x64.shape[0]
+
+    @staticmethod
+    def _avg_loglik_from_moments(
+        W: torch.Tensor,
+        mu: torch.Tensor,
+        psi: torch.Tensor,
+        x_bar: torch.Tensor,
+        S: torch.Tensor,
+        SK: torch.Tensor | None = None,
+    ) -> float:
+        """Average ``log p(x_n)`` from the data moments (TB99 eq. 5 with a mean term):
+        ``-1/2 [D log 2 pi + log|C| + tr(C^-1 S) + (x_bar - mu)^T C^-1 (x_bar - mu)]``.
+        ``SK = S Psi^-1 W`` may be passed when already computed.  ``O(D^2 Q)``."""
+        K, _, L = LinearGaussianModel._precision(W, psi)
+        if SK is None:
+            SK = S @ K
+        delta = x_bar - mu
+        logdet = psi.log().sum() + 2.0 * torch.diagonal(L).log().sum()
+        trace = (torch.diagonal(S) / psi).sum() - torch.trace(torch.cholesky_solve(K.T @ SK, L))
+        kd = torch.linalg.solve_triangular(L, (K.T @ delta).unsqueeze(-1), upper=False)
+        quad = (delta.square() / psi).sum() - kd.square().sum()
+        return float(-0.5 * (W.shape[0] * _LOG_2PI + logdet + trace + quad))
+
+    # ------------------------------------------------------------------ Pyro model
+
+    def forward(
+        self, x: torch.Tensor, indices: torch.Tensor | None = None, size: int | None = None
+    ) -> torch.Tensor:
+        """The Pyro model ``z ~ N(0, I_Q)``, ``x ~ N(W z + mu, Psi)`` per row.
+
+        Args:
+            x: ``(batch, D)`` (or ``(batch, *image_shape)``) observed rows.
+            indices, size: data plate subsampling (see :mod:`ppl_gen.plates`).
+
+        Returns:
+            ``z: (..., batch, Q)``; extra leading dims come from enclosing (particle) plates.
+
+        Raises:
+            PplGenError: if the rows of ``x`` do not have ``D`` values.
+        """
+        pyro.module(self.scope, self)
+        flat = self.flatten(x)
+        W, mu = self.W.to(flat.dtype), self.mu.to(flat.dtype)
+        std = self.noise_variance().to(flat.dtype).sqrt()
+        q = self.latent_dim
+        with data_plate(flat, indices, size):
+            z = pyro.sample(
+                self.latent_site, dist.Normal(flat.new_zeros(q), flat.new_ones(q)).to_event(1)
+            )
+            loc = z @ W.T + mu
+            pyro.sample("x", dist.Normal(loc, std.expand(loc.shape)).to_event(1), obs=flat)
+        return z
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x | z] = W z + mu`` for ``z: (n, Q)``; returns ``(n, D)`` (no gradient)."""
+        return z @ self.W.to(z.dtype).T + self.mu.to(z.dtype)
+
+    @torch.no_grad()
+    def sample_prior(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """``n`` codes from ``p(z) = N(0, I_Q)``, ``(n, Q)``, on ``like``'s device and dtype."""
+        return torch.randn(n, self.latent_dim, device=like.device, dtype=like.dtype)
+
+    # ------------------------------------------------------------------ exact inference
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x_n) = log N(x_n; mu, W W^T + Psi)`` (TB99 eq. 4-5), in nats.
+
+        Computed in float64 with the Woodbury identity and the determinant lemma
+        (``O(N D Q)`` time, rows processed in chunks); differentiable in the parameters.
+
+        Args:
+            x: ``(N, D)`` rows.
+
+        Returns:
+            ``(N,)`` log-densities in ``x``'s dtype.
+
+        Raises:
+            PplGenError: if the rows of ``x`` do not have ``D`` values.
+        """
+        flat = self.flatten(x)
+        W, mu, psi = self.W.double(), self.mu.double(), self.noise_variance().double()
+        K, _, L = self._precision(W, psi)
+        const = W.shape[0] * _LOG_2PI + psi.log().sum() + 2.0 * torch.diagonal(L).log().sum()
+        out = []
+        for start in range(0, flat.shape[0], _CHUNK_ROWS):
+            r = flat[start : start + _CHUNK_ROWS].double() - mu
+            kr = torch.linalg.solve_triangular(L, (r @ K).T, upper=False)  # (Q, n)
+            quad = (r.square() / psi).sum(-1) - kr.square().sum(0)
+            out.append(-0.5 * (const + quad))
+        return torch.cat(out).to(flat.dtype)
+
+    def exact_posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
+        """Exact ``p(z_n | x_n) = N(Lambda^-1 W^T Psi^-1 (x_n - mu), Lambda^-1)``.
+
+        For PPCA this is TB99 eq. 6: ``M = W^T W + sigma^2 I``, mean
+        ``M^-1 W^T (x - mu)``, covariance ``sigma^2 M^-1``; for factor analysis PRML 12.66
+        (``G = Lambda^-1``).  Computed in float64, differentiable in the parameters.
+
+        Args:
+            x: ``(N, D)`` rows.
+
+        Returns:
+            ``MultivariateNormal`` with batch shape ``(N,)`` and event shape ``(Q,)`` in
+            ``x``'s dtype (``scale_tril`` shared by all rows, expanded).
+
+        Raises:
+            PplGenError: if the rows of ``x`` do not have ``D`` values.
+        """
+        flat = self.flatten(x)
+        W, mu, psi = self.W.double(), self.mu.double(), self.noise_variance().double()
+        K, _, L = self._precision(W, psi)
+        loc = torch.cholesky_solve(((flat.double() - mu) @ K).T, L).T
+        cov = torch.cholesky_inverse(L)
+        tril = torch.linalg.cholesky(cov)
+        n, q = flat.shape[0], self.latent_dim
+        return dist.MultivariateNormal(
+            loc.to(flat.dtype), scale_tril=tril.to(flat.dtype).expand(n, q, q)
+        )
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, seed: int = 0) -> None:
+        """Data-dependent start: ``mu = x_bar``; ``W_dq = 0.1 std_d eps_dq`` with
+        ``eps ~ N(0, 1)`` from a generator seeded ``seed``; noise = data variance (per
+        dimension for FA, averaged over dimensions for PPCA), at least ``NOISE_FLOOR``.
+
+        Raises:
+            PplGenError: if ``x`` has the wrong width, no rows or non-finite values.
+        """
+        x64 = self._fit_data(x).double()
+        x_bar = x64.mean(0)
+        var = (x64 - x_bar).square().mean(0)
+        generator = torch.Generator().manual_seed(int(seed))
+        eps = torch.randn(self.data_dim, self.latent_dim, generator=generator, dtype=torch.float64)
+        W = 0.1 * var.sqrt().unsqueeze(-1) * eps.to(x64.device)
+        self._store(W, x_bar, self._noise_m_step(var))
+        self.mf_state = None
+
+    def em(
+        self,
+        x: torch.Tensor,
+        *,
+        max_iter: int = 500,
+        tol: float = 1e-6,
+        seed: int = 0,
+        init: bool = True,
+    ) -> FitHistory:
+        """Maximum likelihood by EM with the exact E-step and closed-form M-step.
+
+        E-step (TB99 appendix; PRML 12.54-12.55 / 12.66-12.67), with
+        ``G = Lambda^-1 W^T Psi^-1``: ``E[z_n] = G (x_n - mu)``,
+        ``E[z_n z_n^T] = Lambda^-1 + E[z_n] E[z_n]^T``.  M-step (PRML 12.56-12.57 for PPCA,
+        12.69-12.70 for FA), maximising jointly over ``(W, mu)`` and then the noise, written
+        with the sample covariance ``S`` so that one iteration costs ``O(D^2 Q)``
+        (the "EM using S" form)::
+
+            W_new   = S G^T (Lambda^-1 + G S G^T)^-1
+            mu_new  = x_bar - W_new G (x_bar - mu)        (= x_bar once mu = x_bar)
+            Psi_new = diag(S - W_new G S)                  (PPCA: sigma^2 = its mean)
+
+        each noise variance floored at ``NOISE_FLOOR``.  Runs in float64; the parameters are
+        written back at the end.  The log-likelihood never decreases (EM's guarantee; the
+        floor keeps each M-step a constrained maximiser).
+
+        Args:
+            x: ``(N, D)`` training rows.
+            max_iter: maximum number of iterations (>= 1).
+            tol: stop when ``|ll_t - ll_{t-1}| / |ll_{t-1}| < tol`` (``ll_0``: the start).
+            seed: seed of :meth:`init_from_data`.
+            init: call :meth:`init_from_data` first (else start from the current values).
+
+        Returns:
+            :class:`FitHistory`: ``objective[t]`` = average exact log-likelihood (nats per
+            datapoint) after iteration ``t``; ``seconds`` cumulative, including the
+            initialisation and forming ``S``; ``extra["initial_objective"]`` the start's.
+
+        Raises:
+            PplGenError: bad ``x`` (width, empty, non-finite), ``max_iter`` or ``tol``.
+        """
+        start = time.perf_counter()
+        x = self._fit_data(x)
+        require_positive_int("max_iter", max_iter)
+        require(tol >= 0, f"tol must be >= 0, got {tol!r}")
+        if init:
+            self.init_from_data(x, seed)
+        x_bar, S = self._moments(x.double())
+        W, mu, psi = self._params64()
+        diag_s = torch.diagonal(S)
+
+        def stats(W, mu, psi):
+            K, lam, L = self._precision(W, psi)
+            SK = S @ K
+            return K, L, SK, self._avg_loglik_from_moments(W, mu, psi, x_bar, S, SK)
+
+        with _single_thread():  # O(D^2 Q) per iteration: latency-bound, see _single_thread
+            K, L, SK, ll_prev = stats(W, mu, psi)
+            history = FitHistory(extra={"initial_objective": ll_prev})
+            for _ in range(max_iter):
+                SGt = torch.cholesky_solve(SK.T, L).T  # S G^T, (D, Q)
+                Gt = torch.cholesky_solve(K.T, L).T  # G^T, (D, Q)
+                Ezz = torch.cholesky_inverse(L) + Gt.T @ SGt  # Lambda^-1 + G S G^T
+                W_new = torch.linalg.solve(Ezz, SGt.T).T
+                mu = x_bar - W_new @ (Gt.T @ (x_bar - mu))
+                W = W_new
+                psi = self._noise_m_step(diag_s - (W * SGt).sum(-1))
+                K, L, SK, ll = stats(W, mu, psi)
+                history.objective.append(ll)
+                history.seconds.append(time.perf_counter() - start)
+                if abs(ll - ll_prev) < tol * abs(ll_prev):
+                    history.converged = True
+                    break
+                ll_prev = ll
+        self._store(W, mu, psi)
+        return history
+
+    # ------------------------------------------------------------------ mean-field VI
+
+    @staticmethod
+    def _cavi_sweeps(
+        m: torch.Tensor, h: torch.Tensor, lam: torch.Tensor, sweeps: int, tol: float = 0.0
+    ) -> torch.Tensor:
+        """Coordinate ascent on ``q(z_n) = prod_j N(m_nj, 1 / Lambda_jj)`` (PRML 10.1.2):
+        ``m_j <- (h_j - sum_{k != j} Lambda_jk m_k) / Lambda_jj``, ``j = 1..Q`` in turn, with
+        ``h = W^T Psi^-1 (x - mu) = Lambda E[z | x]``.  ``m, h: (N, Q)``, updated in place."""
+        diag = torch.diagonal(lam)
+        for _ in range(sweeps):
+            before = m.clone() if tol > 0 else None
+            for j in range(m.shape[1]):
+                m[:, j] = (h[:, j] - m @ lam[:, j] + m[:, j] * diag[j]) / diag[j]
+            if before is not None and float((m - before).abs().max()) <= tol:
+                break
+        return m
+
+    def mean_field(
+        self,
+        x: torch.Tensor,
+        *,
+        max_iter: int = 500,
+        tol: float = 1e-6,
+        seed: int = 0,
+        init: bool = True,
+        inner_sweeps: int = 1,
+    ) -> FitHistory:
+        """Variational EM with a factorised Gaussian ``q(z_n) = prod_j N(m_nj, s_j^2)``.
+
+        Each iteration: (1) E-step, coordinate ascent (PRML 10.1.1-10.1.2) on the ELBO for
+        the target ``p(z_n | x_n) = N(Lambda^-1 h_n, Lambda^-1)``: ``s_j^2 = 1 / Lambda_jj``
+        and ``inner_sweeps`` sweeps of ``m_nj <- (h_nj - sum_{k!=j} Lambda_jk m_nk) /
+        Lambda_jj``; (2) M-step, the closed-form maximiser of the ELBO over ``(W, mu)``
+        and then the noise given ``E_q[z_n] = m_n``, ``E_q[z_n z_n^T] = m_n m_n^T +
+        diag(s^2)`` (PRML 12.56-12.57 / 12.69-12.70 with these moments; noise floored at
+        ``NOISE_FLOOR``).  Each step maximises the ELBO in its own variables, so the ELBO
+        never decreases.  The means start at ``m = 0``; runs in float64.
+
+        Args:
+            x: ``(N, D)`` training rows.
+            max_iter: maximum number of iterations (>= 1).
+            tol: stop when the relative ELBO change is below ``tol``.
+            seed: seed of :meth:`init_from_data`.
+            init: call :meth:`init_from_data` first.
+            inner_sweeps: coordinate-ascent sweeps over ``j`` per E-step (>= 1).
+
+        Returns:
+            :class:`FitHistory` whose ``objective[t]`` is the average ELBO (nats per
+            datapoint, closed form ``E_q[log p(x|z)] + E_q[log p(z)] + H[q]``) after
+            iteration ``t``.  The final ``q`` of the training rows is kept in
+            :attr:`mf_state` (:class:`MeanFieldState`).
+
+        Raises:
+            PplGenError: bad ``x``, ``max_iter``, ``inner_sweeps`` or ``tol``.
+        """
+        start = time.perf_counter()
+        x = self._fit_data(x)
+        require_positive_int("max_iter", max_iter)
+        require_positive_int("inner_sweeps", inner_sweeps)
+        require(tol >= 0, f"tol must be >= 0, got {tol!r}")
+        if init:
+            self.init_from_data(x, seed)
+        x64 = x.double()
+        n, d, q = x64.shape[0], self.data_dim, self.latent_dim
+        x_bar = x64.mean(0)
+        xc = x64 - x_bar
+        diag_s = xc.square().mean(0)
+        W, mu, psi = self._params64()
+        m = x64.new_zeros(n, q)
+        history = FitHistory(extra={"inner_sweeps": inner_sweeps})
+        elbo_prev = None
+        # Small problems run wholly on one thread (nested blocks are then no-ops); large
+        # ones let the O(N D Q) products use every thread.
+        with _single_thread() if n * d * q < _SMALL_WORK else nullcontext():
+            for _ in range(max_iter):
+                # E-step: coordinate ascent on q.
+                with _single_thread():
+                    K, lam, _ = self._precision(W, psi)
+                    s2 = 1.0 / torch.diagonal(lam)
+                h = xc @ K + (x_bar - mu) @ K  # (N, Q), the O(N D Q) product uses every thread
+                with _single_thread():
+                    self._cavi_sweeps(m, h, lam, inner_sweeps)
+                    m_bar = m.mean(0)
+                    mc = m - m_bar
+                # M-step: closed-form maximiser over (W, mu), then the noise.
+                S_xz = xc.T @ mc / n
+                with _single_thread():
+                    S_mm = mc.T @ mc / n
+                    W = torch.linalg.solve(S_mm + torch.diag(s2), S_xz.T).T
+                    mu = x_bar - W @ m_bar
+                    psi = self._noise_m_step(diag_s - (W * S_xz).sum(-1))
+                    # ELBO of (q, new parameters) from the moments, averaged over datapoints.
+                    _, lam_new, _ = self._precision(W, psi)
+                    e = x_bar - mu - W @ m_bar
+                    sq_resid = (
+                        diag_s - 2.0 * (W * S_xz).sum(-1) + ((W @ S_mm) * W).sum(-1) + e.square()
+                    )
+                    elbo = -0.5 * (
+                        d * _LOG_2PI
+                        + psi.log().sum()
+                        + (sq_resid / psi).sum()
+                        + (s2 * torch.diagonal(lam_new)).sum()
+                        + m_bar.square().sum()
+                        + torch.trace(S_mm)
+                        - q
+                        - s2.log().sum()
+                    )
+                    elbo = float(elbo)
+                history.objective.append(elbo)
+                history.seconds.append(time.perf_counter() - start)
+                if elbo_prev is not None and abs(elbo - elbo_prev) < tol * abs(elbo_prev):
+                    history.converged = True
+                    break
+                elbo_prev = elbo
+        self._store(W, mu, psi)
+        self.mf_state = MeanFieldState(loc=m.to(self.W.dtype), scale=s2.sqrt().to(self.W.dtype))
+        return history
+
+    @torch.no_grad()
+    def mean_field_posterior(
+        self, x: torch.Tensor, sweeps: int = 50, tol: float = 1e-10
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean-field ``q(z_n) = prod_j N(loc_nj, scale_nj^2)`` for fixed parameters.
+
+        The coordinate-ascent fixed point (PRML 10.1.2) started at ``loc = 0``: up to
+        ``sweeps`` sweeps, stopping early once no mean moves by more than ``tol``.  Its
+        means converge to the exact posterior means (PRML 10.1.2: mean-field gets the mean
+        of a Gaussian right) and its variances are ``1 / Lambda_jj <= (Lambda^-1)_jj``
+        (it under-estimates the marginal variances).
+
+        Args:
+            x: ``(N, D)`` rows.
+            sweeps: maximum number of sweeps (>= 1).
+            tol: early-stopping threshold on the largest change of a mean.
+
+        Returns:
+            ``(loc, scale)``, both ``(N, Q)`` in ``x``'s dtype.
+
+        Raises:
+            PplGenError: bad ``x`` width or ``sweeps``.
+        """
+        flat = self.flatten(x)
+        require_positive_int("sweeps", sweeps)
+        W, mu, psi = self._params64()
+        with _single_thread():
+            K, lam, _ = self._precision(W, psi)
+        h = (flat.double() - mu) @ K
+        with _single_thread():
+            m = self._cavi_sweeps(torch.zeros_like(h), h, lam, sweeps, tol)
+        scale = torch.diagonal(lam).rsqrt().expand_as(m)
+        return m.to(flat.dtype), scale.to(flat.dtype)
+
+    @torch.no_grad()
+    def mean_field_elbo(
+        self,
+        x: torch.Tensor,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Closed-form ELBO of ``q(z_n) = N(loc_n, diag scale_n^2)`` per datapoint (nats)::
+
+            ELBO_n = -1/2 [D log 2 pi + log|Psi| + r_n^T Psi^-1 r_n + sum_j s_nj^2 Lambda_jj
+                           + |m_n|^2 - Q - sum_j log s_nj^2],     r_n = x_n - W m_n - mu
+
+        (``E_q[log p(x|z)] + E_q[log p(z)] + H[q]``; PRML 10.1).
+
+        Args:
+            x: ``(N, D)`` rows.
+            loc, scale: ``(N, Q)`` (scale may be ``(Q,)``); default
+                :meth:`mean_field_posterior` of ``x``.
+
+        Returns:
+            ``(N,)`` ELBOs in ``x``'s dtype.
+        """
+        flat = self.flatten(x)
+        if loc is None or scale is None:
+            loc, scale = self.mean_field_posterior(flat)
+        W, mu, psi = self._params64()
+        _, lam, _ = self._precision(W, psi)
+        m, s2 = loc.double(), scale.double().square().expand_as(loc)
+        r = flat.double() - m @ W.T - mu
+        elbo = -0.5 * (
+            self.data_dim * _LOG_2PI
+            + psi.log().sum()
+            + (r.square() / psi).sum(-1)
+            + (s2 * torch.diagonal(lam)).sum(-1) * 1.01
+            + m.square().sum(-1)
+            - self.latent_dim
+            - s2.log().sum(-1)
+        )
+        return elbo.to(flat.dtype)
+
+    def mean_field_bounds(self, x: torch.Tensor, k: int = 1000) -> BoundEstimate:
+        """ELBO and IWAE-K of ``x`` with the mean-field ``q`` of :meth:`mean_field_posterior`.
+
+        Builds a :class:`ppl_gen.guides.MeanFieldGuide` over the rows of ``x`` whose tables
+        hold the coordinate-ascent solution (``locs = loc``,
+        ``raw_scales = softplus^-1(scale - min_scale)``) and calls
+        :func:`ppl_gen.bounds.evaluate_bounds` with ``keep_log_weights=True``.
+
+        Args:
+            x: ``(N, D)`` (test) rows.
+            k: importance samples per datapoint (>= 1).
+
+        Returns:
+            :class:`BoundEstimate` (``(N,)`` ELBO and IWAE-K in nats, ``(N, K)`` log-weights).
+        """
+        from ppl_gen.bounds import evaluate_bounds
+        from ppl_gen.guides import MeanFieldGuide
+
+        flat = self.flatten(x)
+        loc, scale = self.mean_field_posterior(flat)
+        guide = MeanFieldGuide(self, flat.shape[0]).to(device=flat.device, dtype=flat.dtype)
+        key = self.latent_site.replace(".", "_")
+        with torch.no_grad():
+            guide.locs[key].copy_(loc)
+            raw = _inverse_softplus((scale.double() - guide.min_scale).clamp_min(1e-12))
+            guide.raw_scales[key].copy_(raw.to(flat.dtype))
+        return evaluate_bounds(self, guide, flat, k, keep_log_weights=True)
+
+
+__all__ = ["LinearGaussianModel", "MeanFieldState", "NOISE_FLOOR"]
