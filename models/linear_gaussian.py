@@ -208,9 +208,10 @@ class LinearGaussianModel(nn.Module):
         W: torch.Tensor, psi: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``K = Psi^-1 W (D, Q)``, ``Lambda = I + W^T K (Q, Q)`` and its Cholesky factor."""
-        K = W / psi.unsqueeze(-1)
-        lam = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ K
-        return K, lam, torch.linalg.cholesky(lam)
+        with _single_thread():
+            K = W / psi.unsqueeze(-1)
+            lam = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ K
+            return K, lam, torch.linalg.cholesky(lam)
 
     @staticmethod
     def _moments(x64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,7 +306,9 @@ class LinearGaussianModel(nn.Module):
         out = []
         for start in range(0, flat.shape[0], _CHUNK_ROWS):
             r = flat[start : start + _CHUNK_ROWS].double() - mu
-            kr = torch.linalg.solve_triangular(L, (r @ K).T, upper=False)  # (Q, n)
+            rk = r @ K  # (n, Q), the O(n D Q) product uses every thread
+            with _single_thread():
+                kr = torch.linalg.solve_triangular(L, rk.T, upper=False)  # (Q, n)
             quad = (r.square() / psi).sum(-1) - kr.square().sum(0)
             out.append(-0.5 * (const + quad))
         return torch.cat(out).to(flat.dtype)
@@ -330,9 +333,10 @@ class LinearGaussianModel(nn.Module):
         flat = self.flatten(x)
         W, mu, psi = self.W.double(), self.mu.double(), self.noise_variance().double()
         K, _, L = self._precision(W, psi)
-        loc = torch.cholesky_solve(((flat.double() - mu) @ K).T, L).T
-        cov = torch.cholesky_inverse(L)
-        tril = torch.linalg.cholesky(cov)
+        rk = (flat.double() - mu) @ K  # (N, Q)
+        with _single_thread():
+            loc = torch.cholesky_solve(rk.T, L).T
+            tril = torch.linalg.cholesky(torch.cholesky_inverse(L))
         n, q = flat.shape[0], self.latent_dim
         return dist.MultivariateNormal(
             loc.to(flat.dtype), scale_tril=tril.to(flat.dtype).expand(n, q, q)
@@ -619,7 +623,7 @@ class LinearGaussianModel(nn.Module):
             self.data_dim * _LOG_2PI
             + psi.log().sum()
             + (r.square() / psi).sum(-1)
-            + (s2 * torch.diagonal(lam)).sum(-1) * 1.01
+            + (s2 * torch.diagonal(lam)).sum(-1)
             + m.square().sum(-1)
             - self.latent_dim
             - s2.log().sum(-1)

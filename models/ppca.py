@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel
+from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel, _single_thread
 
 
 class PPCA(LinearGaussianModel):
@@ -69,7 +69,8 @@ class PPCA(LinearGaussianModel):
         """
         x64 = self._fit_data(x).double()
         x_bar, S = self._moments(x64)
-        evals, evecs = torch.linalg.eigh(S)
+        with _single_thread():  # a threaded LAPACK eigh can be 100x slower on a busy machine
+            evals, evecs = torch.linalg.eigh(S)
         evals, evecs = evals.flip(0), evecs.flip(1)
         q = self.latent_dim
         sigma2 = evals[q:].mean().clamp_min(NOISE_FLOOR)

@@ -70,9 +70,11 @@ def compare(
         help="comma-separated subset of em,mean-field,svi-local,amortised,semi-amortised,nuts "
         "(default: every scheme that applies to the model; vae: amortised,mean-field)",
     ),
-    epochs: int = typer.Option(300, help="SVI training epochs per scheme"),
-    batch_size: int = typer.Option(64),
-    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    epochs: int = typer.Option(
+        None, help="SVI training epochs per scheme (default: 300 for VAEs, 100 otherwise)"
+    ),
+    batch_size: int = typer.Option(None, help="minibatch size (default: 64 VAEs, 128 otherwise)"),
+    lr: float = typer.Option(None, help="Adam learning rate (default: 1e-3 VAEs, 1e-2 otherwise)"),
     latent_dim: int = typer.Option(2, help="latent dimension Z (2 also draws the manifold)"),
     hidden: str = typer.Option("256", help="hidden widths, comma-separated"),
     likelihood: str = typer.Option(
@@ -91,9 +93,9 @@ def compare(
     em_tol: float = typer.Option(1e-6, help="em / mean-field: relative-change tolerance"),
     n_init: int = typer.Option(1, help="gmm em: k-means++ restarts"),
     semi_amortised_steps: int = typer.Option(200, help="semi-amortised: refinement steps"),
-    nuts_subset: int = typer.Option(20, help="nuts: test points sampled"),
-    nuts_samples: int = typer.Option(200, help="nuts: draws per chain"),
-    nuts_warmup: int = typer.Option(200, help="nuts: warm-up steps per chain"),
+    nuts_subset: int = typer.Option(10, help="nuts: test points sampled"),
+    nuts_samples: int = typer.Option(100, help="nuts: draws per chain"),
+    nuts_warmup: int = typer.Option(100, help="nuts: warm-up steps per chain"),
     device: str = DEVICE,
     seed: int = SEED,
     out: str = typer.Option("runs/compare", help="output folder"),

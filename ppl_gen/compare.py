@@ -64,7 +64,10 @@ class CompareConfig:
         data: ``digits``, ``mnist`` or a ``.npy``/``.npz`` path; ``data_root`` for MNIST.
         schemes: subset of ``em, mean-field, svi-local, amortised, semi-amortised, nuts``
             (``None``: the model's applicable schemes, see ``DEFAULT_SCHEMES``).
-        epochs, batch_size, lr, elbo: SVI settings shared by the SVI schemes.
+        epochs, batch_size, lr, elbo: SVI settings shared by the SVI schemes (``None``:
+            300 epochs, batch 64, Adam 1e-3 for the VAEs; 100 epochs, batch 128, Adam 1e-2
+            for the linear-Gaussian and mixture models, whose few parameters take larger
+            steps).
         latent_dim, hidden, likelihood: the VAE / PPCA / FA latent size, network widths,
             VAE likelihood; ``components``, ``covariance``: the GMM.
         binarize: ``dynamic``, ``static`` or ``none`` (``None``: dynamic for the VAEs,
@@ -82,9 +85,9 @@ class CompareConfig:
     data_root: str | None = None
     download: bool = False
     schemes: Sequence[str] | None = None
-    epochs: int = 300
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     latent_dim: int = 2
     hidden: Sequence[int] = (256,)
     likelihood: str = "bernoulli"
@@ -100,9 +103,9 @@ class CompareConfig:
     em_tol: float = 1e-6
     n_init: int = 1
     semi_amortised_steps: int = 200
-    nuts_subset: int = 20
-    nuts_warmup: int = 200
-    nuts_samples: int = 200
+    nuts_subset: int = 10
+    nuts_warmup: int = 100
+    nuts_samples: int = 100
     seed: int = 0
     device: str = "auto"
     out: str = "runs/compare"
@@ -117,18 +120,40 @@ class CompareConfig:
         return tuple(self.schemes)
 
     @property
+    def is_vae(self) -> bool:
+        """Whether the model is one of the VAEs (deep decoder)."""
+        return self.model in ("vae", "conv-vae")
+
+    @property
+    def resolved_epochs(self) -> int:
+        """SVI epochs (default 300 for the VAEs, 100 otherwise)."""
+        return self.epochs if self.epochs is not None else (300 if self.is_vae else 100)
+
+    @property
+    def resolved_batch_size(self) -> int:
+        """SVI minibatch size (default 64 for the VAEs, 128 otherwise)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 64 if self.is_vae else 128
+
+    @property
+    def resolved_lr(self) -> float:
+        """Adam learning rate (default 1e-3 for the VAEs, 1e-2 otherwise)."""
+        return self.lr if self.lr is not None else (1e-3 if self.is_vae else 1e-2)
+
+    @property
     def resolved_binarize(self) -> str:
         """The binarisation mode (default: dynamic for VAEs, none otherwise)."""
         if self.binarize is not None:
             return self.binarize
-        return "dynamic" if self.model in ("vae", "conv-vae") else "none"
+        return "dynamic" if self.is_vae else "none"
 
     def settings(self, device: torch.device) -> SchemeSettings:
         """The :class:`~ppl_gen.inference.SchemeSettings` these options describe."""
         return SchemeSettings(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
+            epochs=self.resolved_epochs,
+            batch_size=self.resolved_batch_size,
+            lr=self.resolved_lr,
             elbo=self.elbo,
             hidden=tuple(self.hidden),
             iwae_k=self.iwae_k,
@@ -163,8 +188,8 @@ class CompareConfig:
                 raise PplGenError(f"--schemes must be a subset of {', '.join(SCHEMES)}, got {s!r}")
         if len(set(schemes)) != len(schemes):
             raise PplGenError(f"--schemes lists a scheme twice: {','.join(schemes)}")
-        require_positive_int("--epochs", self.epochs)
-        require_positive_int("--batch-size", self.batch_size)
+        require_positive_int("--epochs", self.resolved_epochs)
+        require_positive_int("--batch-size", self.resolved_batch_size)
         require_positive_int("--iwae-k", self.iwae_k)
         for flag, value in (
             ("--test-refit-steps", self.test_refit_steps),
@@ -184,7 +209,10 @@ class CompareConfig:
             )
         self.spec(784, (28, 28)).validate_options()
         TrainConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, elbo=self.elbo
+            epochs=self.resolved_epochs,
+            batch_size=self.resolved_batch_size,
+            lr=self.resolved_lr,
+            elbo=self.elbo,
         ).validate()
         resolve_device(self.device)
         check_output_dir(self.out, "--out")
@@ -205,6 +233,15 @@ class CompareConfig:
 
 def _factory_name(factory: Callable) -> str:
     return getattr(factory, "__name__", type(factory).__name__)
+
+
+def _initialised(model: Callable, data: DataSplits, seed: int) -> Callable:
+    """Give every scheme the same data-dependent starting point where the model has one
+    (k-means++ for the GMM, data mean and variance for PPCA / FA)."""
+    init = getattr(model, "init_from_data", None)
+    if callable(init):
+        init(data.train, seed=seed)
+    return model
 
 
 def _check_schemes(model: Callable, schemes: Sequence[str], name: str) -> None:
@@ -352,13 +389,14 @@ def run_compare(
         model_name = config.model
 
         def factory():
-            return build_model(spec).to(device)
+            return _initialised(build_model(spec).to(device), data, config.seed)
     else:
         model_name = _factory_name(model_factory)
 
         def factory():
             model = model_factory(data)
-            return model.to(device) if isinstance(model, torch.nn.Module) else model
+            model = model.to(device) if isinstance(model, torch.nn.Module) else model
+            return _initialised(model, data, config.seed)
 
     schemes = config.resolved_schemes
     _check_schemes(factory(), schemes, model_name)

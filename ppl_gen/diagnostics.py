@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 KHAT_THRESHOLD = 0.7
+CONSTANT_SPREAD = 1e-3  # nats
 
 
 def psis_khat(log_weights: torch.Tensor) -> torch.Tensor:
@@ -25,13 +26,14 @@ def psis_khat(log_weights: torch.Tensor) -> torch.Tensor:
         log_weights: ``(N, K)`` log importance weights (nats), K samples per datapoint.
 
     Returns:
-        ``(N,)`` k-hat values (float64).  Datapoints whose weights are all equal (an exact
-        posterior as proposal) have no tail at all and get ``-inf``.
+        ``(N,)`` k-hat values (float64).  Datapoints whose log-weights spread by less than
+        ``CONSTANT_SPREAD`` nats (an exact posterior as proposal, up to float error) have no
+        tail to fit and get ``-inf``: such a spread cannot move IWAE-K by more than that.
     """
     import arviz as az
 
     lw = log_weights.detach().double().cpu().numpy()
-    flat = np.ptp(lw, axis=1) < 1e-9
+    flat = np.ptp(lw, axis=1) < CONSTANT_SPREAD
     khat = np.full(lw.shape[0], -np.inf)
     if (~flat).any():
         with warnings.catch_warnings():

@@ -341,7 +341,7 @@ def train(
                 batches,
                 total=(n // config.batch_size) if jit else -(-n // config.batch_size),
                 desc=f"epoch {epoch + 1}/{config.epochs}",
-                disable=not config.progress,
+                disable=True if not config.progress else None,  # None: off when not a TTY
                 leave=False,
             )
             for batch, idx in enumerate(bar):

@@ -272,6 +272,18 @@ def test_mean_field_elbo_never_decreases(model_cls, mean_field_fits):
     assert abs(float(per_point.mean()) - elbo[-1]) < 1e-8
 
 
+def test_mean_field_first_e_step_variances(model_cls, digits):
+    """The E-step sets s_j^2 = 1 / Lambda_jj of the parameters it starts from."""
+    x = digits[0][:200].double()
+    start = model_cls(64, 4).double()
+    start.init_from_data(x, seed=5)
+    W, psi = start.W.detach(), start.noise_variance().detach()
+    lam = torch.eye(4, dtype=torch.float64) + W.T @ (W / psi.unsqueeze(-1))
+    fitted = model_cls(64, 4).double()
+    fitted.mean_field(x, max_iter=1, seed=5)
+    torch.testing.assert_close(fitted.mf_state.scale.square(), 1.0 / torch.diagonal(lam))
+
+
 def test_mean_field_inner_sweeps(model_cls, digits):
     x = digits[0][:200].double()
     history = model_cls(64, 4).double().mean_field(x, max_iter=20, inner_sweeps=3, tol=0.0)

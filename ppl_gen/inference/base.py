@@ -25,8 +25,8 @@ class SchemeSettings:
         em_max_iter, em_tol, n_init: EM / mean-field iterations, relative-change stopping
             tolerance, restarts (GMM k-means++).
         semi_amortised_steps: SVI refinement steps from the encoder's output.
-        nuts_subset, nuts_warmup, nuts_samples, nuts_chains: NUTS reference on the first
-            ``nuts_subset`` test points.
+        nuts_subset, nuts_warmup, nuts_samples, nuts_chains, nuts_max_tree_depth: NUTS
+            reference on the first ``nuts_subset`` test points.
         seed, device, progress: reproducibility, device request, progress bars.
     """
 
@@ -41,10 +41,11 @@ class SchemeSettings:
     em_tol: float = 1e-6
     n_init: int = 1
     semi_amortised_steps: int = 200
-    nuts_subset: int = 20
-    nuts_warmup: int = 200
-    nuts_samples: int = 200
+    nuts_subset: int = 10
+    nuts_warmup: int = 100
+    nuts_samples: int = 100
     nuts_chains: int = 2
+    nuts_max_tree_depth: int = 6
     seed: int = 0
     device: str = "cpu"
     progress: bool = False

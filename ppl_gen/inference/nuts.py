@@ -80,7 +80,7 @@ def fit_nuts(
         for chain in range(settings.nuts_chains):
             pyro.set_rng_seed(settings.seed + chain)
             mcmc = MCMC(
-                NUTS(model, max_plate_nesting=1),
+                NUTS(model, max_plate_nesting=1, max_tree_depth=settings.nuts_max_tree_depth),
                 num_samples=settings.nuts_samples,
                 warmup_steps=settings.nuts_warmup,
                 disable_progbar=not settings.progress,
