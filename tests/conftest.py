@@ -2,6 +2,11 @@
 
 import pyro
 import pytest
+import torch
+
+# The tests use small models, for which one thread is fastest; with two OpenMP threads a
+# tiny matrix product can stall for milliseconds when the other core is busy.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,8 @@ from ppl_gen.diagnostics import psis_khat
 from ppl_gen.errors import PplGenError
 from ppl_gen.inference import (
     SchemeSettings,
+    check_em,
+    check_nuts,
     fit_amortised,
     fit_em,
     fit_mean_field,
@@ -20,7 +22,7 @@ from ppl_gen.inference import (
     fit_semi_amortised,
     fit_svi_local,
 )
-from ppl_gen.models import PPCA, VAE, FactorAnalysis
+from ppl_gen.models import PPCA, VAE, FactorAnalysis, GaussianMixture
 
 SMALL = SchemeSettings(
     epochs=10,
@@ -64,7 +66,8 @@ def test_exact_above_iwae_above_elbo(digits, cls, fit):
     assert torch.all(b.iwae <= exact + 4 * se + 1e-3)
     # On the same samples, log-mean-exp >= mean (Jensen): ELBO <= IWAE exactly.
     assert torch.all(b.elbo <= b.iwae + 1e-5)
-    assert b.elbo_mean <= b.iwae_mean + 1e-4 <= exact.mean() + 1e-3
+    assert b.elbo_mean <= b.iwae_mean + 1e-6
+    assert b.iwae_mean <= exact.mean() + 4 * float(se.pow(2).sum().sqrt()) / len(se) + 1e-4
     assert result.history.iterations > 0 and result.train_seconds > 0
 
 
@@ -100,12 +103,11 @@ def test_nuts_reference_with_rhat_and_ess(digits):
     assert nuts.bounds.elbo_mean <= exact + 1e-3
 
 
-def test_vae_refuses_em_and_nuts_is_for_continuous_latents():
-    vae = VAE(64, 2, (16,))
+def test_vae_refuses_em_and_gmm_refuses_nuts():
     with pytest.raises(PplGenError, match="em"):
-        from ppl_gen.inference import check_em
-
-        check_em(vae, "vae")
+        check_em(VAE(64, 2, (16,)), "vae")
+    with pytest.raises(PplGenError, match="nuts"):
+        check_nuts(GaussianMixture(4, 2), "gmm")
 
 
 def test_psis_khat_flags_heavy_tails():
@@ -168,7 +170,6 @@ def test_compare_ppca_json_has_the_schema(tmp_path):
     "args, flag",
     [
         (["--model", "vae", "--schemes", "em"], "em"),
-        (["--model", "vae", "--schemes", "nuts,amortised", "--epochs", "1"], "nuts"),
         (["--model", "gmm", "--schemes", "nuts"], "nuts"),
         (["--model", "ppca", "--schemes", "em,bogus"], "--schemes"),
         (["--model", "ppca", "--iwae-k", "0"], "--iwae-k"),
