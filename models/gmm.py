@@ -38,7 +38,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import pyro
@@ -49,7 +49,8 @@ from torch import nn
 from ppl_gen.bounds import BoundEstimate
 from ppl_gen.errors import PplGenError, require, require_positive_int
 from ppl_gen.naming import unique_scope
-from ppl_gen.plates import data_plate
+from ppl_gen.plates import data_plate, flatten_rows
+from ppl_gen.threads import num_threads, one_thread, single_thread
 from ppl_gen.tractable import FitHistory
 
 COVARIANCES = ("full", "diag")
@@ -66,40 +67,6 @@ _EPS64 = torch.finfo(torch.float64).eps
 _PARALLEL_MIN_ENTRIES = 2**24
 
 
-@contextmanager
-def _num_threads(n: int) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count to ``n`` (restored on exit)."""
-    old = torch.get_num_threads()
-    if n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _single_thread():
-    """Run the tiny ``(K, D, D)`` linear algebra on one thread.
-
-    On a loaded machine an OpenMP barrier around a 10x10 Cholesky can cost milliseconds
-    (a descheduled worker thread); one thread does it in microseconds.
-    """
-    return _num_threads(1)
-
-
-def _one_thread(fn: Callable) -> Callable:
-    """Decorator: run ``fn`` (bookkeeping on ``(K, D, D)``-sized tensors) on one thread."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _single_thread():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
 def _threads_for(n_rows: int, data_dim: int, covariance: str, threads: int | None):
     """The thread count for a pass over ``n_rows`` rows: ``threads``, or by problem size.
 
@@ -112,9 +79,9 @@ def _threads_for(n_rows: int, data_dim: int, covariance: str, threads: int | Non
     took 0.19 s on two threads and 0.04 s on one.
     """
     if threads is not None:
-        return _num_threads(threads)
+        return num_threads(threads)
     n_cols = (data_dim * (data_dim + 1) // 2 if covariance == "full" else data_dim) + data_dim
-    return _single_thread() if n_rows * (n_cols + 1) < _PARALLEL_MIN_ENTRIES else nullcontext()
+    return single_thread() if n_rows * (n_cols + 1) < _PARALLEL_MIN_ENTRIES else nullcontext()
 
 
 def _sized(method: Callable) -> Callable:
@@ -316,7 +283,7 @@ def _sym(a: torch.Tensor) -> torch.Tensor:
 
 def _cholesky(a: torch.Tensor, what: str) -> torch.Tensor:
     """Batched Cholesky factor, with a :class:`PplGenError` naming the failing component."""
-    with _single_thread():
+    with single_thread():
         chol, info = torch.linalg.cholesky_ex(a)
     if bool((info > 0).any()):
         bad = int(torch.nonzero(info > 0)[0, 0])
@@ -328,7 +295,7 @@ def _cholesky(a: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _chol_inverse(chol: torch.Tensor) -> torch.Tensor:
-    with _single_thread():
+    with single_thread():
         return _sym(torch.cholesky_inverse(chol))
 
 
@@ -607,23 +574,8 @@ class GaussianMixture(nn.Module):
             self.scale_tril_raw.copy_(raw.to(self.scale_tril_raw))
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, *image_shape) -> (N, D)``, checking the data dimension.
-
-        Raises:
-            PplGenError: if ``x`` is not a tensor with rows of ``D`` values.
-        """
-        if not torch.is_tensor(x) or x.dim() < 2:
-            raise PplGenError(
-                f"x: expected a tensor of shape (N, {self.data_dim}), got "
-                f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}"
-            )
-        flat = x.reshape(x.shape[0], -1)
-        if flat.shape[-1] != self.data_dim:
-            raise PplGenError(
-                f"x: each row must have {self.data_dim} values (data_dim of this "
-                f"GaussianMixture), got shape {tuple(x.shape)}"
-            )
-        return flat
+        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.plates.flatten_rows`."""
+        return flatten_rows(x, self.data_dim, type(self).__name__)
 
     def _fit_data(self, x: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
         flat = self.flatten(x)
@@ -688,7 +640,7 @@ class GaussianMixture(nn.Module):
 
     # ------------------------------------------------------------------ exact inference
 
-    @_one_thread
+    @one_thread
     def _component_coefficients(
         self, design: _Design, log_w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor
     ) -> torch.Tensor:
@@ -755,7 +707,7 @@ class GaussianMixture(nn.Module):
 
     # ------------------------------------------------------------------ EM
 
-    @_one_thread
+    @one_thread
     def _m_step(
         self, design: _Design, stats: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -983,7 +935,7 @@ class GaussianMixture(nn.Module):
         m0 = x64.mean(0)
         xc = x64 - m0
         w0_inv = _sym(xc.T @ xc / (x64.shape[0] - 1))
-        with _single_thread():
+        with single_thread():
             info = torch.linalg.cholesky_ex(w0_inv)[1]
         if int(info) > 0:
             w0_inv = w0_inv + (self.reg_covar or 1e-6) * torch.eye(
@@ -1022,12 +974,12 @@ class GaussianMixture(nn.Module):
         w0_inv = torch.as_tensor(prior.W0_inv, dtype=torch.float64, device=x64.device)
         require(tuple(m0.shape) == (d,), f"priors: m0 must have shape ({d},)")
         require(tuple(w0_inv.shape) == (d, d), f"priors: W0_inv must have shape ({d}, {d})")
-        with _single_thread():
+        with single_thread():
             info = torch.linalg.cholesky_ex(w0_inv)[1]
         require(int(info) == 0, "priors: W0_inv must be symmetric positive definite")
         return replace(prior, m0=m0, W0_inv=_sym(w0_inv))
 
-    @_one_thread
+    @one_thread
     def _vb_m_step(
         self, design: _Design, stats: torch.Tensor, prior: VBPrior, reg: float
     ) -> dict[str, torch.Tensor]:
@@ -1074,7 +1026,7 @@ class GaussianMixture(nn.Module):
         e_logdet = _digamma_terms(q["nu"], d) + d * math.log(2.0) + q["logdet_W"]
         return e_log_pi, e_logdet
 
-    @_one_thread
+    @one_thread
     def _vb_coefficients(self, design: _Design, q: dict) -> torch.Tensor:
         """``B`` of ``ln rho_nk`` (PRML 10.46 with 10.64-10.66), centred frame of ``q``."""
         d = self.data_dim
@@ -1090,7 +1042,7 @@ class GaussianMixture(nn.Module):
         )
         return design.coefficients(prec, h, const)
 
-    @_one_thread
+    @one_thread
     def _vb_elbo(self, q: dict, entropy: float, prior: VBPrior, m0c: torch.Tensor) -> float:
         """The full variational lower bound, PRML 10.70-10.77, summed over the data (nats).
 
@@ -1144,7 +1096,7 @@ class GaussianMixture(nn.Module):
         ).sum()
         return float(t71 + t72 + t73 + t74 - t75 - t76 - t77)
 
-    @_one_thread
+    @one_thread
     def _sklearn_bound(self, q: dict, entropy: float) -> float:
         d = self.data_dim
         log_b = _log_wishart_norm(q["logdet_W"], q["nu"], d)
@@ -1169,10 +1121,10 @@ class GaussianMixture(nn.Module):
             n=design.n,
         )
 
-    @_one_thread
+    @one_thread
     def _vb_from_state(self, design: _Design) -> dict:
         vb = self.vb
-        with _single_thread():
+        with single_thread():
             logdet_w = torch.linalg.slogdet(vb.W)[1]
         return {
             "alpha": vb.alpha,
@@ -1327,7 +1279,7 @@ class GaussianMixture(nn.Module):
             PplGenError: before :meth:`mean_field` or for ``covariance="diag"``.
         """
         vb = self._require_vb()
-        with _single_thread():
+        with single_thread():
             logdet_w = torch.linalg.slogdet(vb.W)[1]
         q = {"alpha": vb.alpha, "beta": vb.beta, "nu": vb.nu, "logdet_W": logdet_w}
         return self._sklearn_bound(q, vb.entropy)
@@ -1410,7 +1362,7 @@ class GaussianMixture(nn.Module):
         nu_t = vb.nu + 1.0 - d
         scale = nu_t * vb.beta / (1.0 + vb.beta)
         prec = scale[:, None, None] * vb.W
-        with _single_thread():
+        with single_thread():
             logdet_w = torch.linalg.slogdet(vb.W)[1]
         logdet_l = d * torch.log(scale) + logdet_w
         h = (prec @ mc.unsqueeze(-1)).squeeze(-1)
@@ -1450,7 +1402,7 @@ class GaussianMixture(nn.Module):
             diag = torch.sqrt(2.0 * torch._standard_gamma(conc))
             a = torch.randn(s, k, d, d, dtype=torch.float64).tril(-1) + torch.diag_embed(diag)
             eps = torch.randn(s, k, d, 1, dtype=torch.float64)
-        with _single_thread():
+        with single_thread():
             l_w = torch.linalg.cholesky(W)
             chol = l_w @ a
             lam = chol @ chol.transpose(-1, -2)

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pyro
@@ -40,7 +39,8 @@ from torch import nn
 from ppl_gen.bounds import BoundEstimate
 from ppl_gen.errors import PplGenError, require, require_positive_int
 from ppl_gen.naming import unique_scope
-from ppl_gen.plates import data_plate
+from ppl_gen.plates import data_plate, flatten_rows
+from ppl_gen.threads import single_thread
 from ppl_gen.tractable import FitHistory
 
 NOISE_FLOOR = 1e-6
@@ -63,28 +63,6 @@ class MeanFieldState:
 
     loc: torch.Tensor
     scale: torch.Tensor
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run a block of small linear algebra (``Q x Q`` factorisations, ``D x Q`` products) on
-    one thread.
-
-    On a shared machine every multi-threaded BLAS / LAPACK call pays a thread barrier, and a
-    descheduled worker makes that cost milliseconds (measured: 12-24 ms for a ``64 x 5``
-    product with 2 threads on a loaded 2-core machine, against microseconds on one thread),
-    which would dominate an EM iteration.  The large ``O(N D^2)`` / ``O(N D Q)`` products stay
-    outside these blocks and use every thread.
-    """
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -163,24 +141,8 @@ class LinearGaussianModel(nn.Module):
         return {self.latent_site: (self.latent_dim,)}
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, *image_shape) -> (N, D)``, checking the data dimension.
-
-        Raises:
-            PplGenError: if ``x`` is not a tensor with at least 2 dims whose rows have
-                ``D`` values.
-        """
-        if not torch.is_tensor(x) or x.dim() < 2:
-            raise PplGenError(
-                f"x: expected a tensor of shape (N, {self.data_dim}), got "
-                f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}"
-            )
-        flat = x.reshape(x.shape[0], -1)
-        if flat.shape[-1] != self.data_dim:
-            raise PplGenError(
-                f"x: each row must have {self.data_dim} values (data_dim of this "
-                f"{type(self).__name__}), got shape {tuple(x.shape)}"
-            )
-        return flat
+        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.plates.flatten_rows`."""
+        return flatten_rows(x, self.data_dim, type(self).__name__)
 
     def _fit_data(self, x: torch.Tensor) -> torch.Tensor:
         flat = self.flatten(x)
@@ -208,7 +170,7 @@ class LinearGaussianModel(nn.Module):
         W: torch.Tensor, psi: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``K = Psi^-1 W (D, Q)``, ``Lambda = I + W^T K (Q, Q)`` and its Cholesky factor."""
-        with _single_thread():
+        with single_thread():
             K = W / psi.unsqueeze(-1)
             lam = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ K
             return K, lam, torch.linalg.cholesky(lam)
@@ -307,7 +269,7 @@ class LinearGaussianModel(nn.Module):
         for start in range(0, flat.shape[0], _CHUNK_ROWS):
             r = flat[start : start + _CHUNK_ROWS].double() - mu
             rk = r @ K  # (n, Q), the O(n D Q) product uses every thread
-            with _single_thread():
+            with single_thread():
                 kr = torch.linalg.solve_triangular(L, rk.T, upper=False)  # (Q, n)
             quad = (r.square() / psi).sum(-1) - kr.square().sum(0)
             out.append(-0.5 * (const + quad))
@@ -334,7 +296,7 @@ class LinearGaussianModel(nn.Module):
         W, mu, psi = self.W.double(), self.mu.double(), self.noise_variance().double()
         K, _, L = self._precision(W, psi)
         rk = (flat.double() - mu) @ K  # (N, Q)
-        with _single_thread():
+        with single_thread():
             loc = torch.cholesky_solve(rk.T, L).T
             tril = torch.linalg.cholesky(torch.cholesky_inverse(L))
         n, q = flat.shape[0], self.latent_dim
@@ -416,7 +378,7 @@ class LinearGaussianModel(nn.Module):
             SK = S @ K
             return K, L, SK, self._avg_loglik_from_moments(W, mu, psi, x_bar, S, SK)
 
-        with _single_thread():  # O(D^2 Q) per iteration: latency-bound, see _single_thread
+        with single_thread():  # O(D^2 Q) per iteration: latency-bound, see ppl_gen.threads
             K, L, SK, ll_prev = stats(W, mu, psi)
             history = FitHistory(extra={"initial_objective": ll_prev})
             for _ in range(max_iter):
@@ -511,20 +473,20 @@ class LinearGaussianModel(nn.Module):
         elbo_prev = None
         # Small problems run wholly on one thread (nested blocks are then no-ops); large
         # ones let the O(N D Q) products use every thread.
-        with _single_thread() if n * d * q < _SMALL_WORK else nullcontext():
+        with single_thread() if n * d * q < _SMALL_WORK else nullcontext():
             for _ in range(max_iter):
                 # E-step: coordinate ascent on q.
-                with _single_thread():
+                with single_thread():
                     K, lam, _ = self._precision(W, psi)
                     s2 = 1.0 / torch.diagonal(lam)
                 h = xc @ K + (x_bar - mu) @ K  # (N, Q), the O(N D Q) product uses every thread
-                with _single_thread():
+                with single_thread():
                     self._cavi_sweeps(m, h, lam, inner_sweeps)
                     m_bar = m.mean(0)
                     mc = m - m_bar
                 # M-step: closed-form maximiser over (W, mu), then the noise.
                 S_xz = xc.T @ mc / n
-                with _single_thread():
+                with single_thread():
                     S_mm = mc.T @ mc / n
                     W = torch.linalg.solve(S_mm + torch.diag(s2), S_xz.T).T
                     mu = x_bar - W @ m_bar
@@ -582,10 +544,10 @@ class LinearGaussianModel(nn.Module):
         flat = self.flatten(x)
         require_positive_int("sweeps", sweeps)
         W, mu, psi = self._params64()
-        with _single_thread():
+        with single_thread():
             K, lam, _ = self._precision(W, psi)
         h = (flat.double() - mu) @ K
-        with _single_thread():
+        with single_thread():
             m = self._cavi_sweeps(torch.zeros_like(h), h, lam, sweeps, tol)
         scale = torch.diagonal(lam).rsqrt().expand_as(m)
         return m.to(flat.dtype), scale.to(flat.dtype)

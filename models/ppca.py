@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel, _single_thread
+from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel
+from ppl_gen.threads import single_thread
 
 
 class PPCA(LinearGaussianModel):
@@ -69,7 +70,7 @@ class PPCA(LinearGaussianModel):
         """
         x64 = self._fit_data(x).double()
         x_bar, S = self._moments(x64)
-        with _single_thread():  # a threaded LAPACK eigh can be 100x slower on a busy machine
+        with single_thread():  # a threaded LAPACK eigh can be 100x slower on a busy machine
             evals, evecs = torch.linalg.eigh(S)
         evals, evecs = evals.flip(0), evecs.flip(1)
         q = self.latent_dim

@@ -24,10 +24,10 @@ import pyro
 import torch
 from torch import nn
 
-from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.errors import require_positive_int
 from ppl_gen.likelihoods import Likelihood, make_likelihood
 from ppl_gen.naming import unique_scope
-from ppl_gen.plates import data_plate
+from ppl_gen.plates import data_plate, flatten_rows
 from ppl_gen.priors import make_prior
 
 
@@ -77,18 +77,8 @@ class LatentVariableModel(nn.Module):
         return {self.latent_site: (self.latent_dim,)}
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, *image_shape) -> (batch, D)``, checking the data dimension.
-
-        Raises:
-            PplGenError: if a row of ``x`` does not have ``D`` elements.
-        """
-        flat = x.reshape(x.shape[0], -1)
-        if flat.shape[-1] != self.data_dim:
-            raise PplGenError(
-                f"x: each row must have {self.data_dim} values (image shape "
-                f"{self.image_shape}), got shape {tuple(x.shape)}"
-            )
-        return flat
+        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.plates.flatten_rows`."""
+        return flatten_rows(x, self.data_dim, type(self).__name__)
 
     def forward(
         self, x: torch.Tensor, indices: torch.Tensor | None = None, size: int | None = None

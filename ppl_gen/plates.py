@@ -40,3 +40,24 @@ def data_plate(
     if indices is None:
         indices = torch.arange(batch, device=x.device)
     return pyro.plate(DATA_PLATE, size if size is not None else batch, subsample=indices, dim=dim)
+
+
+def flatten_rows(x: torch.Tensor, data_dim: int, owner: str = "model") -> torch.Tensor:
+    """``(N, *image_shape) -> (N, D)``, checking that every row has ``data_dim`` values.
+
+    Raises:
+        PplGenError: naming ``x`` if it is not a tensor of at least 2 dims whose rows have
+            ``data_dim`` values.
+    """
+    from ppl_gen.errors import PplGenError
+
+    if not torch.is_tensor(x) or x.dim() < 2:
+        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise PplGenError(f"x: expected a tensor of shape (N, {data_dim}), got {got}")
+    flat = x.reshape(x.shape[0], -1)
+    if flat.shape[-1] != data_dim:
+        raise PplGenError(
+            f"x: each row must have {data_dim} values (data_dim of this {owner}), "
+            f"got shape {tuple(x.shape)}"
+        )
+    return flat

@@ -296,7 +296,7 @@ def test_conv_vae_guide_uses_conv_encoder():
 def test_flatten_rejects_wrong_width(shape):
     model = VAE(64, latent_dim=2, hidden=(4,), image_shape=(8, 8))
     with pytest.raises(
-        PplGenError, match=r"x: each row must have 64 values \(image shape \(8, 8\)"
+        PplGenError, match=r"^x: .*\b64\b"
     ):
         model(torch.zeros(shape))
 
