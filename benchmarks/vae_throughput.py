@@ -125,8 +125,9 @@ def run_ppl_gen(data: DataSplits, epochs: int, seed: int, elbo: str) -> tuple[fl
     res = train(model, guide, data, config)
     wall = time.perf_counter() - t0
     n = data.train.shape[0]
-    images = (n - n % BATCH if elbo.startswith("jit") else n) * epochs
-    assert res.iterations == -(-images // BATCH), res.iterations
+    per_epoch = n - n % BATCH if elbo.startswith("jit") else n
+    assert res.iterations == epochs * -(-per_epoch // BATCH), res.iterations
+    images = per_epoch * epochs
     return res.seconds, wall, images
 
 

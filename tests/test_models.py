@@ -295,9 +295,7 @@ def test_conv_vae_guide_uses_conv_encoder():
 @pytest.mark.parametrize("shape", [(3, 65), (3, 63), (3, 8, 7), (3,)])
 def test_flatten_rejects_wrong_width(shape):
     model = VAE(64, latent_dim=2, hidden=(4,), image_shape=(8, 8))
-    with pytest.raises(
-        PplGenError, match=r"^x: .*\b64\b"
-    ):
+    with pytest.raises(PplGenError, match=r"^x: .*\b64\b"):
         model(torch.zeros(shape))
 
 
