@@ -536,17 +536,31 @@ class GaussianMixture(nn.Module):
         """Mixing weights ``pi = softmax(logits)``, ``(K,)``."""
         return torch.softmax(self.logits, dim=-1)
 
+    @property
+    def _scale_floor(self) -> float:
+        """``sqrt(reg_covar)``: floor on the diagonal of every ``L_k`` (diag: on the scales).
+
+        EM's covariances are ``S_k + reg_covar I``, whose Cholesky diagonals are at least
+        ``sqrt(reg_covar)``, so the floor never binds for them; it keeps gradient-based fits
+        (SVI) from collapsing a component onto a constant pixel.
+        """
+        return math.sqrt(self.reg_covar)
+
+    def _diag_scales(self, raw_log: torch.Tensor) -> torch.Tensor:
+        return raw_log.exp().clamp_min(self._scale_floor)
+
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factors ``L_k`` of the covariances, ``(K, D, D)``, differentiable."""
         if self.covariance == "diag":
-            return torch.diag_embed(self.log_scales.exp())
+            return torch.diag_embed(self._diag_scales(self.log_scales))
         raw = self.scale_tril_raw
-        return raw.tril(-1) + torch.diag_embed(torch.diagonal(raw, dim1=-2, dim2=-1).exp())
+        diag = self._diag_scales(torch.diagonal(raw, dim1=-2, dim2=-1))
+        return raw.tril(-1) + torch.diag_embed(diag)
 
     def covariances(self) -> torch.Tensor:
         """Covariance matrices ``Sigma_k = L_k L_k^T``, ``(K, D, D)``, differentiable."""
         if self.covariance == "diag":
-            return torch.diag_embed((2.0 * self.log_scales).exp())
+            return torch.diag_embed(self._diag_scales(self.log_scales).square())
         chol = self.scale_tril()
         return chol @ chol.transpose(-1, -2)
 
@@ -556,9 +570,10 @@ class GaussianMixture(nn.Module):
             log_w = torch.log_softmax(self.logits.double(), dim=-1)
             mu = self.means.double()
             if self.covariance == "diag":
-                return log_w, mu, (2.0 * self.log_scales.double()).exp()
+                return log_w, mu, self._diag_scales(self.log_scales.double()).square()
             raw = self.scale_tril_raw.double()
-            chol = raw.tril(-1) + torch.diag_embed(torch.diagonal(raw, dim1=-2, dim2=-1).exp())
+            diag = self._diag_scales(torch.diagonal(raw, dim1=-2, dim2=-1))
+            chol = raw.tril(-1) + torch.diag_embed(diag)
             return log_w, mu, chol @ chol.transpose(-1, -2)
 
     @torch.no_grad()
@@ -623,7 +638,8 @@ class GaussianMixture(nn.Module):
             if self.covariance == "full":
                 px = ComponentGaussian(c, means, self.scale_tril().to(flat.dtype))
             else:
-                px = ComponentGaussian(c, means, self.log_scales.exp().to(flat.dtype), diag=True)
+                scales = self._diag_scales(self.log_scales).to(flat.dtype)
+                px = ComponentGaussian(c, means, scales, diag=True)
             pyro.sample("x", px, obs=flat)
         return c
 

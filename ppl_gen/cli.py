@@ -145,6 +145,9 @@ def compare(
         "  (nats per test datapoint)"
     ]
     for name, m in metrics["schemes"].items():
+        if m.get("failed"):
+            lines.append(f"{name:<15} failed: {m['failed']}")
+            continue
         exact = m.get("test_log_likelihood")
         exact_cell = "n/a" if exact is None else f"{exact:.3f}"
         lines.append(f"{name:<15} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f} {exact_cell:>10}")
@@ -273,6 +276,13 @@ def evaluate(
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    """The message's first line: Pyro appends the trace's shapes to errors raised inside a
+    model or guide, which is noise for a user-facing one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ppl-gen`` console script; returns the exit status."""
     from ppl_gen.training import TrainingDiverged
@@ -280,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="ppl-gen", standalone_mode=False)
     except PplGenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
         return 1
     except typer.Abort:
         print("error: aborted", file=sys.stderr)

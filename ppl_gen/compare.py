@@ -41,7 +41,7 @@ from ppl_gen.inference import (
 )
 from ppl_gen.io import check_output_dir, write_json
 from ppl_gen.priors import StandardNormalPrior
-from ppl_gen.training import TrainConfig
+from ppl_gen.training import TrainConfig, TrainingDiverged
 
 DEFAULT_SCHEMES = {
     "vae": ("amortised", "mean-field"),
@@ -311,7 +311,32 @@ def _run_scheme(
     return fit_nuts(reference.model, data, settings, fitted_by=reference.name)
 
 
-def _scheme_metrics(result: SchemeResult) -> dict:
+_METRIC_KEYS = (
+    "objective",
+    "final_train_objective",
+    "test_elbo",
+    "test_elbo_se",
+    "test_iwae",
+    "test_iwae_se",
+    "iwae_k",
+    "n_evaluated",
+    "test_log_likelihood",
+    "gap_exact_minus_iwae",
+    "gap_iwae_minus_elbo",
+    "approximation_gap",
+    "amortisation_gap",
+    "psis_khat_mean",
+    "psis_khat_frac_above_0_7",
+    "bound_unreliable",
+    "train_seconds",
+    "test_seconds",
+    "iterations",
+    "epochs",
+    "converged",
+)
+
+
+def _scheme_metrics(result: SchemeResult) -> tuple[dict, torch.Tensor]:
     b = result.bounds
     exact = result.test_log_likelihood
     exact_mean = float(exact.mean()) if exact is not None else None
@@ -417,20 +442,30 @@ def run_compare(
     metrics["config"]["binarize"] = config.resolved_binarize
     results: dict[str, SchemeResult] = {}
     khats = {}
+    failures = []
     for name in schemes:
         pyro.set_rng_seed(config.seed)
-        results[name] = _run_scheme(name, factory, data, settings, results)
+        try:
+            results[name] = _run_scheme(name, factory, data, settings, results)
+        except (PplGenError, TrainingDiverged) as exc:
+            # Options were all checked up front: an error now is numerical (a diverged SVI
+            # run, a collapsed covariance).  Record it and let the other schemes report.
+            reason = str(exc).strip().splitlines()[0]
+            metrics["schemes"][name] = {key: None for key in _METRIC_KEYS} | {"failed": reason}
+            failures.append(f"{name} failed: {reason}")
+            continue
         metrics["schemes"][name], khats[name] = _scheme_metrics(results[name])
+        metrics["schemes"][name]["failed"] = None
     semi = results.get("semi-amortised")
     if semi is not None and "amortised" in results and semi.model is results["amortised"].model:
         row = metrics["schemes"]["amortised"]
         row["amortisation_gap"] = semi.extra.get("amortisation_gap")
         row["approximation_gap"] = metrics["schemes"]["semi-amortised"]["approximation_gap"]
-    _write_outputs(out, config, data, metrics, results, khats, device)
+    _write_outputs(out, config, data, metrics, results, khats, device, failures)
     return metrics
 
 
-def _write_outputs(out, config, data, metrics, results, khats, device) -> None:
+def _write_outputs(out, config, data, metrics, results, khats, device, failures) -> None:
     figures = {
         "Training objective per epoch / iteration and against wall time": "loss_curves.png",
         "Training objective against wall time, all schemes": "objective_vs_time.png",
@@ -486,7 +521,7 @@ def _write_outputs(out, config, data, metrics, results, khats, device) -> None:
         file = f"manifold_{name}.png"
         reports.save_manifold(grid, data.image_shape, 20, out / file, title=name)
         figures[f"2-D latent manifold, {name} (Kingma & Welling 2014, fig. 4)"] = file
-    notes = [n for r in results.values() for n in r.notes]
+    notes = failures + [n for r in results.values() for n in r.notes]
     notes += [
         "Gaps (Cremer et al. 2018): approximation gap = log p(x) - ELBO of the best "
         "per-datapoint q found; amortisation gap = that ELBO - the encoder's ELBO.",

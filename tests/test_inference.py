@@ -220,3 +220,28 @@ def test_compare_bad_arrays_exit_2(tmp_path, capsys, array, flag):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0]
     assert not out.exists()
+
+
+def test_a_scheme_that_fails_numerically_is_reported_not_fatal(tmp_path, monkeypatch):
+    import ppl_gen.compare as compare_module
+
+    def broken(model, data, settings):
+        raise PplGenError("covariance of component 0 is not positive definite")
+
+    monkeypatch.setattr(compare_module, "fit_svi_local", broken)
+    config = CompareConfig(
+        model="ppca",
+        latent_dim=2,
+        n_train=100,
+        n_test=20,
+        schemes=("em", "svi-local"),
+        iwae_k=10,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
+    metrics = run_compare(config)
+    assert metrics["schemes"]["em"]["failed"] is None
+    failed = metrics["schemes"]["svi-local"]
+    assert failed["failed"].startswith("covariance") and failed["test_elbo"] is None
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "svi-local failed: covariance" in report
