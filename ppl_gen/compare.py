@@ -480,13 +480,13 @@ def _write_outputs(out, config, data, metrics, results, khats, device, failures)
         reports.plot_loss_curves(curves, out / "loss_curves.png")
     else:
         figures.pop("Training objective per epoch / iteration and against wall time")
-    reports.plot_objective_vs_time(
-        {
-            name: (r.history.seconds, r.history.objective, r.objective_name)
-            for name, r in results.items()
-        },
-        out / "objective_vs_time.png",
-    )
+    # semi-amortised shares the amortised fit's history: draw each fit once.
+    drawn, histories = set(), {}
+    for name, r in results.items():
+        if id(r.history) not in drawn:
+            drawn.add(id(r.history))
+            histories[name] = (r.history.seconds, r.history.objective, r.objective_name)
+    reports.plot_objective_vs_time(histories, out / "objective_vs_time.png")
     reports.plot_khat_histogram(khats, out / "khat_hist.png")
     samples, recons, manifolds = {}, {}, {}
     n_recon = min(10, data.test.shape[0])
