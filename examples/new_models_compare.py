@@ -7,7 +7,7 @@
    marginal likelihood (a few lines of algebra): offering ``exact_posterior`` is enough to
    get the ``em`` scheme (Monte Carlo EM) and exact log-likelihoods in the table.
 
-Run:  python examples/new_models_compare.py   (a few minutes on 2 CPU cores)
+Run:  python examples/new_models_compare.py   (about 30 s on 2 CPU cores)
 Reports land in runs/example_mog_student_t/ and runs/example_linear_gaussian/.
 """
 
