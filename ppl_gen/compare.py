@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pyro
@@ -110,7 +110,6 @@ class CompareConfig:
     device: str = "auto"
     out: str = "runs/compare"
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     @property
     def resolved_schemes(self) -> tuple[str, ...]:
@@ -149,25 +148,20 @@ class CompareConfig:
         return "dynamic" if self.is_vae else "none"
 
     def settings(self, device: torch.device) -> SchemeSettings:
-        """The :class:`~ppl_gen.inference.SchemeSettings` these options describe."""
+        """The :class:`~ppl_gen.inference.SchemeSettings` these options describe: the
+        fields the two share, with model-dependent defaults resolved."""
+        shared = {
+            f.name: getattr(self, f.name) for f in fields(SchemeSettings) if hasattr(self, f.name)
+        }
         return SchemeSettings(
-            epochs=self.resolved_epochs,
-            batch_size=self.resolved_batch_size,
-            lr=self.resolved_lr,
-            elbo=self.elbo,
-            hidden=tuple(self.hidden),
-            iwae_k=self.iwae_k,
-            test_refit_steps=self.test_refit_steps,
-            em_max_iter=self.em_max_iter,
-            em_tol=self.em_tol,
-            n_init=self.n_init,
-            semi_amortised_steps=self.semi_amortised_steps,
-            nuts_subset=self.nuts_subset,
-            nuts_warmup=self.nuts_warmup,
-            nuts_samples=self.nuts_samples,
-            seed=self.seed,
-            device=str(device),
-            progress=self.progress,
+            **shared
+            | {
+                "epochs": self.resolved_epochs,
+                "batch_size": self.resolved_batch_size,
+                "lr": self.resolved_lr,
+                "hidden": tuple(self.hidden),
+                "device": str(device),
+            }
         )
 
     def validate(self) -> None:
@@ -413,18 +407,20 @@ def run_compare(
         spec.validate()
         model_name = config.model
 
-        def factory():
-            return _initialised(build_model(spec).to(device), data, config.seed)
+        def build():
+            return build_model(spec).to(device)
     else:
         model_name = _factory_name(model_factory)
 
-        def factory():
+        def build():
             model = model_factory(data)
-            model = model.to(device) if isinstance(model, torch.nn.Module) else model
-            return _initialised(model, data, config.seed)
+            return model.to(device) if isinstance(model, torch.nn.Module) else model
+
+    def factory():
+        return _initialised(build(), data, config.seed)
 
     schemes = config.resolved_schemes
-    _check_schemes(factory(), schemes, model_name)
+    _check_schemes(build(), schemes, model_name)
     settings = config.settings(device)
     out = Path(config.out)
     metrics: dict = {

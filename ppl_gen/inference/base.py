@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ppl_gen.bounds import BoundEstimate, evaluate_bounds
-from ppl_gen.data import DataSplits
 from ppl_gen.tractable import FitHistory
 from ppl_gen.training import TrainConfig, TrainResult
 
@@ -120,8 +119,3 @@ def exact_log_likelihood(model: Callable, x: torch.Tensor) -> torch.Tensor | Non
 def bounds_with_weights(model, guide, x: torch.Tensor, k: int) -> BoundEstimate:
     """:func:`ppl_gen.bounds.evaluate_bounds` keeping the ``(N, K)`` log-weights."""
     return evaluate_bounds(model, guide, x, k, keep_log_weights=True)
-
-
-def test_data(data: DataSplits) -> torch.Tensor:
-    """The test split, ``(N, D)``."""
-    return data.test

@@ -64,6 +64,11 @@ def fit_nuts(
 ) -> SchemeResult:
     """NUTS on the first ``settings.nuts_subset`` test points of an already fitted model.
 
+    Returns:
+        :class:`~ppl_gen.inference.SchemeResult` whose bounds (nats per datapoint) cover the
+        subset; ``extra`` holds ``rhat_max``, ``ess_bulk_min``, ``n_evaluated`` and the
+        ``arviz.InferenceData`` (draws ``(chains, draws, n, Q)``).
+
     Raises:
         PplGenError: for a model without a continuous latent site.
     """

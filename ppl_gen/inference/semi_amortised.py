@@ -46,7 +46,18 @@ def fit_semi_amortised(
     settings: SchemeSettings,
     amortised: SchemeResult | None = None,
 ) -> SchemeResult:
-    """Refine the amortised posteriors of the test points and report both ELBOs."""
+    """Refine the amortised posteriors of the test points and report both ELBOs.
+
+    Args:
+        model_factory: builds a fresh model (used only when ``amortised`` is ``None``).
+        data: test split ``(N, D)`` is refined and scored.
+        settings: ``semi_amortised_steps`` refinement steps, IWAE K.
+        amortised: the ``amortised`` scheme's result whose model and encoder are reused.
+
+    Returns:
+        :class:`~ppl_gen.inference.SchemeResult` with the refined bounds (nats per test
+        datapoint) and ``extra["amortisation_gap"]`` (nats).
+    """
     if amortised is None:
         amortised = fit_amortised(model_factory(), data, settings)
     model, encoder = amortised.model, amortised.guide
