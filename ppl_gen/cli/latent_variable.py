@@ -1,62 +1,32 @@
-"""The ``ppl-gen`` command line: a thin layer over the Python API.
+"""CLI commands for Pyro latent-variable models: ``compare``, ``train vae`` and the
+``evaluate`` handler for their checkpoints.
 
 ``ppl-gen compare`` is :func:`ppl_gen.compare.run_compare`, ``ppl-gen train vae`` is
 :func:`ppl_gen.training.train` on a :mod:`ppl_gen.builders` model and guide, and
-``ppl-gen evaluate`` is :func:`ppl_gen.evaluation.evaluate_on` on a saved checkpoint.
-
-Bad input (unknown names, missing data, bad numbers, unreadable checkpoints) prints one
-line ``error: ...`` on stderr and exits with status 2, without a traceback; a diverged
-training run exits with status 1.
+``ppl-gen evaluate`` on a VAE checkpoint is :func:`ppl_gen.evaluation.evaluate_on`.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
-from ppl_gen.errors import PplGenError
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Deep generative latent-variable models on Pyro: train, evaluate, compare.",
+from ppl_gen.cli.common import (
+    BINARIZE,
+    DATA,
+    DATA_ROOT,
+    DEVICE,
+    DOWNLOAD,
+    SEED,
+    EvaluateOptions,
+    app,
+    emit,
+    evaluator,
+    parse_hidden,
+    train_app,
 )
-train_app = typer.Typer(no_args_is_help=True, help="Train a model.", rich_markup_mode=None)
-app.add_typer(train_app, name="train")
-
-DATA_HELP = "digits (scikit-learn's bundled 8x8 digits), mnist, or a .npy/.npz file"
-
-# Options shared by several commands (Typer option objects are plain, reusable metadata).
-DATA = typer.Option("digits", help=DATA_HELP)
-DATA_ROOT = typer.Option(None, help="folder with MNIST/raw (torchvision layout)")
-DOWNLOAD = typer.Option(False, help="download MNIST into --data-root if missing")
-BINARIZE = typer.Option("dynamic", help="dynamic, static or none")
-DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
-SEED = typer.Option(0, help="random seed (data split, initialisation, sampling)")
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise PplGenError(
-            f"--hidden must be comma-separated positive integers, got {text!r}"
-        ) from None
-    if not widths or any(w < 1 for w in widths):
-        raise PplGenError(f"--hidden must be comma-separated positive integers, got {text!r}")
-    return widths
-
-
-def _emit(obj: dict, as_json: bool, message: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, indent=2))
-    else:
-        typer.echo(message)
+from ppl_gen.errors import PplGenError
 
 
 @app.command()
@@ -117,7 +87,7 @@ def compare(
         batch_size=batch_size,
         lr=lr,
         latent_dim=latent_dim,
-        hidden=_hidden(hidden),
+        hidden=parse_hidden(hidden),
         likelihood=likelihood,
         components=components,
         covariance=covariance,
@@ -152,7 +122,7 @@ def compare(
         exact_cell = "n/a" if exact is None else f"{exact:.3f}"
         lines.append(f"{name:<15} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f} {exact_cell:>10}")
     lines.append(f"report: {report.resolve()}")
-    _emit(metrics, as_json, "\n".join(lines))
+    emit(metrics, as_json, "\n".join(lines))
 
 
 @train_app.command("vae")
@@ -186,7 +156,7 @@ def train_vae(
     from ppl_gen.io import check_output_dir, write_json
     from ppl_gen.training import TrainConfig, train
 
-    widths = _hidden(hidden)
+    widths = parse_hidden(hidden)
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -227,7 +197,7 @@ def train_vae(
         "history": result.history,
     }
     write_json(Path(out) / "metrics.json", summary)
-    _emit(
+    emit(
         summary,
         as_json,
         f"trained {result.epochs} epochs; train ELBO {summary['final_train_elbo']:.3f} "
@@ -235,87 +205,33 @@ def train_vae(
     )
 
 
-@app.command()
-def evaluate(
-    checkpoint: str = typer.Argument(..., help="checkpoint.pt written by ppl-gen train"),
-    data: str = typer.Option(None, help="dataset override (default: the training dataset)"),
-    data_root: str = typer.Option(None, help="data root override"),
-    iwae_k: int = typer.Option(1000, help="K of the IWAE-K bound"),
-    n_test: int = typer.Option(None, help="evaluate only the first N test images"),
-    test_refit_steps: int = typer.Option(500, help="mean-field: Adam steps on test data"),
-    device: str = DEVICE,
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-) -> None:
-    """Test ELBO and IWAE-K (nats per test datapoint) of a trained checkpoint."""
+@evaluator("latent-variable")
+def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
+    """Test ELBO and IWAE-K (nats per test datapoint) of a ``ppl-gen train vae`` checkpoint;
+    per-datapoint (mean-field) guides are refitted to the test data first."""
     from ppl_gen.errors import require_positive_int
     from ppl_gen.evaluation import data_from_spec, evaluate_on, load_trained
 
-    require_positive_int("--iwae-k", iwae_k)
-    model, guide, state = load_trained(checkpoint, device)
-    splits = data_from_spec(state["spec"], name=data, root=data_root, n_test=n_test)
+    require_positive_int("--iwae-k", opts.iwae_k)
+    model, guide, state = load_trained(opts.checkpoint, opts.device)
+    splits = data_from_spec(state["spec"], name=opts.data, root=opts.data_root, n_test=opts.n_test)
     if splits.data_dim != model.data_dim:
         raise PplGenError(
             f"--data: the checkpoint's model takes {model.data_dim} values per datapoint, "
             f"{splits.name} has {splits.data_dim}"
         )
     x = splits.test.to(next(model.parameters()).device)
-    ev = evaluate_on(model, guide, x, iwae_k, refit_steps=test_refit_steps)
+    ev = evaluate_on(model, guide, x, opts.iwae_k, refit_steps=opts.test_refit_steps)
     result = {
-        "checkpoint": checkpoint,
+        "checkpoint": opts.checkpoint,
         "dataset": splits.name,
         "n_test": int(x.shape[0]),
         **{f"test_{k}": v for k, v in ev.bounds.summary().items() if k != "k"},
-        "iwae_k": iwae_k,
+        "iwae_k": opts.iwae_k,
     }
-    _emit(
-        result,
-        as_json,
+    message = (
         f"test ELBO {result['test_elbo']:.3f} ± {result['test_elbo_se']:.3f}, "
-        f"IWAE-{iwae_k} {result['test_iwae']:.3f} ± {result['test_iwae_se']:.3f} "
-        f"nats per datapoint ({result['n_test']} test images)",
+        f"IWAE-{opts.iwae_k} {result['test_iwae']:.3f} ± {result['test_iwae_se']:.3f} "
+        f"nats per datapoint ({result['n_test']} test images)"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    """The message's first line: Pyro appends the trace's shapes to errors raised inside a
-    model or guide, which is noise for a user-facing one-line error."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ppl-gen`` console script; returns the exit status."""
-    from ppl_gen.training import TrainingDiverged
-
-    try:
-        app(args=argv, prog_name="ppl-gen", standalone_mode=False)
-    except PplGenError as exc:
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as exc:
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
-        return 1
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        # Usage errors of the CLI library (bad option values, unknown commands, no
-        # arguments): they carry their own message and exit code (2).
-        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
-        message = exc.format_message()
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            print(message, file=sys.stderr)
-        else:
-            print(f"error: {' '.join(message.split())}", file=sys.stderr)
-        return exc.exit_code or 2
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
-def console() -> None:
-    """Console-script wrapper: exit with :func:`main`'s status."""
-    sys.exit(main())
+    return result, message

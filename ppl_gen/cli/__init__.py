@@ -1,0 +1,68 @@
+"""The ``ppl-gen`` command line: a thin layer over the Python API.
+
+Commands live in one module per family (:mod:`ppl_gen.cli.latent_variable`, ...); each
+registers itself on the shared Typer app in :mod:`ppl_gen.cli.common`.
+
+Bad input (unknown names, missing data, bad numbers, unreadable checkpoints) prints one
+line ``error: ...`` on stderr and exits with status 2, without a traceback; a diverged
+training run exits with status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+# Importing a command module registers its commands on the shared app.
+from ppl_gen.cli import (  # noqa: F401
+    adversarial,
+    autoencoders,
+    dann,
+    latent_variable,
+)
+from ppl_gen.cli.common import app
+from ppl_gen.errors import PplGenError
+
+__all__ = ["app", "main", "console"]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The message's first line: Pyro appends the trace's shapes to errors raised inside a
+    model or guide, which is noise for a user-facing one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ppl-gen`` console script; returns the exit status."""
+    from ppl_gen.training import TrainingDiverged
+
+    try:
+        app(args=argv, prog_name="ppl-gen", standalone_mode=False)
+    except PplGenError as exc:
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return 1
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Usage errors of the CLI library (bad option values, unknown commands, no
+        # arguments): they carry their own message and exit code (2).
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        message = exc.format_message()
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(message, file=sys.stderr)
+        else:
+            print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return exc.exit_code or 2
+    return 0
+
+
+def console() -> None:
+    """Console-script wrapper: exit with :func:`main`'s status."""
+    sys.exit(main())
