@@ -3,10 +3,11 @@ because ``models/`` and ``guides/`` are mapped into ``ppl_gen``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 tomllib = pytest.importorskip("tomllib")
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
