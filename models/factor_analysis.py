@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel
+from ppl_gen.models.sharded_moments import ShardedMoments
 
 
-class FactorAnalysis(LinearGaussianModel):
+class FactorAnalysis(ShardedMoments, LinearGaussianModel):
     """Factor analysis with diagonal noise ``Psi = diag(psi_1, ..., psi_D)``.
 
     Args:

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from ppl_gen.bounds import BoundEstimate
+from ppl_gen.distributed import DistributedContext
 from ppl_gen.errors import PplGenError, require, require_positive_int
 from ppl_gen.naming import unique_scope
 from ppl_gen.plates import data_plate, flatten_rows
@@ -170,8 +171,17 @@ class _Design:
             ``"diag"`` (``D`` columns ``x_a^2``).
     """
 
-    def __init__(self, x64: torch.Tensor, center: torch.Tensor, covariance: str) -> None:
+    def __init__(
+        self,
+        x64: torch.Tensor,
+        center: torch.Tensor,
+        covariance: str,
+        dist: DistributedContext | None = None,
+    ) -> None:
         self.n, self.d = x64.shape
+        # Data-parallel EM: the rows are this rank's shard, statistics are all-reduced.
+        self.dist = dist if dist is not None and dist.distributed else None
+        self.n_total = int(dist.all_reduce_float(self.n, "EM statistics")) if self.dist else self.n
         self.covariance = covariance
         self.center = center
         self.xc = x64 - center
@@ -274,6 +284,11 @@ def _e_pass(
             ent -= float((r * (lp - log_s)).sum())
         stats.addmm_(r.T, z)
         total += float(log_s.sum() + mx.sum())
+    if design.dist is not None:  # data-parallel EM: sum the statistics of all ranks
+        flat = torch.cat([stats.reshape(-1), stats.new_tensor([total, ent])])
+        design.dist.all_reduce_sum(flat, "EM statistics")
+        stats = flat[:-2].view_as(stats)
+        total, ent = float(flat[-2]), float(flat[-1])
     return total, stats, ent
 
 
@@ -729,7 +744,7 @@ class GaussianMixture(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Closed-form M-step (PRML 9.24-9.27) from ``R^T Z``; returns data-frame params."""
         nk, xbar, second = design.unpack(stats)
-        log_w = torch.log(nk / design.n)
+        log_w = torch.log(nk / design.n_total)
         if self.covariance == "diag":
             cov = (second - xbar * xbar).clamp_min_(0.0) + self.reg_covar
         else:
@@ -801,7 +816,7 @@ class GaussianMixture(nn.Module):
     def _em_run(
         self, design: _Design, params, max_iter: int, tol: float, t0: float
     ) -> tuple[FitHistory, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        n = design.n
+        n = design.n_total
         ll, stats, _ = _e_pass(design, self._component_coefficients(design, *params))
         prev = ll / n
         history = FitHistory(extra={"initial_objective": prev})
@@ -830,6 +845,7 @@ class GaussianMixture(nn.Module):
         n_init: int = 1,
         seed: int = 0,
         init: bool = True,
+        dist: DistributedContext | None = None,
     ) -> FitHistory:
         """Expectation-maximisation for the mixture (PRML 9.2.2), parameters updated in place.
 
@@ -852,6 +868,13 @@ class GaussianMixture(nn.Module):
             seed: seed of the first restart.
             init: initialise with :meth:`init_from_data`; ``False`` starts from the current
                 parameters (then ``n_init`` must be 1).
+            dist: data-parallel EM (:mod:`ppl_gen.distributed`): ``x`` is this rank's shard
+                (:meth:`~ppl_gen.distributed.DistributedContext.shard` of the full data);
+                each E-step's statistics ``R^T Z`` and log-likelihood are all-reduced, so
+                every rank takes the same M-step.  k-means++ is sequential over the whole
+                data: the initialisation runs on the gathered rows (identically on every
+                rank), the iterations on the shards.  The fit equals the single-process fit
+                up to float64 summation order.
 
         Returns:
             :class:`FitHistory` of the best restart: ``objective`` = average log-likelihood
@@ -870,13 +893,30 @@ class GaussianMixture(nn.Module):
         require(isinstance(tol, (int, float)) and tol >= 0, f"--em-tol must be >= 0, got {tol!r}")
         require(init or n_init == 1, "--n-init > 1 needs init=True (k-means++ restarts)")
         t_all = time.perf_counter()
-        x64 = self._fit_data(x, self.n_components if init else 1)
-        design = self._design(x64)
+        if dist is None or not dist.distributed:
+            x64 = self._fit_data(x, self.n_components if init else 1)
+            design = init_design = self._design(x64)
+            x_init = x
+        else:
+            x64 = self._fit_data(x)
+            x_init = dist.gather_shards(x64) if init else None
+            if init:
+                center = x_init.mean(0)
+            else:
+                total = dist.all_reduce_float(x64.shape[0], "EM statistics")
+                center = dist.all_reduce_sum(x64.sum(0), "EM statistics") / total
+            design = _Design(x64, center, self.covariance, dist)
+            require(
+                design.n_total >= (self.n_components if init else 1),
+                f"x: need at least {self.n_components} rows (--components "
+                f"{self.n_components}), got {design.n_total}",
+            )
+            init_design = _Design(x_init, center, self.covariance) if init else None
         finals: list[float] = []
         best = None
         for r in range(n_init):
             t0 = time.perf_counter()
-            params = self._init_params(design, x, seed + r) if init else self._params64()
+            params = self._init_params(init_design, x_init, seed + r) if init else self._params64()
             history, params = self._em_run(design, params, max_iter, tol, t0)
             finals.append(history.objective[-1])
             if best is None or finals[-1] > finals[best[0]]:

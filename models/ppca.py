@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel
+from ppl_gen.models.sharded_moments import ShardedMoments
 from ppl_gen.threads import single_thread
 
 
-class PPCA(LinearGaussianModel):
+class PPCA(ShardedMoments, LinearGaussianModel):
     """Probabilistic PCA with isotropic noise ``sigma^2 I``.
 
     Args:

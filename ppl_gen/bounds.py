@@ -32,6 +32,7 @@ from pyro import poutine
 from pyro.ops.packed import scale_and_mask
 from pyro.poutine.subsample_messenger import _Subsample
 
+from ppl_gen.distributed import DistributedContext
 from ppl_gen.errors import PplGenError, require_positive_int
 from ppl_gen.plates import DATA_PLATE
 
@@ -192,6 +193,7 @@ def evaluate_bounds(
     size: int | None = None,
     keep_log_weights: bool = False,
     validate: bool = False,
+    dist: DistributedContext | None = None,
 ) -> BoundEstimate:
     """Per-datapoint ELBO and IWAE-K of ``x`` under ``model`` and ``guide``.
 
@@ -209,9 +211,17 @@ def evaluate_bounds(
             ``0..N-1``); ``size``: the guide's dataset size (default ``N``).
         keep_log_weights: also return the ``(N, K)`` log-weights (for PSIS diagnostics).
         validate: keep Pyro's distribution argument validation on (slower).
+        dist: a data-parallel context (:mod:`ppl_gen.distributed`): every rank passes the
+            same ``x``, scores rows ``rank, rank + W, ...`` and the per-datapoint results
+            are gathered back in the order of ``x`` on every rank.  ``None``: this process
+            scores all of ``x``.
+
+    Always computed in float32/float64, outside any ``torch.autocast`` region (bounds
+    are sums of many log-densities; bfloat16 would cost whole nats).
 
     Returns:
-        :class:`BoundEstimate` with ``elbo`` and ``iwae`` of shape ``(N,)``, nats per datapoint.
+        :class:`BoundEstimate` with ``elbo`` and ``iwae`` of shape ``(N,)``, nats per datapoint
+        (on CPU).
 
     Raises:
         PplGenError: if ``k`` is not a positive integer or ``x`` is empty.
@@ -223,11 +233,26 @@ def evaluate_bounds(
     if indices is None:
         indices = torch.arange(n, device=x.device)
     size = n if size is None else size
+    if dist is not None and dist.distributed:
+        return _evaluate_sharded(
+            model,
+            guide,
+            x,
+            k,
+            dist,
+            batch_size=batch_size,
+            max_samples_per_chunk=max_samples_per_chunk,
+            indices=indices,
+            size=size,
+            keep_log_weights=keep_log_weights,
+            validate=validate,
+        )
     if batch_size is None:
         batch_size = max(1, min(n, max_samples_per_chunk // min(k, max_samples_per_chunk)))
     k_chunk = max(1, min(k, max_samples_per_chunk // batch_size))
     elbos, iwaes, weights = [], [], []
-    with torch.no_grad(), pyro.validation_enabled(validate):
+    no_autocast = torch.autocast(device_type=x.device.type, enabled=False)
+    with torch.no_grad(), pyro.validation_enabled(validate), no_autocast:
         mpn = _max_plate_nesting(model, guide, (x[:1],), {"indices": indices[:1], "size": size})
         for start in range(0, n, batch_size):
             xb, ib = x[start : start + batch_size], indices[start : start + batch_size]
@@ -250,4 +275,24 @@ def evaluate_bounds(
         iwae=torch.cat(iwaes),
         k=k,
         log_weights=torch.cat(weights) if keep_log_weights else None,
+    )
+
+
+def _evaluate_sharded(
+    model: Callable, guide: Callable, x: torch.Tensor, k: int, dist: DistributedContext, **kw
+) -> BoundEstimate:
+    """:func:`evaluate_bounds` of this rank's rows of ``x``, gathered in order on every rank."""
+    indices = kw.pop("indices")
+    x_r, i_r = dist.shard(x), dist.shard(indices)
+    if x_r.shape[0]:
+        part = evaluate_bounds(model, guide, x_r, k, indices=i_r, **kw)
+        elbo, iwae, lw = part.elbo, part.iwae, part.log_weights
+    else:  # more ranks than rows
+        elbo = iwae = torch.zeros(0, dtype=x.dtype)
+        lw = torch.zeros(0, k, dtype=x.dtype)
+    return BoundEstimate(
+        elbo=dist.gather_shards(elbo),
+        iwae=dist.gather_shards(iwae),
+        k=k,
+        log_weights=dist.gather_shards(lw) if kw.get("keep_log_weights") else None,
     )

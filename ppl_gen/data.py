@@ -95,12 +95,14 @@ class DataSplits:
             device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
                 :class:`torch.device` (resolved by :func:`ppl_gen.device.resolve_device`).
 
+        Host-to-GPU copies go through pinned (page-locked) memory, asynchronously.
+
         Raises:
             PplGenError: if ``device`` is not accepted or not available.
         """
         dev = resolve_device(device)
         fields = ("train", "val", "test", "train_labels", "val_labels", "test_labels")
-        return replace(self, **{f: to_device(getattr(self, f), dev) for f in fields})
+        return replace(self, **{f: _to(getattr(self, f), dev) for f in fields})
 
     def __repr__(self) -> str:
         def shape(t: torch.Tensor | None) -> str:
@@ -214,6 +216,15 @@ def load_dataset(
 
     splits = _binarize_splits(splits, binarize, seed)
     return _truncate(splits, n_train, n_test)
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """``t`` on ``device``; CPU -> CUDA through pinned memory (non-blocking copy)."""
+    if t is None or t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return to_device(t, device)
 
 
 def binarize_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

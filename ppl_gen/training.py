@@ -13,12 +13,47 @@ checkpoint save (atomic) and resume of model, guide, optimiser, epoch, history a
 number generators, so that a resumed run continues exactly as an uninterrupted one; a
 non-finite loss stops training with :class:`TrainingDiverged` naming epoch and batch, and
 the last good checkpoint is kept.
+
+**Data parallelism** (launched by ``torchrun``, see :mod:`ppl_gen.distributed`): every rank
+draws the same permutation of the training set (shared seed) and, from each global
+minibatch of ``batch_size`` rows, takes its part ``idx[rank::world_size]``, so no two ranks
+ever use the same datapoint in a step and the global batches are exactly those of a single
+process with the same seed.  Each rank evaluates the ELBO of its ``b_r`` rows under
+``pyro.plate("data", N, subsample=idx_r)`` (scale ``N / b_r``); the gradients are then
+combined as ``sum_r (b_r / B) grad_r``, which is exactly the gradient of the single-process
+loss ``(N / B) sum_{i in batch} loss_i`` (for equal ``b_r``: the plain average DDP takes).
+The per-datapoint (mean-field) guide's local parameters fit the same rule: rows a rank did
+not touch have zero gradient there, so each row gets the gradient of the rank that used it.
+Every rank then takes the same Adam step, and the parameters stay identical (rank 0's
+values are broadcast once at the start, as ``DistributedDataParallel`` does).
+
+Why not ``DistributedDataParallel``: DDP synchronises gradients only for modules whose
+``forward`` is called through the DDP wrapper (it prepares its gradient buckets there),
+while Pyro's ELBOs call the model and guide themselves and reach parameters through the
+Pyro parameter store (``pyro.module`` / ``pyro.param``), including parameters that are not
+in any ``nn.Module``.  So the trainer all-reduces, in one flat buffer per step, the
+gradients of exactly the parameters the optimiser holds (found by a trace as
+``pyro.infer.SVI`` finds them), plus the loss for reporting.
+
+Only rank 0 shows the progress bar and writes checkpoints (atomically, so a crash of any
+rank leaves the last good one intact); every rank's Pyro random state is stored in it, so a
+resumed run continues as an uninterrupted one.  A rank that crashes makes the others' next
+collective fail; they stop with :class:`~ppl_gen.distributed.RankFailed` naming the
+checkpoint that survives, and ``torchrun`` ends the job with the crashed rank's error.
+
+**Precision and determinism**: ``precision="bf16"`` runs the model's and guide's forward
+passes under ``torch.autocast(dtype=torch.bfloat16)`` (matrix products in bfloat16,
+log-densities and their sums in float32, parameters and Adam in float32); the validation
+and the bound evaluators always run in float32.  ``deterministic=True`` turns on
+``torch.use_deterministic_algorithms`` (and ``CUBLAS_WORKSPACE_CONFIG`` on CUDA) for the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,7 +76,8 @@ from tqdm.auto import tqdm
 from ppl_gen.bounds import evaluate_bounds
 from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
 from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
-from ppl_gen.device import resolve_device, to_device
+from ppl_gen.device import to_device
+from ppl_gen.distributed import DistributedContext, RankFailed, init_from_env
 from ppl_gen.errors import PplGenError, require_positive_int
 from ppl_gen.guides import MeanFieldGuide
 
@@ -69,6 +105,9 @@ ELBOS = {
 }
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names epoch and batch."""
 
@@ -92,8 +131,12 @@ class TrainConfig:
             local parameters to the validation set each epoch (model frozen).
         val_every: compute the validation ELBO every this many epochs (0: never).
         checkpoint: path of the checkpoint written at the end of each epoch (or ``None``).
-        progress: show a progress bar.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: show a progress bar (rank 0 only when distributed).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: ``cuda`` means
+            GPU ``LOCAL_RANK``).
+        precision: ``fp32`` or ``bf16`` (forward passes under ``torch.autocast`` with
+            bfloat16; not with the ``jit`` ELBOs).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
     """
 
     epochs: int = 20
@@ -108,6 +151,8 @@ class TrainConfig:
     checkpoint: str | None = None
     progress: bool = True
     device: str = "auto"
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad field."""
@@ -118,6 +163,15 @@ class TrainConfig:
             raise PplGenError(f"--elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
         if not self.lr > 0 or not self.local_lr > 0:
             raise PplGenError(f"--lr must be positive, got {self.lr} / {self.local_lr}")
+        if self.precision not in PRECISIONS:
+            raise PplGenError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision != "fp32" and self.elbo.startswith("jit"):
+            raise PplGenError(
+                f"--precision {self.precision} does not combine with --elbo {self.elbo} "
+                "(torch.jit traces in float32); use trace or analytic-kl"
+            )
 
 
 @dataclass
@@ -242,16 +296,28 @@ def fit_local_guide(
 
 
 def validation_elbo(
-    model: Callable, guide: Callable, x: torch.Tensor, *, refit_steps: int = 100
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    *,
+    refit_steps: int = 100,
+    dist: DistributedContext | None = None,
 ) -> float:
     """Mean ELBO of ``x`` (nats per datapoint), one sample per datapoint.
 
     Amortised guides are evaluated directly; per-datapoint guides first get fresh local
-    parameters fitted to ``x`` (:func:`fit_local_guide`, ``refit_steps`` passes).
+    parameters fitted to ``x`` (:func:`fit_local_guide`, ``refit_steps`` passes).  With a
+    distributed ``dist`` each rank scores its shard of ``x`` and the sums are all-reduced
+    (the same number on every rank).
     """
-    if getattr(guide, "is_local", False):
-        guide = fit_local_guide(model, x, steps=refit_steps)
-    return evaluate_bounds(model, guide, x, k=1).elbo_mean
+    ctx = dist or DistributedContext(device=x.device)
+    part = ctx.shard(x)
+    total = 0.0
+    if part.shape[0]:
+        if getattr(guide, "is_local", False):
+            guide = fit_local_guide(model, part, steps=refit_steps)
+        total = float(evaluate_bounds(model, guide, part, k=1).elbo.double().sum())
+    return ctx.all_reduce_float(total, "validation ELBO") / x.shape[0]
 
 
 def _rng_state(generators: dict[str, torch.Generator]) -> dict:
@@ -282,8 +348,9 @@ def train(
     *,
     resume: bool = False,
     spec: dict | None = None,
+    dist: DistributedContext | None = None,
 ) -> TrainResult:
-    """Fit ``model`` and ``guide`` to ``data.train`` by SVI.
+    """Fit ``model`` and ``guide`` to ``data.train`` by SVI (data-parallel under torchrun).
 
     Args:
         model, guide: Pyro callables following the data plate convention; ``nn.Module``
@@ -295,17 +362,87 @@ def train(
             epoch, history and RNG states restored; training runs up to ``config.epochs``).
         spec: JSON-able description stored in the checkpoint so that tools can rebuild the
             model and guide (see :mod:`ppl_gen.builders`).
+        dist: the data-parallel context; default :func:`ppl_gen.distributed.init_from_env`
+            (the torchrun job this process belongs to, else a single process).  Every rank
+            passes the whole dataset; each uses its part of every minibatch (module docs).
 
     Returns:
-        :class:`TrainResult` (ELBOs in nats per datapoint).
+        :class:`TrainResult` (ELBOs in nats per datapoint; identical on every rank).
 
     Raises:
         PplGenError: bad configuration or an unreadable checkpoint.
         TrainingDiverged: a non-finite loss (the last checkpoint is left as it was).
+        RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = config or TrainConfig()
     config.validate()
-    device = resolve_device(config.device)
+    ctx = dist if dist is not None else init_from_env(config.device)
+    with _deterministic(config.deterministic, ctx.device):
+        try:
+            return _train(model, guide, data, config, ctx, resume=resume, spec=spec)
+        except RankFailed as exc:
+            kept = f"; the last good checkpoint {config.checkpoint} is intact" * bool(
+                config.checkpoint
+            )
+            raise RankFailed(f"{exc}{kept}") from exc
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` (and cuDNN without autotuning) inside."""
+    if not enabled:
+        yield
+        return
+    if device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    old = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old[0])
+        torch.backends.cudnn.benchmark = old[1]
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if config.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync_gradients(
+    params: list[torch.Tensor], loss: torch.Tensor | None, weight: float, ctx: DistributedContext
+) -> float:
+    """Replace every gradient by ``sum_r weight_r grad_r`` across ranks (one all-reduce) and
+    return ``sum_r weight_r loss_r``; parameters without a gradient count as zero."""
+    grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]
+    lval = loss.detach().reshape(1).to(params[0].dtype) if loss is not None else None
+    flat = torch.cat([*grads, lval if lval is not None else params[0].new_zeros(1)])
+    flat.mul_(weight)
+    ctx.all_reduce_sum(flat, "gradient all-reduce")
+    start = 0
+    for p in params:
+        g = flat[start : start + p.numel()].view_as(p)
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+        start += p.numel()
+    return float(flat[-1])
+
+
+def _train(
+    model: Callable,
+    guide: Callable,
+    data: DataSplits,
+    config: TrainConfig,
+    ctx: DistributedContext,
+    *,
+    resume: bool,
+    spec: dict | None,
+) -> TrainResult:
+    device = ctx.device
     data = data.to(device)
     for obj in (model, guide):
         if isinstance(obj, nn.Module):
@@ -314,7 +451,14 @@ def train(
     jit = config.elbo.startswith("jit")
     if jit and n < config.batch_size:
         raise PplGenError(f"--batch-size {config.batch_size} exceeds the {n} training rows")
-    pyro.set_rng_seed(config.seed)
+    if ctx.distributed and config.batch_size < ctx.world_size:
+        raise PplGenError(
+            f"--batch-size {config.batch_size} is smaller than the {ctx.world_size} processes "
+            "(each process needs at least one row of every minibatch)"
+        )
+    # The minibatch order and binarisation are shared by all ranks; model/guide sampling
+    # (Pyro's RNG) differs per rank so that ranks draw independent noise.
+    pyro.set_rng_seed(config.seed + ctx.rank)
     generators = {
         "shuffle": torch.Generator().manual_seed(config.seed),
         "binarize": torch.Generator(device=device).manual_seed(config.seed + 1),
@@ -327,23 +471,31 @@ def train(
     if setup is not None:
         setup(data.train[first], first, n)
     params = _discover_parameters(elbo, model_n, guide_n, data.train[first], first)
+    ctx.broadcast_parameters(params)
     optimizer = torch.optim.Adam(_param_groups(params, guide, config))
     result = TrainResult(history={"epoch": [], "train_elbo": [], "val_elbo": [], "seconds": []})
     start_epoch = 0
     ckpt = Path(config.checkpoint) if config.checkpoint else None
-    if resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, map_location=device)
-        _load_modules(model, guide, state)
-        optimizer.load_state_dict(state["optimizer"])
-        result = TrainResult(
-            history=state["history"],
-            epochs=state["epoch"],
-            iterations=state["iterations"],
-            seconds=state["seconds"],
-        )
-        start_epoch = state["epoch"]
-        _set_rng_state(state["rng"], generators)
+    if resume and ckpt is not None:
+        state = _load_for_resume(ckpt, ctx)
+        if state is not None:
+            _load_modules(model, guide, state)
+            optimizer.load_state_dict(state["optimizer"])
+            result = TrainResult(
+                history=state["history"],
+                epochs=state["epoch"],
+                iterations=state["iterations"],
+                seconds=state["seconds"],
+            )
+            start_epoch = state["epoch"]
+            _set_rng_state(state["rng"], generators)
+            ranks = state.get("rng_ranks") or [state["rng"]["pyro"]]
+            if len(ranks) == ctx.world_size:
+                pyro.util.set_rng_state(to_device(ranks[ctx.rank], "cpu"))
+            else:  # resumed with another number of processes: a fresh, seeded stream
+                pyro.set_rng_seed(config.seed + ctx.rank + 7919 * start_epoch)
     dynamic = data.binarize == "dynamic"
+    show = config.progress and ctx.is_main
     with pyro.validation_enabled(False):
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
@@ -359,30 +511,42 @@ def train(
                 batches,
                 total=(n // config.batch_size) if jit else -(-n // config.batch_size),
                 desc=f"epoch {epoch + 1}/{config.epochs}",
-                disable=True if not config.progress else None,  # None: off when not a TTY
+                disable=True if not show else None,  # None: off when not a TTY
                 leave=False,
             )
             for batch, idx in enumerate(bar):
                 xb = data.train[idx]
                 if dynamic:
                     xb = binarize_batch(xb, generators["binarize"])
-                loss = elbo.differentiable_loss(model_n, guide_n, xb, idx)
-                if not torch.isfinite(loss):
+                if ctx.distributed:
+                    loss_value = _distributed_step(
+                        elbo, model_n, guide_n, xb, idx, params, optimizer, config, ctx
+                    )
+                    bad = not math.isfinite(loss_value)
+                else:
+                    with _autocast(config, device):
+                        loss = elbo.differentiable_loss(model_n, guide_n, xb, idx)
+                    bad = not torch.isfinite(loss)
+                if bad:
                     where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
                     raise TrainingDiverged(
                         f"non-finite loss at epoch {epoch + 1}, batch {batch + 1}{where}"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if not ctx.distributed:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    loss_value = float(loss.detach())
                 optimizer.step()
                 result.iterations += 1
-                total += float(loss.detach()) * idx.shape[0] / n
+                total += loss_value * idx.shape[0] / n
                 seen += idx.shape[0]
                 bar.set_postfix(elbo=f"{-total / seen:.2f}", refresh=False)
             result.seconds += time.perf_counter() - t0
             val = None
             if config.val_every and (epoch + 1) % config.val_every == 0 and len(data.val):
-                val = validation_elbo(model, guide, data.val, refit_steps=config.val_refit_steps)
+                val = validation_elbo(
+                    model, guide, data.val, refit_steps=config.val_refit_steps, dist=ctx
+                )
             result.epochs = epoch + 1
             for key, value in (
                 ("epoch", epoch + 1),
@@ -391,29 +555,74 @@ def train(
                 ("seconds", result.seconds),
             ):
                 result.history[key].append(value)
-            if config.progress:
+            if show:
                 tqdm.write(
                     f"epoch {epoch + 1}: train ELBO {-total / seen:.3f}"
                     + (f", validation ELBO {val:.3f}" if val is not None else "")
                     + " nats/datapoint"
                 )
             if ckpt is not None:
-                save_checkpoint(
-                    ckpt,
-                    {
-                        "spec": spec,
-                        "config": asdict(config),
-                        "model": _state(model),
-                        "guide": _state(guide),
-                        "optimizer": optimizer.state_dict(),
-                        "epoch": result.epochs,
-                        "iterations": result.iterations,
-                        "seconds": result.seconds,
-                        "history": result.history,
-                        "rng": _rng_state(generators),
-                    },
-                )
+                rng_ranks = ctx.all_gather_object(pyro.util.get_rng_state())
+                if ctx.is_main:
+                    save_checkpoint(
+                        ckpt,
+                        {
+                            "spec": spec,
+                            "config": asdict(config),
+                            "model": _state(model),
+                            "guide": _state(guide),
+                            "optimizer": optimizer.state_dict(),
+                            "epoch": result.epochs,
+                            "iterations": result.iterations,
+                            "seconds": result.seconds,
+                            "history": result.history,
+                            "rng": _rng_state(generators),
+                            "rng_ranks": rng_ranks,
+                            "world_size": ctx.world_size,
+                        },
+                    )
     return result
+
+
+def _distributed_step(
+    elbo,
+    model_n: Callable,
+    guide_n: Callable,
+    xb: torch.Tensor,
+    idx: torch.Tensor,
+    params: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    ctx: DistributedContext,
+) -> float:
+    """This rank's part of the global minibatch ``(xb, idx)``: loss, backward, gradient
+    all-reduce with weight ``b_r / B`` (module docs).  Returns the global minibatch's loss
+    (negative ELBO scaled to the whole training set, nats), the same on every rank."""
+    x_r, idx_r = ctx.shard(xb), ctx.shard(idx)
+    optimizer.zero_grad(set_to_none=True)
+    loss = None
+    if idx_r.shape[0]:
+        with _autocast(config, ctx.device):
+            loss = elbo.differentiable_loss(model_n, guide_n, x_r, idx_r)
+        loss.backward()
+    return _sync_gradients(params, loss, idx_r.shape[0] / idx.shape[0], ctx)
+
+
+def _load_for_resume(ckpt: Path, ctx: DistributedContext) -> dict | None:
+    """The checkpoint to resume from (``None`` if absent): rank 0 reads it and sends it to
+    the other ranks, so only rank 0 needs the file."""
+    if not ctx.distributed:
+        return load_checkpoint(ckpt, map_location=ctx.device) if ckpt.exists() else None
+    state, error = None, None
+    if ctx.is_main and ckpt.exists():
+        try:
+            state = load_checkpoint(ckpt, map_location="cpu")
+        except PplGenError as exc:
+            error = str(exc)
+    state, error = ctx.broadcast_object((state, error))
+    if error is not None:
+        raise PplGenError(error)
+    return to_device(state, ctx.device) if state is not None else None
 
 
 def _state(obj: Callable) -> dict | None:

@@ -18,6 +18,7 @@ import typer
 from ppl_gen.cli import (  # noqa: F401
     adversarial,
     autoencoders,
+    classifier,
     dann,
     latent_variable,
 )

@@ -4,6 +4,10 @@
 ``ppl-gen compare`` is :func:`ppl_gen.compare.run_compare`, ``ppl-gen train vae`` is
 :func:`ppl_gen.training.train` on a :mod:`ppl_gen.builders` model and guide, and
 ``ppl-gen evaluate`` on a VAE checkpoint is :func:`ppl_gen.evaluation.evaluate_on`.
+
+Both run data-parallel when launched by ``torchrun --nproc-per-node N -m ppl_gen ...``
+(:mod:`ppl_gen.distributed`): training averages gradients over the ranks, evaluation splits
+the test set and gathers the per-datapoint bounds; rank 0 alone writes files and prints.
 """
 
 from __future__ import annotations
@@ -143,16 +147,24 @@ def train_vae(
     guide: str = typer.Option("amortised", help="amortised or mean-field"),
     elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
     n_train: int = typer.Option(None),
+    precision: str = typer.Option(
+        "fp32", help="fp32, or bf16 (forward passes under torch.autocast; bounds stay fp32)"
+    ),
+    deterministic: bool = typer.Option(
+        False, help="torch.use_deterministic_algorithms (bit-reproducible, may be slower)"
+    ),
     device: str = DEVICE,
     seed: int = SEED,
     out: str = typer.Option("runs/vae", help="output folder (checkpoint.pt, metrics.json)"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
     as_json: bool = typer.Option(False, "--json", help="print the training summary as JSON"),
 ) -> None:
-    """Train a VAE's model with an amortised or mean-field guide by SVI."""
+    """Train a VAE's model with an amortised or mean-field guide by SVI (data-parallel under
+    torchrun: each process takes its part of every minibatch, gradients are averaged)."""
     from ppl_gen import reports
     from ppl_gen.builders import MODELS, ModelSpec, build_guide, build_model
     from ppl_gen.data import load_dataset
+    from ppl_gen.distributed import init_from_env
     from ppl_gen.io import check_output_dir, write_json
     from ppl_gen.training import TrainConfig, train
 
@@ -166,6 +178,8 @@ def train_vae(
         device=device,
         checkpoint=str(Path(out) / "checkpoint.pt"),
         progress=not as_json,
+        precision=precision,
+        deterministic=deterministic,
     )
     config.validate()
     check_output_dir(out, "--out")
@@ -186,13 +200,18 @@ def train_vae(
         "num_train": int(splits.train.shape[0]),
         "data": {"name": data, "root": data_root, "binarize": binarize, "seed": seed},
     }
-    result = train(net, q, splits, config, resume=resume, spec=full_spec)
+    ctx = init_from_env(device)
+    result = train(net, q, splits, config, resume=resume, spec=full_spec, dist=ctx)
+    if not ctx.is_main:  # rank 0 alone writes and prints
+        return
     reports.plot_loss_curves({guide: result.history}, Path(out) / "loss_curves.png")
     summary = {
         "checkpoint": config.checkpoint,
         "epochs": result.epochs,
         "iterations": result.iterations,
         "train_seconds": result.seconds,
+        "processes": ctx.world_size,
+        "precision": precision,
         "final_train_elbo": result.history["train_elbo"][-1],
         "history": result.history,
     }
@@ -208,12 +227,15 @@ def train_vae(
 @evaluator("latent-variable")
 def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Test ELBO and IWAE-K (nats per test datapoint) of a ``ppl-gen train vae`` checkpoint;
-    per-datapoint (mean-field) guides are refitted to the test data first."""
+    per-datapoint (mean-field) guides are refitted to the test data first.  Under torchrun
+    the test set is split over the processes and the per-datapoint bounds gathered."""
+    from ppl_gen.distributed import init_from_env
     from ppl_gen.errors import require_positive_int
     from ppl_gen.evaluation import data_from_spec, evaluate_on, load_trained
 
     require_positive_int("--iwae-k", opts.iwae_k)
-    model, guide, state = load_trained(opts.checkpoint, opts.device)
+    ctx = init_from_env(opts.device)
+    model, guide, state = load_trained(opts.checkpoint, str(ctx.device))
     splits = data_from_spec(state["spec"], name=opts.data, root=opts.data_root, n_test=opts.n_test)
     if splits.data_dim != model.data_dim:
         raise PplGenError(
@@ -221,11 +243,13 @@ def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, 
             f"{splits.name} has {splits.data_dim}"
         )
     x = splits.test.to(next(model.parameters()).device)
-    ev = evaluate_on(model, guide, x, opts.iwae_k, refit_steps=opts.test_refit_steps)
+    ev = evaluate_on(model, guide, x, opts.iwae_k, refit_steps=opts.test_refit_steps, dist=ctx)
     result = {
         "checkpoint": opts.checkpoint,
         "dataset": splits.name,
         "n_test": int(x.shape[0]),
+        "processes": ctx.world_size,
+        "bound_seconds": ev.bound_seconds,
         **{f"test_{k}": v for k, v in ev.bounds.summary().items() if k != "k"},
         "iwae_k": opts.iwae_k,
     }

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ppl_gen.bounds import BoundEstimate, evaluate_bounds
+from ppl_gen.distributed import DistributedContext
 from ppl_gen.tractable import FitHistory
 from ppl_gen.training import TrainConfig, TrainResult
 
@@ -116,6 +117,9 @@ def exact_log_likelihood(model: Callable, x: torch.Tensor) -> torch.Tensor | Non
         return fn(x).detach().cpu()
 
 
-def bounds_with_weights(model, guide, x: torch.Tensor, k: int) -> BoundEstimate:
-    """:func:`ppl_gen.bounds.evaluate_bounds` keeping the ``(N, K)`` log-weights."""
-    return evaluate_bounds(model, guide, x, k, keep_log_weights=True)
+def bounds_with_weights(
+    model, guide, x: torch.Tensor, k: int, dist: DistributedContext | None = None
+) -> BoundEstimate:
+    """:func:`ppl_gen.bounds.evaluate_bounds` keeping the ``(N, K)`` log-weights (rows split
+    over the ranks of ``dist`` and gathered in order, when given)."""
+    return evaluate_bounds(model, guide, x, k, keep_log_weights=True, dist=dist)

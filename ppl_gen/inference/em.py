@@ -6,14 +6,21 @@ model that offers ``exact_posterior`` and ``log_marginal`` gets Monte Carlo EM: 
 exact posterior at the current parameters as a fixed, detached guide, so each gradient step
 ascends ``Q(theta, theta_old)`` (Neal & Hinton 1998).  Models without an exact posterior
 are refused: their posterior is intractable.
+
+Data-parallel (``dist`` of :mod:`ppl_gen.distributed`, under torchrun): each rank holds
+every ``W``-th training row; closed-form EM all-reduces its sufficient statistics (the GMM's
+``R^T Z`` and log-likelihood, PPCA/FA's mean and covariance), Monte Carlo EM averages
+gradients like any SVI run, and the test bounds are split over the ranks and gathered.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 
 from ppl_gen.data import DataSplits
+from ppl_gen.distributed import DistributedContext
 from ppl_gen.errors import PplGenError
 from ppl_gen.guides.exact import ExactPosteriorGuide
 from ppl_gen.inference.base import (
@@ -36,28 +43,54 @@ def check_em(model: Callable, model_name: str = "model") -> None:
         )
 
 
-def fit_em(model: Callable, data: DataSplits, settings: SchemeSettings) -> SchemeResult:
+def fit_em(
+    model: Callable,
+    data: DataSplits,
+    settings: SchemeSettings,
+    dist: DistributedContext | None = None,
+) -> SchemeResult:
     """Fit ``model`` by EM on ``data.train`` and score ``data.test`` (see module docs).
 
+    Args:
+        model: a model with ``em`` or with ``exact_posterior`` and ``log_marginal``.
+        data: every rank passes the whole dataset.
+        settings: iterations, tolerance, restarts, K of the test IWAE-K.
+        dist: the data-parallel context (default: one process).
+
     Raises:
-        PplGenError: if the model has no exact posterior.
+        PplGenError: if the model has no exact posterior, or its ``em`` cannot take shards.
     """
     check_em(model)
+    parallel = dist is not None and dist.distributed
     t0 = time.perf_counter()
     if callable(getattr(model, "em", None)):
         kwargs = {"max_iter": settings.em_max_iter, "tol": settings.em_tol, "seed": settings.seed}
         if getattr(model, "discrete", False):
             kwargs["n_init"] = settings.n_init
-        history = model.em(data.train, **kwargs)
+        x = data.train
+        if parallel:
+            if "dist" not in inspect.signature(model.em).parameters:
+                raise PplGenError(
+                    f"--schemes em: {type(model).__name__}.em has no dist argument, so it "
+                    "cannot run data-parallel; launch it as one process"
+                )
+            x, kwargs["dist"] = dist.shard(data.train), dist
+        history = model.em(x, **kwargs)
         notes = ["em: closed-form E-step and M-step; the log-likelihood never decreases."]
     else:
-        result = train(model, ExactPosteriorGuide(model), data, settings.train_config(val_every=0))
+        result = train(
+            model,
+            ExactPosteriorGuide(model),
+            data,
+            settings.train_config(val_every=0),
+            dist=dist,
+        )
         history = history_from_training(result)
         notes = ["em: Monte Carlo EM (exact posterior as fixed guide, Adam M-step)."]
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     guide = ExactPosteriorGuide(model)
-    bounds = bounds_with_weights(model, guide, data.test, settings.iwae_k)
+    bounds = bounds_with_weights(model, guide, data.test, settings.iwae_k, dist=dist)
     return SchemeResult(
         name="em",
         model=model,

@@ -1,0 +1,118 @@
+"""Quality target: DCGAN's FD-LeNet improves with training, reported against the floor.
+
+DCGAN (``ppl_gen.adversarial``; ngf = ndf = 32, z of 64, vanilla loss, batch 64, Adam 2e-4
+(0.5, 0.999)) trained on the 14,262 MNIST training images.  After the epochs listed in
+``--eval-at`` it draws 10,000 samples and measures FD-LeNet (Fréchet distance in the
+project's LeNet feature space; not comparable to Inception FID) against the 10,000 official
+test images, next to the *floor*: the same distance between two random halves of the test
+set (5,000 vs 5,000).  Printed and saved: FD, floor, FD / floor per evaluation point, the
+classifier Inception score and mode coverage of the samples.  Target: the ratio falls with
+training.  Needs the cached classifier (``ppl-gen train classifier --data-root DIR``).
+
+``.venv/bin/python benchmarks/dcgan_fd.py [--data-root DIR] [--eval-at 1,3,10] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import ppl_gen  # noqa: F401
+
+# isort: split
+import torch
+from plain_vae import DEFAULT_DATA_ROOT, RESULTS, REPO, environment, write_json
+
+from ppl_gen.adversarial.data import load_images
+from ppl_gen.adversarial.trainer import GANConfig, load_generator, train_gan
+from ppl_gen.checkpoint import load_checkpoint
+from ppl_gen.classifier import load_classifier
+from ppl_gen.generative_metrics import (
+    FDLeNet,
+    classifier_inception_score,
+    mode_coverage,
+    predict_classes,
+    real_halves_fd,
+    sample_images,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--classifier", type=Path, default=REPO / "runs/classifier/lenet_mnist.pt")
+    parser.add_argument("--eval-at", default="1,3,10", help="epochs after which to evaluate")
+    parser.add_argument("--n-samples", type=int, default=10000)
+    parser.add_argument("--quick", action="store_true", help="2,000 images, epochs 1,2")
+    args = parser.parse_args()
+    eval_at = sorted({int(e) for e in args.eval_at.split(",")})
+    n_train = None
+    if args.quick:
+        eval_at, n_train = [1, 2], 2000
+    classifier = load_classifier(args.classifier, "cpu")
+    data = load_images("mnist", args.data_root, n=n_train)
+    test = load_images("mnist", args.data_root, split="test").images
+    print(f"train {tuple(data.images.shape)}, test {tuple(test.shape)}, threads {torch.get_num_threads()}")
+    t0 = time.perf_counter()
+    floor = real_halves_fd(classifier, test)
+    fd_metric = FDLeNet(classifier, test)
+    print(f"floor (FD-LeNet between two halves of the test set): {floor:.3f} ({time.perf_counter() - t0:.0f} s)")
+    out = REPO / "runs" / "bench_dcgan_fd"
+    shutil.rmtree(out, ignore_errors=True)
+    config = GANConfig(
+        model="dcgan", latent_dim=64, ngf=32, ndf=32, epochs=max(eval_at), batch_size=64,
+        device="cpu", progress=False, out=str(out), seed=0,
+    )
+    rows = []
+    done = 0
+    for epoch in eval_at:
+        result = train_gan(data, config, resume=True, stop_after=epoch - done)
+        done = epoch
+        gen = load_generator(load_checkpoint(out / "checkpoint.pt"), "cpu")
+        t1 = time.perf_counter()
+        fake = sample_images(gen, args.n_samples, seed=123)
+        fd = fd_metric.fd(fake)
+        row = {
+            "epoch": epoch,
+            "train_seconds": result.seconds,
+            "images_per_second": result.history["images_per_second"][-1],
+            "fd_lenet": fd,
+            "fd_lenet_real_halves": floor,
+            "ratio": fd / floor,
+            "inception_score": classifier_inception_score(classifier, fake),
+            "mode_coverage": mode_coverage(predict_classes(classifier, fake)),
+            "eval_seconds": time.perf_counter() - t1,
+        }
+        rows.append(row)
+        print(
+            f"epoch {epoch:3d}: FD-LeNet {fd:8.3f}  floor {floor:.3f}  ratio {fd / floor:7.2f}  "
+            f"IS {row['inception_score']:.2f}  classes covered "
+            f"{row['mode_coverage']['classes_covered']}/10 (KL {row['mode_coverage']['kl_to_uniform']:.3f})  "
+            f"[{result.seconds:.0f} s training, {row['images_per_second']:.0f} images/s]"
+        )
+    improving = all(b["ratio"] < a["ratio"] for a, b in zip(rows, rows[1:]))
+    print(f"ratio improves at every evaluation: {improving}")
+    shutil.copy(out / f"samples_epoch_{max(eval_at):03d}.png", RESULTS / "dcgan_samples.png")
+    write_json(
+        RESULTS / ("dcgan_fd_quick.json" if args.quick else "dcgan_fd.json"),
+        {
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()},
+            "n_train": int(data.images.shape[0]),
+            "n_test": int(test.shape[0]),
+            "n_samples": args.n_samples,
+            "rows": rows,
+            "ratio_improves": improving,
+            "load_average": os.getloadavg(),
+            "environment": environment(),
+            "wall_seconds": time.perf_counter() - t0,
+        },
+    )
+    json.dumps(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Data-parallel scaling of VAE SVI training: 1 vs 2 processes on CPU (and GPU vs CPU).
+
+784-400-20 ReLU MLP VAE, Bernoulli decoder, amortised guide, analytic KL, global batch 128,
+Adam 1e-3, dynamic binarisation, MNIST (the 14,262-image training subset in
+``../shared/data/mnist``; ``--synthetic`` for random grey levels of the same size).  Each
+configuration is a ``torchrun --nproc-per-node P`` job (P = 1 runs the single-process code
+path, since ``WORLD_SIZE`` is 1) with one torch thread per process; throughput is global
+training images per second over the epochs after the first (the first pays the start-up).
+Rounds alternate 1 and 2 processes; the script reports medians and the median of the
+per-round ratios (the machine is shared: the load average is recorded before and after).
+
+With CUDA available it also measures, in this process, the same training on ``cuda`` vs
+``cpu`` (images/s) and the IWAE-5000 evaluation time of the full MNIST test set on the GPU.
+Without CUDA it says so and skips that part.  (DCGAN and DANN figures: their trainers are
+wired to :mod:`ppl_gen.distributed` in a later phase.)
+
+``.venv/bin/python benchmarks/distributed_scaling.py [--rounds 3] [--epochs 3] [--synthetic]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
+
+# isort: split
+import pyro
+import torch
+from plain_vae import RESULTS, add_data_args, environment, load_mnist, ppl_gen_modules, write_json
+
+from ppl_gen.training import TrainConfig, train
+
+BATCH = 128
+
+
+def data_for(args):
+    if args.synthetic:
+        from vae_throughput import synthetic_data
+
+        return synthetic_data(14_262)
+    return load_mnist(args.data_root)
+
+
+def train_once(data, epochs: int, device: str, seed: int = 0) -> dict:
+    """Train the VAE; returns throughput after the first epoch (global images/s)."""
+    torch.manual_seed(seed)
+    pyro.clear_param_store()
+    model, guide = ppl_gen_modules()
+    config = TrainConfig(
+        epochs=epochs, batch_size=BATCH, lr=1e-3, seed=seed, val_every=0, progress=False,
+        device=device,
+    )  # fmt: skip
+    result = train(model, guide, data, config)
+    sec = result.history["seconds"]
+    n = data.train.shape[0]
+    return {
+        "images_per_s": (epochs - 1) * n / (sec[-1] - sec[0]),
+        "first_epoch_s": sec[0],
+        "train_elbo": result.history["train_elbo"][-1],
+        "model": model,
+        "guide": guide,
+    }
+
+
+def worker(args) -> None:
+    """One torchrun worker: train, rank 0 writes the figures to ``args.worker_out``."""
+    from ppl_gen.distributed import init_from_env, teardown
+
+    torch.set_num_threads(1)
+    ctx = init_from_env("cpu")
+    res = train_once(data_for(args), args.epochs, "cpu")
+    if ctx.is_main:
+        payload = {k: v for k, v in res.items() if k not in ("model", "guide")}
+        Path(args.worker_out).write_text(json.dumps({**payload, "processes": ctx.world_size}))
+    teardown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(nproc: int, args) -> dict:
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), __file__,
+        "--worker", "--worker-out", str(out), "--epochs", str(args.epochs),
+        "--data-root", str(args.data_root), *(["--synthetic"] if args.synthetic else []),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"{nproc}-process run failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def gpu_part(args, data) -> dict:
+    if not torch.cuda.is_available():
+        print("GPU: skipped (torch.cuda.is_available() is False on this machine)")
+        return {"skipped": "no CUDA device"}
+    from ppl_gen.bounds import evaluate_bounds
+    from ppl_gen.device import describe
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cpu = train_once(data, args.epochs, "cpu")
+    gpu = train_once(data, args.epochs, "cuda")
+    x = data.test.to("cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    bounds = evaluate_bounds(gpu["model"], gpu["guide"], x, k=5000)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    out = {
+        "device": describe(torch.device("cuda")),
+        "cpu_threads": torch.get_num_threads(),
+        "vae_cpu_images_per_s": cpu["images_per_s"],
+        "vae_gpu_images_per_s": gpu["images_per_s"],
+        "vae_gpu_over_cpu": gpu["images_per_s"] / cpu["images_per_s"],
+        "iwae5000_test_seconds": seconds,
+        "iwae5000_test_images": int(x.shape[0]),
+        "iwae5000_mean": bounds.iwae_mean,
+        "dcgan_dann": "not measured: those trainers adopt ppl_gen.distributed in a later phase",
+    }
+    print(
+        f"GPU {out['device']}: VAE {out['vae_gpu_images_per_s']:,.0f} vs CPU "
+        f"{out['vae_cpu_images_per_s']:,.0f} images/s ({out['vae_gpu_over_cpu']:.1f}x); "
+        f"IWAE-5000 of {out['iwae5000_test_images']} test images: {seconds:.1f} s"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(parser)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="per run; the first is warm-up")
+    parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    data = data_for(args)  # fail early when MNIST is absent
+    load_before = load_average()
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    ratios = []
+    for r in range(args.rounds):
+        order = (1, 2) if r % 2 == 0 else (2, 1)
+        for p in order:
+            runs[p].append(launch(p, args))
+            print(f"round {r + 1}: {p} process(es): {runs[p][-1]['images_per_s']:,.0f} images/s")
+        ratios.append(runs[2][-1]["images_per_s"] / runs[1][-1]["images_per_s"])
+    load_after = load_average()
+    one = statistics.median(x["images_per_s"] for x in runs[1])
+    two = statistics.median(x["images_per_s"] for x in runs[2])
+    ratio = statistics.median(ratios)
+    print(
+        f"CPU, 1 thread per process: 1 process {one:,.0f} images/s, 2 processes {two:,.0f} "
+        f"images/s; speed-up {ratio:.2f}x (median of {args.rounds} rounds; ideal 2.00); "
+        f"load average before {load_before}, after {load_after}"
+    )
+    payload = {
+        "dataset": data.name,
+        "n_train": int(data.train.shape[0]),
+        "batch_size_global": BATCH,
+        "epochs_per_run": args.epochs,
+        "cpu": {
+            "images_per_s_1proc": one,
+            "images_per_s_2proc": two,
+            "speedup_2_over_1": ratio,
+            "per_round_ratios": ratios,
+            "runs": runs,
+        },
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "gpu": gpu_part(args, data),
+        "environment": environment(),
+    }
+    write_json(RESULTS / "distributed_scaling.json", payload)
+
+
+if __name__ == "__main__":
+    main()

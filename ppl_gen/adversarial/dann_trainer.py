@@ -1,0 +1,496 @@
+"""Training DANN by SGD as in Ganin et al. (JMLR 2016, sec. 5.2.2), and its baselines.
+
+One step takes ``batch_size / 2`` labelled source images and ``batch_size / 2`` unlabelled
+target images, passes them through G_f together, and minimises
+
+    loss = CE(G_y(G_f(x_s)), y_s) + BCE(G_d(R_λ(G_f([x_s; x_t]))), [0; 1])
+
+(eq. 9-10 with the reversal layer, eq. 13-15) with SGD, momentum 0.9, and the paper's
+schedules driven by training progress ``p ∈ [0, 1]`` (steps done / total steps):
+
+* learning rate ``μ_p = μ_0 / (1 + α p)^β``, ``μ_0 = 0.01``, ``α = 10``, ``β = 0.75``
+  (a :class:`torch.optim.lr_scheduler.LambdaLR` stepped every batch);
+* adaptation factor ``λ_p = 2 / (1 + exp(-γ p)) - 1``, ``γ = 10``
+  (:func:`ppl_gen.adversarial.gradient_reversal.dann_lambda`).
+
+``mode="source-only"`` is the paper's lower bound: the same network and schedule trained
+on labelled source batches only (the target is never seen, not even by batch norm); the
+train-on-target upper bound is ``mode="source-only"`` with the target as the source.
+
+The loop is a few small functions (:func:`batch_indices`, :func:`dann_step`) over plain
+``torch.optim`` so it can later be wrapped for distributed data parallel training.  A
+checkpoint is written atomically after every epoch; ``resume=True`` restores the model,
+optimiser, scheduler, epoch, step, history and random-number states, so a resumed run
+equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ppl_gen.adversarial.dann import ARCHS, DANN, ArchConfig, arch_config
+from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.device import resolve_device, to_device
+from ppl_gen.errors import PplGenError, require_positive_int
+
+MODES = ("dann", "source-only")
+
+
+@dataclass
+class DomainData:
+    """One domain's images: ``x_*`` ``(N, C, H, W)`` float32 in [0, 1], ``y_*`` ``(N,)``
+    int64 labels (``y_train`` may be ``None`` for an unlabelled target)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+
+    @property
+    def channels(self) -> int:
+        """Image channels C."""
+        return int(self.x_train.shape[1])
+
+
+@dataclass
+class DANNConfig:
+    """Settings of :func:`train_dann` (defaults: Ganin et al. 2016, sec. 5.2.2).
+
+    Attributes:
+        arch: ``"paper"`` or ``"bn"`` (see :mod:`ppl_gen.adversarial.dann`).
+        mode: ``"dann"`` (domain-adversarial) or ``"source-only"``.
+        epochs: passes over the source training images.
+        batch_size: images per SGD step, half source and half target (even, >= 2).
+        lr: μ_0, the initial learning rate.
+        alpha, beta: the learning-rate annealing ``μ_0 / (1 + α p)^β``.
+        gamma: γ of the λ schedule.
+        lambda_: a fixed λ instead of the schedule (``None``: scheduled).
+        momentum: SGD momentum.
+        weight_decay: L2 penalty of SGD.
+        seed: seeds initialisation, batch order and dropout.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        checkpoint: file written after every epoch (``None``: no checkpoints).
+        progress: show a tqdm bar and per-epoch log lines.
+    """
+
+    arch: str = "paper"
+    mode: str = "dann"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.01
+    alpha: float = 10.0
+    beta: float = 0.75
+    gamma: float = 10.0
+    lambda_: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    checkpoint: str | None = None
+    progress: bool = True
+
+    def validate(self) -> DANNConfig:
+        """Check every field; returns ``self``.
+
+        Raises:
+            PplGenError: naming the CLI flag of the bad field.
+        """
+        if self.arch not in ARCHS:
+            raise PplGenError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.mode not in MODES:
+            raise PplGenError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        require_positive_int("--epochs", self.epochs)
+        require_positive_int("--batch-size", self.batch_size)
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise PplGenError(
+                f"--batch-size must be even and >= 2 (half source, half target), got {self.batch_size}"
+            )
+        for flag, value in (("--lr", self.lr), ("--gamma", self.gamma)):
+            if not (math.isfinite(value) and value > 0):
+                raise PplGenError(f"{flag} must be a positive number, got {value!r}")
+        for flag, value in (
+            ("--alpha", self.alpha),
+            ("--beta", self.beta),
+            ("--momentum", self.momentum),
+            ("--weight-decay", self.weight_decay),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise PplGenError(f"{flag} must be a non-negative number, got {value!r}")
+        if self.lambda_ is not None and not (math.isfinite(self.lambda_) and self.lambda_ >= 0):
+            raise PplGenError(f"--lambda must be a non-negative number, got {self.lambda_!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise PplGenError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        resolve_device(self.device)
+        return self
+
+
+@dataclass
+class DANNResult:
+    """What :func:`train_dann` returns.
+
+    Attributes:
+        model: the trained :class:`DANN` (in eval mode, on the training device).
+        history: per epoch: ``epoch``, ``label_loss`` (nats per source image),
+            ``domain_loss`` (nats per image, ``None`` in source-only mode),
+            ``domain_accuracy`` (fraction of the step's images whose domain G_d got right,
+            ``None`` in source-only mode), ``lambda`` and ``lr`` at the epoch's end,
+            ``seconds`` (cumulative training wall time).
+        seconds: training wall time in seconds (resumed runs: all sessions).
+        steps: SGD steps taken.
+    """
+
+    model: DANN
+    history: dict[str, list] = field(default_factory=dict)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def match_channels(source: DomainData, target: DomainData) -> tuple[DomainData, DomainData]:
+    """Give both domains the same number of channels: greyscale (1 channel) images are
+    replicated to 3 channels when the other domain is RGB (MNIST → MNIST-M, as in the
+    paper); other mismatches are refused.
+
+    Raises:
+        PplGenError: channel counts that differ and are not 1 vs 3 (``--source`` /
+            ``--target``), or images of different sizes.
+    """
+    cs, ct = source.channels, target.channels
+    if source.x_train.shape[2:] != target.x_train.shape[2:]:
+        raise PplGenError(
+            f"--source {source.name} images are {tuple(source.x_train.shape[2:])} but --target "
+            f"{target.name} images are {tuple(target.x_train.shape[2:])}: sizes must match"
+        )
+    if cs == ct:
+        return source, target
+    if {cs, ct} != {1, 3}:
+        raise PplGenError(
+            f"--source {source.name} has {cs} channels but --target {target.name} has {ct}: "
+            "only equal counts or greyscale (1) vs RGB (3) are accepted"
+        )
+
+    def rgb(d: DomainData) -> DomainData:
+        if d.channels == 3:
+            return d
+        return DomainData(
+            d.name,
+            d.x_train.expand(-1, 3, -1, -1).contiguous(),
+            d.y_train,
+            d.x_test.expand(-1, 3, -1, -1).contiguous(),
+            d.y_test,
+        )
+
+    return rgb(source), rgb(target)
+
+
+def input_stats(*domains: DomainData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation ``(C,)`` of the pooled training images of
+    ``domains`` (the model's input standardisation)."""
+    x = torch.cat([d.x_train for d in domains])
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+
+
+def batch_indices(
+    n_source: int, n_target: int, half: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``(source_idx, target_idx)`` pairs, ``half`` indices each.
+
+    The source is covered once in random order (``max(1, n_source // half)`` steps, the
+    incomplete last batch dropped); the target indices come from as many fresh random
+    permutations as needed.  All permutations are drawn from the CPU ``generator``.
+    """
+    half_s = min(half, n_source)
+    half_t = min(half, n_target)
+    steps = max(1, n_source // half_s)
+    src = torch.randperm(n_source, generator=generator)
+    reps = -(-steps * half_t // n_target)
+    tgt = torch.cat([torch.randperm(n_target, generator=generator) for _ in range(reps)])
+    for i in range(steps):
+        yield src[i * half_s : (i + 1) * half_s], tgt[i * half_t : (i + 1) * half_t]
+
+
+def steps_per_epoch(n_source: int, half: int) -> int:
+    """SGD steps in one epoch of :func:`batch_indices`."""
+    return max(1, n_source // min(half, n_source))
+
+
+def dann_step(
+    model: DANN,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    xt: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The DANN objective on one batch (Ganin et al. 2016, eq. 9-10 through R_λ).
+
+    Args:
+        model: the network (its reversal layer's λ already set).
+        xs: ``(b_s, C, H, W)`` source images; ys: ``(b_s,)`` their labels.
+        xt: ``(b_t, C, H, W)`` target images, or ``None`` for source-only training.
+
+    Returns:
+        ``(loss, stats)``: the scalar loss to back-propagate (nats) and the floats
+        ``label_loss``, ``domain_loss``, ``domain_accuracy`` (the last two ``nan`` without
+        ``xt``).
+    """
+    if xt is None:
+        out = model(xs, domain=False)
+        label_loss = F.cross_entropy(out.class_logits, ys)
+        return label_loss, {
+            "label_loss": float(label_loss.detach()),
+            "domain_loss": float("nan"),
+            "domain_accuracy": float("nan"),
+        }
+    out = model(torch.cat([xs, xt]))
+    b = xs.shape[0]
+    label_loss = F.cross_entropy(out.class_logits[:b], ys)
+    domain = torch.cat([xs.new_zeros(b), xt.new_ones(xt.shape[0])])
+    domain_loss = F.binary_cross_entropy_with_logits(out.domain_logits, domain)
+    with torch.no_grad():
+        acc = ((out.domain_logits > 0).float() == domain).float().mean()
+    return label_loss + domain_loss, {
+        "label_loss": float(label_loss.detach()),
+        "domain_loss": float(domain_loss.detach()),
+        "domain_accuracy": float(acc),
+    }
+
+
+def make_optimizer(
+    model: DANN, config: DANNConfig, total_steps: int
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD with momentum and the annealing ``μ_p = μ_0 / (1 + α p)^β``, ``p = step /
+    total_steps`` (Ganin et al. 2016, sec. 5.2.2)."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    alpha, beta = config.alpha, config.beta
+
+    def factor(step: int) -> float:
+        return 1.0 / (1.0 + alpha * min(step / total_steps, 1.0)) ** beta
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def predict(model: DANN, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes ``(N,)`` int64 of images ``x`` ``(N, C, H, W)`` (eval mode)."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    preds = [
+        model.classify(x[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    model.train(was)
+    return torch.cat(preds)
+
+
+def accuracy(model: DANN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of ``x`` ``(N, C, H, W)`` classified as ``y`` ``(N,)``."""
+    return float((predict(model, x, batch_size) == y.cpu()).float().mean())
+
+
+@torch.no_grad()
+def extract_features(model: DANN, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """G_f features ``(N, feature_dim)`` (CPU, float32) of images ``x`` ``(N, C, H, W)``."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    feats = [
+        model.features(x[i : i + batch_size].to(device)).cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    model.train(was)
+    return torch.cat(feats)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    state = to_device(state, "cpu")
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["batches"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def train_dann(
+    source: DomainData,
+    target: DomainData,
+    config: DANNConfig | None = None,
+    *,
+    arch: ArchConfig | None = None,
+    resume: bool = False,
+    spec: dict | None = None,
+) -> DANNResult:
+    """Train DANN (or the source-only baseline) on labelled ``source`` and unlabelled
+    ``target`` training images.
+
+    Args:
+        source: labelled source domain (``y_train`` required).
+        target: target domain (labels unused); channel counts must already match
+            (:func:`match_channels`).
+        config: settings (default :class:`DANNConfig`).
+        arch: a custom network instead of ``config.arch``.
+        resume: continue from ``config.checkpoint`` if that file exists.
+        spec: JSON-able description stored in the checkpoint (data sources, for
+            ``ppl-gen evaluate``).
+
+    Returns:
+        :class:`DANNResult` with the trained model.
+
+    Raises:
+        PplGenError: bad configuration, unlabelled source, mismatched channels or image
+            sizes, an unreadable or incompatible checkpoint.
+        TrainingDiverged: a non-finite loss (the last checkpoint is kept).
+    """
+    from ppl_gen.training import TrainingDiverged
+
+    config = (config or DANNConfig()).validate()
+    if source.y_train is None:
+        raise PplGenError(f"--source {source.name} has no labels: DANN needs a labelled source")
+    if source.x_train.shape[1:] != target.x_train.shape[1:]:
+        raise PplGenError(
+            f"--source {source.name} images {tuple(source.x_train.shape[1:])} and --target "
+            f"{target.name} images {tuple(target.x_train.shape[1:])} differ "
+            "(see match_channels)"
+        )
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    net_config = arch_config(arch if arch is not None else config.arch, source.channels)
+    adversarial = config.mode == "dann"
+    model = DANN(net_config, lambda_=config.lambda_, gamma=config.gamma)
+    model.set_input_stats(*(input_stats(source, target) if adversarial else input_stats(source)))
+    model.to(device)
+    half = config.batch_size // 2
+    n_s, n_t = source.x_train.shape[0], target.x_train.shape[0]
+    per_epoch = steps_per_epoch(n_s, half)
+    total = per_epoch * config.epochs
+    optimizer, scheduler = make_optimizer(model, config, total)
+    keys = ("epoch", "label_loss", "domain_loss", "domain_accuracy", "lambda", "lr", "seconds")
+    result = DANNResult(model=model, history={k: [] for k in keys})
+    start_epoch = 0
+    ckpt = Path(config.checkpoint) if config.checkpoint else None
+    if resume and ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, map_location=device)
+        if state.get("kind") != "dann" or state.get("arch") != asdict(net_config):
+            raise PplGenError(
+                f"--resume: {str(ckpt)!r} is not a checkpoint of this DANN network "
+                "(start afresh without --resume or use another --out)"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        result.history, result.seconds, result.steps = (
+            state["history"],
+            state["seconds"],
+            state["steps"],
+        )
+        start_epoch = state["epoch"]
+        _set_rng_state(state["rng"], generator)
+    xs_all, ys_all = source.x_train.to(device), source.y_train.to(device)
+    xt_all = target.x_train.to(device)
+    model.train()
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        stats: dict[str, list[float]] = {"label_loss": [], "domain_loss": [], "domain_accuracy": []}
+        bar = tqdm(
+            batch_indices(n_s, n_t, half, generator),
+            total=per_epoch,
+            desc=f"{config.mode} epoch {epoch + 1}/{config.epochs}",
+            disable=True if not config.progress else None,
+            leave=False,
+        )
+        lam = model.grl.lambda_
+        for i, (si, ti) in enumerate(bar):
+            lam = model.set_progress(min(result.steps / total, 1.0)) if adversarial else 0.0
+            si, ti = si.to(device), ti.to(device)
+            loss, step_stats = dann_step(
+                model, xs_all[si], ys_all[si], xt_all[ti] if adversarial else None
+            )
+            if not torch.isfinite(loss):
+                where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
+                raise TrainingDiverged(
+                    f"non-finite loss at epoch {epoch + 1}, batch {i + 1}{where}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            result.steps += 1
+            for k, v in step_stats.items():
+                stats[k].append(v)
+            bar.set_postfix(label=f"{step_stats['label_loss']:.3f}", refresh=False)
+        result.seconds += time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1,
+            "label_loss": _mean(stats["label_loss"]),
+            "domain_loss": _mean(stats["domain_loss"]),
+            "domain_accuracy": _mean(stats["domain_accuracy"]),
+            "lambda": lam,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": result.seconds,
+        }
+        for k in keys:
+            result.history[k].append(row[k])
+        if config.progress:
+            line = f"{config.mode} epoch {epoch + 1}: label loss {row['label_loss']:.4f}"
+            if adversarial:
+                line += (
+                    f", domain loss {row['domain_loss']:.4f}, domain accuracy "
+                    f"{row['domain_accuracy']:.3f}, lambda {lam:.3f}"
+                )
+            tqdm.write(line + f", lr {row['lr']:.5f}, {result.seconds:.0f} s")
+        if ckpt is not None:
+            save_checkpoint(
+                ckpt,
+                {
+                    "kind": "dann",
+                    "spec": spec,
+                    "config": asdict(config),
+                    "arch": asdict(net_config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "steps": result.steps,
+                    "seconds": result.seconds,
+                    "history": result.history,
+                    "rng": _rng_state(generator),
+                },
+            )
+    model.eval()
+    return result
+
+
+def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> DANN:
+    """Rebuild the trained :class:`DANN` from a checkpoint written by :func:`train_dann`.
+
+    Raises:
+        PplGenError: naming ``CHECKPOINT`` if it is not a DANN checkpoint.
+    """
+    if state.get("kind") != "dann" or "arch" not in state:
+        raise PplGenError("CHECKPOINT: not a DANN checkpoint (kind 'dann')")
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()}
+    cfg = state.get("config", {})
+    model = DANN(ArchConfig(**arch), lambda_=cfg.get("lambda_"), gamma=cfg.get("gamma", 10.0))
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval()

@@ -1,0 +1,489 @@
+"""Training loop of the MLP GAN, DCGAN and conditional GAN.
+
+Each batch runs one discriminator step and (every ``n_critic`` batches) one generator step
+(Goodfellow et al. 2014, algorithm 1, with k = ``n_critic``):
+
+1. :func:`discriminator_step` -- ``L_D = loss(D(x), real) + loss(D(G(z).detach()), fake)``
+   (+ ``gp_weight`` x gradient penalty for ``wgan-gp``); fakes are detached so no gradient
+   reaches the generator.
+2. :func:`generator_step` -- the non-saturating loss ``loss(D(G(z)), real)`` with the
+   discriminator frozen (``requires_grad_(False)``), so no gradient accumulates in it.
+
+Adam(2e-4, betas (0.5, 0.999)) for both networks (Radford et al. 2016, sec. 4), an optional
+linear learning-rate decay (:mod:`ppl_gen.adversarial.schedules`), a progress bar, a sample
+grid per epoch, loss curves, collapse warnings, and a checkpoint per epoch from which
+:func:`train_gan` resumes exactly (networks, optimisers, schedulers, epoch, history and the
+random streams).  The loop is a few small functions over plain ``torch.optim`` optimisers,
+so the networks can be wrapped (e.g. in ``DistributedDataParallel``) without changing it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ppl_gen.adversarial.cgan import ConditionalDiscriminator, ConditionalGenerator
+from ppl_gen.adversarial.data import ImageData, to_tanh_range, to_unit
+from ppl_gen.adversarial.dcgan import DCDiscriminator, DCGenerator
+from ppl_gen.adversarial.figures import plot_gan_losses, save_sample_grid
+from ppl_gen.adversarial.losses import GANLoss, check_loss_mode, gradient_penalty
+from ppl_gen.adversarial.mlp_gan import MLPDiscriminator, MLPGenerator
+from ppl_gen.adversarial.monitor import CollapseMonitor, mean_pairwise_distance
+from ppl_gen.adversarial.schedules import constant_then_linear_decay
+from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.data import iterate_minibatches
+from ppl_gen.device import resolve_device
+from ppl_gen.errors import PplGenError, require, require_positive_int
+from ppl_gen.training import TrainingDiverged
+
+GAN_MODELS = ("gan", "dcgan", "cgan")
+
+
+@dataclass
+class GANConfig:
+    """Settings of :func:`train_gan`.
+
+    Attributes:
+        model: ``gan`` (MLP, any image size), ``dcgan`` (28x28 / 32x32) or ``cgan``
+            (conditional; DCGAN body for 28x28 / 32x32, MLP otherwise; needs labels).
+        loss: ``vanilla``, ``lsgan`` or ``wgan-gp``.
+        latent_dim: dimension of ``z ~ N(0, I)``.
+        epochs: total epochs (a resumed run continues up to this number).
+        batch_size: images per step.
+        lr, beta1, beta2: Adam settings of both networks.
+        n_critic: discriminator steps per generator step (``None``: 5 for ``wgan-gp``,
+            else 1).
+        gp_weight: lambda of the WGAN-GP gradient penalty.
+        hidden: hidden widths of the MLP GAN's generator (the discriminator's are reversed).
+        ngf, ndf: base filter counts (DCGAN / cGAN; cGAN-MLP uses ``ngf`` as width).
+        decay_epochs: the last ``decay_epochs`` epochs decay the learning rate linearly to
+            ~0 (0: constant).
+        seed: seeds initialisation, shuffling and noise.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: show a progress bar and one line per epoch.
+        out: folder for ``checkpoint.pt``, ``samples_epoch_NNN.png``, ``loss_curves.png``
+            (``None``: write nothing).
+        check_collapse: emit :class:`~ppl_gen.adversarial.monitor.GANTrainingWarning`.
+    """
+
+    model: str = "dcgan"
+    loss: str = "vanilla"
+    latent_dim: int = 100
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int | None = None
+    gp_weight: float = 10.0
+    hidden: tuple[int, ...] = (256, 512)
+    ngf: int = 64
+    ndf: int = 64
+    decay_epochs: int = 0
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    out: str | None = None
+    check_collapse: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`PplGenError` naming the first bad setting (its CLI flag)."""
+        if self.model not in GAN_MODELS:
+            raise PplGenError(f"model must be one of {', '.join(GAN_MODELS)}, got {self.model!r}")
+        check_loss_mode(self.loss)
+        for flag, value in (
+            ("--latent-dim", self.latent_dim),
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--ngf", self.ngf),
+            ("--ndf", self.ndf),
+        ):
+            require_positive_int(flag, value)
+        if self.n_critic is not None:
+            require_positive_int("--n-critic", self.n_critic)
+        require(self.lr > 0, f"--lr must be positive, got {self.lr!r}")
+        require(
+            isinstance(self.decay_epochs, int) and 0 <= self.decay_epochs <= self.epochs,
+            f"--decay-epochs must be in 0..--epochs ({self.epochs}), got {self.decay_epochs!r}",
+        )
+        require(self.gp_weight >= 0, f"--gp-weight must be >= 0, got {self.gp_weight!r}")
+
+    @property
+    def critic_steps(self) -> int:
+        """Discriminator steps per generator step."""
+        return self.n_critic or (5 if self.loss == "wgan-gp" else 1)
+
+
+@dataclass
+class GANResult:
+    """What :func:`train_gan` returns.
+
+    Attributes:
+        generator, discriminator: the trained networks (generator in eval mode).
+        history: per epoch ``epoch``, ``d_loss``, ``g_loss`` (mean per batch), ``seconds``
+            (cumulative training wall time, s) and ``images_per_second``.
+        epochs, iterations: completed epochs and discriminator steps.
+        seconds: training wall time (s), without figures and checkpoints.
+        warnings: collapse warnings emitted.
+        checkpoint: path of the checkpoint, or ``None``.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+    history: dict
+    epochs: int = 0
+    iterations: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def build_gan(
+    config: GANConfig, image_shape: tuple[int, int, int], num_classes: int | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """Build ``(generator, discriminator)`` for ``config.model`` on the CPU.
+
+    Args:
+        config: the settings (model, widths, latent dimension, loss).
+        image_shape: ``(C, H, W)`` of the data; C (1 or 3) sets the channel counts.
+        num_classes: labels for ``cgan``.
+
+    Raises:
+        PplGenError: a model that does not fit the images (DCGAN on sizes other than
+            28x28 / 32x32) or ``cgan`` without labels.
+    """
+    batch_norm = config.loss != "wgan-gp"
+    if config.model == "gan":
+        return (
+            MLPGenerator(config.latent_dim, image_shape, config.hidden),
+            MLPDiscriminator(image_shape, tuple(reversed(config.hidden))),
+        )
+    if config.model == "dcgan":
+        return (
+            DCGenerator(config.latent_dim, image_shape, config.ngf),
+            DCDiscriminator(image_shape, config.ndf, batch_norm=batch_norm),
+        )
+    if not num_classes:
+        raise PplGenError("cgan needs labelled data (--data mnist, digits, or class subfolders)")
+    arch = "dcgan" if image_shape[1] == image_shape[2] and image_shape[1] in (28, 32) else "mlp"
+    return (
+        ConditionalGenerator(config.latent_dim, image_shape, num_classes, arch, config.ngf),
+        ConditionalDiscriminator(image_shape, num_classes, arch, config.ndf, batch_norm),
+    )
+
+
+def sample_noise(
+    n: int, latent_dim: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """``z: (n, latent_dim)`` ~ N(0, I) from ``generator`` (on ``device``)."""
+    return torch.randn(n, latent_dim, generator=generator, device=device)
+
+
+def discriminator_step(
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: GANLoss,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    cond: tuple[torch.Tensor, ...] = (),
+    gp_weight: float = 10.0,
+    gp_generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One update of the discriminator; returns its loss (detached scalar).
+
+    Args:
+        real: ``(B, C, H, W)`` real images in [-1, 1].
+        fake: ``(B, C, H, W)`` generator outputs; detached here.
+        cond: extra inputs of a conditional discriminator, e.g. ``(labels,)``.
+        gp_weight: lambda of the gradient penalty (``wgan-gp`` only).
+        gp_generator: random stream of the penalty's interpolation weights.
+    """
+    fake = fake.detach()
+    loss = loss_fn(discriminator(real, *cond), True) + loss_fn(discriminator(fake, *cond), False)
+    if loss_fn.mode == "wgan-gp" and gp_weight:
+        gp = gradient_penalty(discriminator, real, fake, *cond, generator=gp_generator)
+        loss = loss + gp_weight * gp
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def generator_step(
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: GANLoss,
+    fake: torch.Tensor,
+    cond: tuple[torch.Tensor, ...] = (),
+) -> torch.Tensor:
+    """One update of the generator with the non-saturating loss ``loss(D(G(z)), real)``.
+
+    The discriminator is frozen (``requires_grad_(False)``) for the backward pass and
+    unfrozen afterwards, so its ``.grad`` is untouched.  ``fake`` must carry the graph back
+    to the generator.  Returns the loss (detached scalar).
+    """
+    discriminator.requires_grad_(False)
+    try:
+        loss = loss_fn(discriminator(fake, *cond), True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    finally:
+        discriminator.requires_grad_(True)
+    return loss.detach()
+
+
+def make_optimizers(
+    generator: nn.Module, discriminator: nn.Module, config: GANConfig
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam(``lr``, ``(beta1, beta2)``) for each network."""
+    betas = (config.beta1, config.beta2)
+    return (
+        torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
+    )
+
+
+def _streams(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    return {
+        "shuffle": torch.Generator().manual_seed(seed),
+        "noise": torch.Generator(device=device).manual_seed(seed + 1),
+        "penalty": torch.Generator(device=device).manual_seed(seed + 2),
+    }
+
+
+def _fixed_inputs(config: GANConfig, device: torch.device, num_classes: int | None):
+    g = torch.Generator(device=device).manual_seed(config.seed + 1000)
+    if config.model == "cgan":
+        per = 8
+        labels = torch.arange(num_classes, device=device).repeat_interleave(per)
+        return sample_noise(labels.shape[0], config.latent_dim, g, device), (labels,), per
+    return sample_noise(64, config.latent_dim, g, device), (), 8
+
+
+def train_gan(
+    data: ImageData,
+    config: GANConfig | None = None,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    data_spec: dict | None = None,
+) -> GANResult:
+    """Train a GAN, DCGAN or conditional GAN on ``data.images`` (``(N, C, H, W)`` in [0, 1]).
+
+    Args:
+        data: the training images (labels needed for ``cgan``).
+        config: settings (default :class:`GANConfig`).
+        resume: continue from ``config.out/checkpoint.pt`` when it exists (everything
+            restored, so the continuation equals an uninterrupted run).
+        stop_after: stop after this many epochs in this call (a later ``resume`` continues).
+        data_spec: JSON-able description of the data stored in the checkpoint (used by
+            ``ppl-gen evaluate``).
+
+    Returns:
+        :class:`GANResult`.
+
+    Raises:
+        PplGenError: bad settings, too few images for one batch, a model that does not fit
+            the images, a checkpoint of another model or data shape.
+        TrainingDiverged: a non-finite loss (the last checkpoint is kept).
+    """
+    config = config or GANConfig()
+    config.validate()
+    device = resolve_device(config.device)
+    n = data.images.shape[0]
+    if n < config.batch_size:
+        raise PplGenError(f"--batch-size {config.batch_size} exceeds the {n} training images")
+    torch.manual_seed(config.seed)
+    conditional = config.model == "cgan"
+    num_classes = data.num_classes if conditional else None
+    if conditional and data.labels is None:
+        raise PplGenError("cgan needs labelled data (--data mnist, digits, or class subfolders)")
+    generator, discriminator = build_gan(config, data.image_shape, num_classes)
+    generator.to(device)
+    discriminator.to(device)
+    opt_g, opt_d = make_optimizers(generator, discriminator, config)
+    n_constant = config.epochs - config.decay_epochs
+    sched_g = constant_then_linear_decay(opt_g, n_constant, config.decay_epochs)
+    sched_d = constant_then_linear_decay(opt_d, n_constant, config.decay_epochs)
+    streams = _streams(config.seed, device)
+    loss_fn = GANLoss(config.loss)
+    images = to_tanh_range(data.images).to(device)
+    labels = data.labels.to(device) if conditional else None
+    out = Path(config.out) if config.out else None
+    ckpt = out / "checkpoint.pt" if out else None
+    history: dict[str, list] = {
+        "epoch": [],
+        "d_loss": [],
+        "g_loss": [],
+        "seconds": [],
+        "images_per_second": [],
+    }
+    result = GANResult(generator, discriminator, history, checkpoint=ckpt)
+    if resume and ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, map_location=device)
+        _check_resumable(state, config, data)
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sched_g.load_state_dict(state["sched_g"])
+        sched_d.load_state_dict(state["sched_d"])
+        result.history = history = state["history"]
+        result.epochs, result.iterations = state["epoch"], state["iterations"]
+        result.seconds = state["seconds"]
+        for name, gen in streams.items():
+            gen.set_state(state["rng"][name].cpu())
+    fixed_z, fixed_cond, nrow = _fixed_inputs(config, device, num_classes)
+    monitor = CollapseMonitor(config.loss)
+    if config.check_collapse:
+        monitor.real_diversity = mean_pairwise_distance(images[: fixed_z.shape[0]])
+    critic = config.critic_steps
+    last = config.epochs if stop_after is None else min(config.epochs, result.epochs + stop_after)
+    for epoch in range(result.epochs, last):
+        generator.train()
+        discriminator.train()
+        t0 = time.perf_counter()
+        d_sum = torch.zeros((), device=device)
+        g_sum = torch.zeros((), device=device)
+        n_d = n_g = 0
+        batches = iterate_minibatches(
+            n, config.batch_size, generator=streams["shuffle"], device=device, drop_last=True
+        )
+        bar = tqdm(
+            batches,
+            total=n // config.batch_size,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=True if not config.progress else None,
+            leave=False,
+        )
+        for idx in bar:
+            real = images[idx]
+            cond = (labels[idx],) if conditional else ()
+            z = sample_noise(idx.shape[0], config.latent_dim, streams["noise"], device)
+            fake = generator(z, *cond)
+            d_sum += discriminator_step(
+                discriminator,
+                opt_d,
+                loss_fn,
+                real,
+                fake,
+                cond,
+                config.gp_weight,
+                streams["penalty"],
+            )
+            n_d += 1
+            result.iterations += 1
+            if result.iterations % critic == 0:
+                g_sum += generator_step(discriminator, opt_g, loss_fn, fake, cond)
+                n_g += 1
+        seconds = time.perf_counter() - t0
+        d_loss = float(d_sum) / max(n_d, 1)
+        g_loss = float(g_sum) / max(n_g, 1)
+        if not (torch.isfinite(d_sum) and torch.isfinite(g_sum)):
+            where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
+            raise TrainingDiverged(f"non-finite GAN loss in epoch {epoch + 1}{where}")
+        sched_g.step()
+        sched_d.step()
+        result.seconds += seconds
+        result.epochs = epoch + 1
+        for key, value in (
+            ("epoch", epoch + 1),
+            ("d_loss", d_loss),
+            ("g_loss", g_loss),
+            ("seconds", result.seconds),
+            ("images_per_second", n_d * config.batch_size / seconds),
+        ):
+            history[key].append(value)
+        samples = _samples(generator, fixed_z, fixed_cond)
+        if config.check_collapse:
+            result.warnings += monitor.check(epoch + 1, d_loss, samples)
+        if config.progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: D loss {d_loss:.4f}, G loss {g_loss:.4f}, "
+                f"{history['images_per_second'][-1]:.0f} images/s"
+            )
+        if out is not None:
+            save_sample_grid(to_unit(samples), out / f"samples_epoch_{epoch + 1:03d}.png", nrow)
+            plot_gan_losses(history, out / "loss_curves.png")
+            save_checkpoint(
+                ckpt,
+                {
+                    "kind": config.model,
+                    "config": asdict(config),
+                    "data": data_spec or {"name": data.name},
+                    "image_shape": list(data.image_shape),
+                    "num_classes": num_classes,
+                    "generator": generator.state_dict(),
+                    "discriminator": discriminator.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "sched_g": sched_g.state_dict(),
+                    "sched_d": sched_d.state_dict(),
+                    "epoch": result.epochs,
+                    "iterations": result.iterations,
+                    "seconds": result.seconds,
+                    "history": history,
+                    "rng": {name: gen.get_state() for name, gen in streams.items()},
+                },
+            )
+    generator.eval()
+    return result
+
+
+@torch.no_grad()
+def _samples(generator: nn.Module, z: torch.Tensor, cond: tuple) -> torch.Tensor:
+    was = generator.training
+    generator.eval()
+    x = generator(z, *cond)
+    generator.train(was)
+    return x
+
+
+def _check_resumable(state: dict, config: GANConfig, data: ImageData) -> None:
+    if state.get("kind") != config.model:
+        raise PplGenError(
+            f"--resume: the checkpoint holds a {state.get('kind')!r} model, not {config.model!r}"
+        )
+    if tuple(state.get("image_shape", ())) != tuple(data.image_shape):
+        raise PplGenError(
+            f"--resume: the checkpoint was trained on images {tuple(state['image_shape'])}, "
+            f"the data are {tuple(data.image_shape)} (mismatched channels or size)"
+        )
+    saved = state.get("config", {})
+    for key in ("loss", "latent_dim", "ngf", "ndf", "hidden"):
+        if key in saved and tuple(_as_tuple(saved[key])) != tuple(_as_tuple(getattr(config, key))):
+            raise PplGenError(
+                f"--resume: the checkpoint was trained with {key}={saved[key]!r}, not "
+                f"{getattr(config, key)!r}"
+            )
+
+
+def _as_tuple(v):
+    return v if isinstance(v, (list, tuple)) else (v,)
+
+
+def load_generator(state: dict, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the trained generator (eval mode, on ``device``) from a checkpoint written by
+    :func:`train_gan` (``state["kind"]`` in ``gan``, ``dcgan``, ``cgan``).
+
+    Its ``forward(z: (B, latent_dim)[, y: (B,)])`` returns images in [-1, 1]; map them with
+    :func:`~ppl_gen.adversarial.data.to_unit`.
+
+    Raises:
+        PplGenError: not a GAN checkpoint.
+    """
+    kind = state.get("kind")
+    if kind not in GAN_MODELS:
+        raise PplGenError(f"CHECKPOINT: not a GAN checkpoint (kind {kind!r})")
+    saved = dict(state["config"])
+    saved["hidden"] = tuple(saved.get("hidden", ()))
+    config = GANConfig(**saved)
+    generator, _ = build_gan(config, tuple(state["image_shape"]), state.get("num_classes"))
+    generator.load_state_dict(state["generator"])
+    return generator.to(resolve_device(device)).eval()

@@ -1,0 +1,140 @@
+"""Tests for the MNIST judge classifier (ppl_gen.classifier) and its CLI command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppl_gen.checkpoint import save_checkpoint
+from ppl_gen.classifier import (
+    ClassifierConfig,
+    LeNet,
+    accuracy,
+    load_classifier,
+    save_classifier,
+    to_classifier_input,
+    train_classifier,
+)
+from ppl_gen.cli import main
+from ppl_gen.errors import PplGenError
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def synthetic_digits(n_per_class: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ten classes, each a bright 6x6 block at its own position plus noise: (N, 784)."""
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for c in range(10):
+        img = 0.1 * torch.rand(n_per_class, 28, 28, generator=g)
+        r, col = divmod(c, 5)
+        img[:, 4 + 12 * r : 10 + 12 * r, 1 + 5 * col : 7 + 5 * col] += 0.8
+        xs.append(img.clamp(0, 1).reshape(n_per_class, 784))
+        ys.append(torch.full((n_per_class,), c, dtype=torch.int64))
+    return torch.cat(xs), torch.cat(ys)
+
+
+@pytest.mark.parametrize("shape", [(4, 784), (4, 1, 28, 28), (4, 3, 28, 28)])
+def test_input_layouts_give_logits_and_features(shape):
+    net = LeNet()
+    x = torch.rand(shape)
+    assert to_classifier_input(x).shape == (4, 1, 28, 28)
+    assert net(x).shape == (4, 10)
+    assert net.features(x).shape == (4, LeNet.feature_dim)
+
+
+def test_colour_input_is_scored_as_its_grey_mean():
+    net = LeNet()
+    x = torch.rand(3, 3, 28, 28)
+    torch.testing.assert_close(net(x), net(x.mean(1, keepdim=True)))
+
+
+@pytest.mark.parametrize("shape", [(4, 64), (4, 2, 28, 28), (4, 1, 32, 32), (784,)])
+def test_bad_input_shape_names_x(shape):
+    with pytest.raises(PplGenError, match="^x: "):
+        to_classifier_input(torch.rand(shape))
+
+
+def test_training_learns_a_separable_problem_and_round_trips(tmp_path):
+    x, y = synthetic_digits()
+    untrained = accuracy(LeNet(), x, y)
+    config = ClassifierConfig(epochs=3, batch_size=32, device="cpu", progress=False)
+    net, metrics = train_classifier(x, y, config, test_x=x, test_y=y)
+    assert metrics["train_accuracy"] > 0.95 > untrained
+    assert metrics["test_accuracy"] == metrics["train_accuracy"]
+    path = save_classifier(tmp_path / "c.pt", net, metrics, config)
+    loaded = load_classifier(path)
+    assert not loaded.training
+    torch.testing.assert_close(loaded(x[:8]), net(x[:8]))
+
+
+def test_load_classifier_errors(tmp_path):
+    with pytest.raises(PplGenError, match="--classifier: no MNIST classifier.*ppl-gen train"):
+        load_classifier(tmp_path / "missing.pt")
+    save_checkpoint(tmp_path / "other.pt", {"kind": "dcgan"})
+    with pytest.raises(PplGenError, match="not an MNIST classifier"):
+        load_classifier(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize(
+    "labels, message", [(torch.full((200,), 10), "0..9"), (torch.zeros(199), "equal rows")]
+)
+def test_train_classifier_rejects_bad_labels(labels, message):
+    x, _ = synthetic_digits()
+    with pytest.raises(PplGenError, match=message):
+        train_classifier(x, labels.long(), ClassifierConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"), (["--device", "tpu"], "device")],
+)
+def test_cli_bad_input_is_one_line(capsys, tmp_path, argv, flag):
+    code = main(["train", "classifier", "--out", str(tmp_path / "c"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], err
+
+
+@pytest.mark.skipif(
+    not (SHARED_MNIST / "MNIST" / "raw").is_dir(),
+    reason="MNIST not found at ../shared/data/mnist (needed to train the real classifier)",
+)
+def test_cli_trains_on_mnist_and_evaluates(capsys, tmp_path):
+    out = tmp_path / "clf"
+    code = main(
+        [
+            "train",
+            "classifier",
+            "--data-root",
+            str(SHARED_MNIST),
+            "--epochs",
+            "1",
+            "--n-train",
+            "3000",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["test_accuracy"] > 0.9
+    code = main(
+        [
+            "evaluate",
+            str(out / "lenet_mnist.pt"),
+            "--data-root",
+            str(SHARED_MNIST),
+            "--n-test",
+            "500",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_test"] == 500 and result["test_accuracy"] > 0.9
