@@ -113,7 +113,7 @@ def test_cli_trains_on_mnist_and_evaluates(capsys, tmp_path):
             "--data-root",
             str(SHARED_MNIST),
             "--epochs",
-            "1",
+            "3",
             "--n-train",
             "3000",
             "--out",

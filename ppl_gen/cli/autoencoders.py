@@ -1,1 +1,607 @@
-"""CLI commands: autoencoders (see the module docstrings of the library code it wraps)."""
+"""CLI commands of the autoencoder family: ``train ae|dae|sae|cae|cvae``, the ``latent``
+tools, ``novelty``, and the ``evaluate`` handlers of autoencoder and CVAE checkpoints.
+
+Each command is a thin layer over the library: :func:`ppl_gen.autoencoders.train_autoencoder`,
+:func:`ppl_gen.autoencoders.conditional.train_cvae`, :mod:`ppl_gen.latent.jobs` and
+:func:`ppl_gen.novelty.run_novelty`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from ppl_gen.cli.common import (
+    DATA,
+    DATA_ROOT,
+    DEVICE,
+    DOWNLOAD,
+    SEED,
+    EvaluateOptions,
+    app,
+    emit,
+    evaluator,
+    parse_hidden,
+    train_app,
+)
+from ppl_gen.errors import PplGenError
+
+latent_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Latent-space tools for a VAE, CVAE, autoencoder or generator checkpoint.",
+)
+app.add_typer(latent_app, name="latent")
+
+JSON_OPT = typer.Option(False, "--json", help="print the result as JSON")
+
+
+# --------------------------------------------------------------------------- train ae/dae/...
+
+
+def _train_autoencoder(variant: str, **o) -> None:
+    import torch
+
+    from ppl_gen import reports
+    from ppl_gen.autoencoders import (
+        fit_latent_gaussian,
+        make_autoencoder,
+        reconstruction_errors,
+        sample_decoded,
+        train_autoencoder,
+        variant_config,
+    )
+    from ppl_gen.autoencoders.figures import plot_training_curves
+    from ppl_gen.data import load_dataset
+    from ppl_gen.io import check_output_dir, write_json
+
+    out = Path(o["out"] or f"runs/{variant}")
+    config = variant_config(
+        variant,
+        epochs=o["epochs"],
+        batch_size=o["batch_size"],
+        lr=o["lr"],
+        noise=o.get("noise"),
+        noise_level=o.get("noise_level"),
+        sparsity=o.get("sparsity"),
+        contractive=o.get("contractive"),
+        seed=o["seed"],
+        device=o["device"],
+        checkpoint=str(out / "checkpoint.pt"),
+        progress=not o["as_json"],
+    )
+    config.validate()
+    check_output_dir(out, "--out")
+    hidden = parse_hidden(o["hidden"])
+    splits = load_dataset(
+        o["data"],
+        o["data_root"],
+        download=o["download"],
+        binarize=o["binarize"],
+        seed=o["seed"],
+        n_train=o["n_train"],
+    )
+    torch.manual_seed(o["seed"])
+    model = make_autoencoder(
+        o["arch"],
+        splits.data_dim,
+        splits.image_shape,
+        o["latent_dim"],
+        hidden,
+        activation=o["activation"],
+        output=o["output"],
+    )
+    data_spec = {
+        "name": o["data"],
+        "root": o["data_root"],
+        "binarize": o["binarize"],
+        "seed": o["seed"],
+    }
+    result = train_autoencoder(
+        model,
+        splits,
+        config,
+        resume=o["resume"],
+        spec={"variant": variant, "data": data_spec},
+    )
+    units = "nats per datapoint" if model.output == "sigmoid" else "squared error per datapoint"
+    plot_training_curves(result.history, out / "loss_curves.png", units)
+    device = next(model.parameters()).device
+    test = splits.test.to(device)
+    errors = reconstruction_errors(model, test)
+    with torch.no_grad():
+        gaussian = fit_latent_gaussian(model.encode(splits.train.to(device)))
+        gen = torch.Generator(device=device).manual_seed(o["seed"])
+        samples, _ = sample_decoded(model.decode, gaussian, 64, gen)
+        recon = model.reconstruct(test[:10])
+    reports.save_image_panels(
+        {"decoded draws from the latent Gaussian": samples},
+        splits.image_shape,
+        out / "samples.png",
+    )
+    reports.save_reconstructions(
+        test[:10], {variant: recon}, splits.image_shape, out / "reconstructions.png"
+    )
+    summary = {
+        "checkpoint": config.checkpoint,
+        "variant": variant,
+        "epochs": result.epochs,
+        "iterations": result.iterations,
+        "train_seconds": result.seconds,
+        "final_train_loss": result.history["train_loss"][-1],
+        "final_val_reconstruction": result.history["val_reconstruction"][-1],
+        "test_reconstruction": float(errors.mean()),
+        "test_reconstruction_se": float(errors.std() / math.sqrt(max(len(errors), 1))),
+        "units": units,
+        "history": result.history,
+    }
+    write_json(out / "metrics.json", summary)
+    emit(
+        summary,
+        o["as_json"],
+        f"trained {result.epochs} epochs; test reconstruction {summary['test_reconstruction']:.3f} "
+        f"{units}; checkpoint: {Path(config.checkpoint).resolve()}",
+    )
+
+
+def _register_autoencoder_command(variant: str, help_text: str) -> None:
+    def command(
+        data: str = DATA,
+        data_root: str = DATA_ROOT,
+        download: bool = DOWNLOAD,
+        arch: str = typer.Option("mlp", help="mlp or conv (grey images with sides divisible by 4)"),
+        latent_dim: int = typer.Option(32, help="code size Z"),
+        hidden: str = typer.Option("256", help="mlp hidden widths, comma-separated"),
+        activation: str = typer.Option(
+            "relu", help="mlp hidden activation: relu, sigmoid, tanh, elu"
+        ),
+        output: str = typer.Option(
+            "sigmoid", help="sigmoid (cross-entropy) or linear (squared error)"
+        ),
+        noise: str = typer.Option(None, help="dae: gaussian (default) or masking"),
+        noise_level: float = typer.Option(
+            None, help="dae: Gaussian std (default 0.3) or masking probability (default 0.25)"
+        ),
+        sparsity: float = typer.Option(None, help="sae: L1 activity penalty weight (default 0.05)"),
+        contractive: float = typer.Option(
+            None, help="cae: weight of the squared Jacobian norm (default 0.05)"
+        ),
+        epochs: int = typer.Option(20),
+        batch_size: int = typer.Option(128),
+        lr: float = typer.Option(1e-3),
+        binarize: str = typer.Option("none", help="none, dynamic or static"),
+        n_train: int = typer.Option(None, help="use only the first N training images"),
+        device: str = DEVICE,
+        seed: int = SEED,
+        out: str = typer.Option(None, help=f"output folder (default runs/{variant})"),
+        resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
+        as_json: bool = JSON_OPT,
+    ) -> None:
+        _train_autoencoder(variant, **locals())
+
+    command.__doc__ = help_text
+    train_app.command(variant)(command)
+
+
+for _variant, _help in (
+    ("ae", "Train a deterministic autoencoder (squared error or cross-entropy)."),
+    ("dae", "Train a denoising autoencoder (Gaussian or masking corruption; Vincent et al. 2010)."),
+    ("sae", "Train a sparse autoencoder (L1 activity penalty)."),
+    ("cae", "Train a contractive autoencoder (exact Jacobian penalty; Rifai et al. 2011)."),
+):
+    _register_autoencoder_command(_variant, _help)
+
+
+# --------------------------------------------------------------------------- train cvae
+
+
+@train_app.command("cvae")
+def train_cvae_command(
+    data: str = DATA,
+    data_root: str = DATA_ROOT,
+    download: bool = DOWNLOAD,
+    latent_dim: int = typer.Option(20, help="latent size Z"),
+    hidden: str = typer.Option("400", help="hidden widths, comma-separated"),
+    likelihood: str = typer.Option("bernoulli", help="bernoulli or gaussian"),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-3),
+    binarize: str = typer.Option("dynamic", help="dynamic, static or none"),
+    elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
+    n_train: int = typer.Option(None, help="use only the first N training images"),
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = typer.Option("runs/cvae", help="output folder"),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a conditional VAE p(x|z,y)p(z) with guide q(z|x,y) (Sohn et al. 2015)."""
+    import torch
+
+    from ppl_gen import reports
+    from ppl_gen.autoencoders.conditional import sample_classes, train_cvae
+    from ppl_gen.data import load_dataset
+    from ppl_gen.io import check_output_dir, write_json
+    from ppl_gen.training import TrainConfig
+
+    widths = parse_hidden(hidden)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        elbo=elbo,
+        seed=seed,
+        device=device,
+        checkpoint=str(Path(out) / "checkpoint.pt"),
+        progress=not as_json,
+    )
+    config.validate()
+    check_output_dir(out, "--out")
+    splits = load_dataset(
+        data, data_root, download=download, binarize=binarize, seed=seed, n_train=n_train
+    )
+    data_spec = {"name": data, "root": data_root, "binarize": binarize, "seed": seed}
+    torch.manual_seed(seed)
+    fit = train_cvae(
+        splits,
+        config,
+        latent_dim=latent_dim,
+        hidden=widths,
+        likelihood=likelihood,
+        data_spec=data_spec,
+        resume=resume,
+    )
+    reports.plot_loss_curves({"cvae": fit.result.history}, Path(out) / "loss_curves.png")
+    classes = list(range(fit.model.num_classes))
+    gen = torch.Generator(device=next(fit.model.parameters()).device).manual_seed(seed)
+    images, _ = sample_classes(fit.model, classes, 10, gen)
+    reports.save_image_panels(
+        {"samples, one row per class": images},
+        fit.model.image_shape,
+        Path(out) / "samples.png",
+        nrow=10,
+    )
+    history = fit.result.history
+    summary = {
+        "checkpoint": config.checkpoint,
+        "epochs": fit.result.epochs,
+        "iterations": fit.result.iterations,
+        "train_seconds": fit.result.seconds,
+        "final_train_elbo": history["train_elbo"][-1],
+        "final_val_elbo": history["val_elbo"][-1],
+        "units": "nats per image (bound on log p(x|y))",
+        "history": history,
+    }
+    write_json(Path(out) / "metrics.json", summary)
+    emit(
+        summary,
+        as_json,
+        f"trained {fit.result.epochs} epochs; train ELBO {summary['final_train_elbo']:.3f} "
+        f"nats/image; checkpoint: {Path(config.checkpoint).resolve()}",
+    )
+
+
+# --------------------------------------------------------------------------- latent tools
+
+
+CHECKPOINT = typer.Argument(..., help="checkpoint.pt of a VAE, CVAE, autoencoder or generator")
+LATENT_DATA = typer.Option(None, help="dataset override (default: the checkpoint's)")
+LATENT_OUT = typer.Option("runs/latent", help="output folder for the figure and arrays")
+LABEL = typer.Option(None, help="conditional checkpoints: class to decode with")
+
+
+def _setup(checkpoint: str, device: str, out: str):
+    from ppl_gen.io import check_output_dir
+    from ppl_gen.latent.pairs import load_pair
+
+    check_output_dir(out, "--out")
+    return load_pair(checkpoint, device)
+
+
+def _images(pair, data, data_root, seed, n=None):
+    from ppl_gen.latent.jobs import load_images
+
+    x, y, _ = load_images(pair, data, data_root, n=n, seed=seed)
+    return x, y
+
+
+def _emit_tool(summary: dict, as_json: bool) -> None:
+    emit(
+        summary,
+        as_json,
+        f"{summary['tool']}: figure {summary['figure']}, arrays {summary['arrays']}",
+    )
+
+
+@latent_app.command("interpolate")
+def latent_interpolate(
+    checkpoint: str = CHECKPOINT,
+    data: str = LATENT_DATA,
+    data_root: str = DATA_ROOT,
+    index_a: int = typer.Option(0, help="test image at the start"),
+    index_b: int = typer.Option(1, help="test image at the end"),
+    z_from: str = typer.Option(None, help="start code from a .npy file (instead of an image)"),
+    z_to: str = typer.Option(None, help="end code from a .npy file"),
+    steps: int = typer.Option(10, help="points on the path (>= 2)"),
+    method: str = typer.Option("slerp", help="slerp or lerp"),
+    label: int = LABEL,
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = LATENT_OUT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Decode a linear or spherical interpolation between two codes."""
+    from ppl_gen.latent.interpolate import METHODS
+    from ppl_gen.latent.jobs import run_interpolate
+
+    if method not in METHODS:
+        raise PplGenError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    pair = _setup(checkpoint, device, out)
+    x = y = None
+    if z_from is None and z_to is None:
+        x, y = _images(pair, data, data_root, seed)
+    summary = run_interpolate(
+        pair,
+        out,
+        x,
+        y,
+        index_a=index_a,
+        index_b=index_b,
+        z_from=z_from,
+        z_to=z_to,
+        steps=steps,
+        method=method,
+        label=label,
+    )
+    _emit_tool(summary, as_json)
+
+
+@latent_app.command("grid")
+def latent_grid(
+    checkpoint: str = CHECKPOINT,
+    data: str = LATENT_DATA,
+    data_root: str = DATA_ROOT,
+    corners: str = typer.Option("0,1,2,3", help="4 test-image indices: TL,TR,BL,BR"),
+    n: int = typer.Option(8, help="grid side"),
+    method: str = typer.Option("lerp", help="lerp (bilinear) or slerp"),
+    label: int = LABEL,
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = LATENT_OUT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Decode the n x n grid spanned by the codes of four test images."""
+    from ppl_gen.latent.jobs import run_grid
+
+    idx = tuple(parse_hidden(corners, "--corners")) if corners.strip() else ()
+    pair = _setup(checkpoint, device, out)
+    x, y = _images(pair, data, data_root, seed)
+    _emit_tool(run_grid(pair, out, x, y, corners=idx, n=n, method=method, label=label), as_json)
+
+
+@latent_app.command("manifold")
+def latent_manifold(
+    checkpoint: str = CHECKPOINT,
+    n: int = typer.Option(20, help="grid side"),
+    label: int = LABEL,
+    device: str = DEVICE,
+    out: str = LATENT_OUT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Decode the 2-D latent manifold through the inverse Gaussian CDF (2-D latents only)."""
+    from ppl_gen.latent.jobs import run_manifold
+
+    pair = _setup(checkpoint, device, out)
+    _emit_tool(run_manifold(pair, out, n=n, label=label), as_json)
+
+
+@latent_app.command("attribute")
+def latent_attribute(
+    checkpoint: str = CHECKPOINT,
+    attribute: str = typer.Option("thick", help="class:K, thick or thin"),
+    data: str = LATENT_DATA,
+    data_root: str = DATA_ROOT,
+    n_points: int = typer.Option(None, help="test images used for the vector (default all)"),
+    n_images: int = typer.Option(8, help="images the vector is applied to"),
+    alphas: str = typer.Option("-2,-1,0,1,2", help="multiples of the vector, comma-separated"),
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = LATENT_OUT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Attribute vector (mean code with the attribute minus without) applied to images."""
+    from ppl_gen.latent.jobs import run_attribute
+
+    try:
+        values = tuple(float(a) for a in alphas.split(","))
+    except ValueError:
+        raise PplGenError(f"--alphas must be comma-separated numbers, got {alphas!r}") from None
+    pair = _setup(checkpoint, device, out)
+    x, y = _images(pair, data, data_root, seed, n_points)
+    summary = run_attribute(pair, out, x, y, attribute=attribute, n_images=n_images, alphas=values)
+    _emit_tool(summary, as_json)
+
+
+@latent_app.command("tsne")
+def latent_tsne(
+    checkpoint: str = CHECKPOINT,
+    data: str = LATENT_DATA,
+    data_root: str = DATA_ROOT,
+    n_points: int = typer.Option(1000, help="test images embedded"),
+    perplexity: float = typer.Option(30.0, help="t-SNE perplexity (< number of points)"),
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = LATENT_OUT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """t-SNE of the test codes and the latent scatter, coloured by label."""
+    from ppl_gen.latent.embedding import tsne  # noqa: F401  (fail early if sklearn is missing)
+    from ppl_gen.latent.jobs import run_tsne
+
+    pair = _setup(checkpoint, device, out)
+    x, y = _images(pair, data, data_root, seed, n_points)
+    _emit_tool(run_tsne(pair, out, x, y, perplexity=perplexity, seed=seed), as_json)
+
+
+@latent_app.command("reconstruct")
+def latent_reconstruct(
+    checkpoint: str = CHECKPOINT,
+    data: str = LATENT_DATA,
+    data_root: str = DATA_ROOT,
+    n_images: int = typer.Option(10, help="test images shown"),
+    noise: str = typer.Option(None, help="gaussian or masking: denoising before/after"),
+    noise_level: float = typer.Option(0.3, help="Gaussian std or masking probability"),
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = LATENT_OUT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Reconstructions of test images (with --noise: corrupted input and its denoising)."""
+    from ppl_gen.latent.jobs import run_reconstruct
+
+    pair = _setup(checkpoint, device, out)
+    x, y = _images(pair, data, data_root, seed)
+    summary = run_reconstruct(
+        pair, out, x, y, n_images=n_images, noise=noise, noise_level=noise_level, seed=seed
+    )
+    _emit_tool(summary, as_json)
+
+
+# --------------------------------------------------------------------------- novelty
+
+
+@app.command()
+def novelty(
+    model: str = typer.Option("ae", help="ae, dae, sae, cae or vae"),
+    holdout_class: int = typer.Option(9, help="class left out of training (the novelty)"),
+    data: str = DATA,
+    data_root: str = DATA_ROOT,
+    latent_dim: int = typer.Option(16),
+    hidden: str = typer.Option("256", help="hidden widths, comma-separated"),
+    epochs: int = typer.Option(20),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-3),
+    iwae_k: int = typer.Option(100, help="vae: K of the -IWAE-K score"),
+    n_train: int = typer.Option(None),
+    n_test: int = typer.Option(None),
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = typer.Option("runs/novelty", help="output folder (metrics.json, checkpoint.pt)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train without one class and report the AUROC of detecting it as novel."""
+    from ppl_gen.novelty import NoveltyConfig, run_novelty
+
+    config = NoveltyConfig(
+        model=model,
+        holdout_class=holdout_class,
+        data=data,
+        data_root=data_root,
+        latent_dim=latent_dim,
+        hidden=parse_hidden(hidden),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        iwae_k=iwae_k,
+        n_train=n_train,
+        n_test=n_test,
+        seed=seed,
+        device=device,
+        out=out,
+        progress=not as_json,
+    )
+    metrics = run_novelty(config)
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics["auroc"].items())
+    emit(
+        metrics,
+        as_json,
+        f"{model} without class {holdout_class}: AUROC {scores}; "
+        f"metrics: {(Path(out) / 'metrics.json').resolve()}",
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _data_for(spec: dict, opts: EvaluateOptions):
+    from ppl_gen.data import load_dataset
+
+    data = dict(spec.get("data") or {})
+    name = opts.data or data.get("name")
+    if name is None:
+        raise PplGenError("--data is required: the checkpoint does not record its dataset")
+    return load_dataset(
+        name,
+        opts.data_root or data.get("root"),
+        binarize=data.get("binarize", "none"),
+        seed=data.get("seed", 0),
+        n_test=opts.n_test,
+    )
+
+
+@evaluator("autoencoder")
+def evaluate_autoencoder(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
+    """Test reconstruction loss (the model's own, per datapoint) and squared error."""
+    from ppl_gen.autoencoders import load_autoencoder, reconstruction_errors, squared_errors
+
+    model, state = load_autoencoder(opts.checkpoint, opts.device)
+    spec = state.get("spec") or {}
+    splits = _data_for(spec, opts)
+    if splits.data_dim != model.data_dim:
+        raise PplGenError(
+            f"--data: the autoencoder takes {model.data_dim} values per datapoint, "
+            f"{splits.name} has {splits.data_dim}"
+        )
+    loss = reconstruction_errors(model, splits.test)
+    sq = squared_errors(model, splits.test)
+    n = int(loss.shape[0])
+    units = "nats per datapoint" if model.output == "sigmoid" else "squared error per datapoint"
+    result = {
+        "checkpoint": opts.checkpoint,
+        "variant": spec.get("variant"),
+        "dataset": splits.name,
+        "n_test": n,
+        "test_reconstruction": float(loss.mean()),
+        "test_reconstruction_se": float(loss.std() / math.sqrt(n)) if n > 1 else None,
+        "test_squared_error": float(sq.mean()),
+        "units": units,
+    }
+    message = (
+        f"test reconstruction {result['test_reconstruction']:.3f} {units}, squared error "
+        f"{result['test_squared_error']:.3f} per image ({n} test images)"
+    )
+    return result, message
+
+
+@evaluator("cvae")
+def evaluate_cvae(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
+    """Test ELBO and IWAE-K of log p(x|y) (nats per image) of a CVAE checkpoint."""
+    from ppl_gen.autoencoders.conditional import cvae_bounds, load_cvae
+
+    model, guide, state = load_cvae(opts.checkpoint, opts.device)
+    splits = _data_for(state.get("spec") or {}, opts)
+    if splits.data_dim != model.image_dim or splits.test_labels is None:
+        raise PplGenError(
+            f"--data: the CVAE takes labelled images of {model.image_dim} values, "
+            f"{splits.name} has {splits.data_dim}"
+        )
+    device = next(model.parameters()).device
+    bounds = cvae_bounds(
+        model, guide, splits.test.to(device), splits.test_labels.to(device), opts.iwae_k
+    )
+    result = {
+        "checkpoint": opts.checkpoint,
+        "dataset": splits.name,
+        "n_test": int(splits.test.shape[0]),
+        **{f"test_{k}": v for k, v in bounds.summary().items() if k != "k"},
+        "iwae_k": opts.iwae_k,
+        "units": "nats per image, bounds on log p(x|y)",
+    }
+    message = (
+        f"test ELBO {result['test_elbo']:.3f} ± {result['test_elbo_se']:.3f}, "
+        f"IWAE-{opts.iwae_k} {result['test_iwae']:.3f} ± {result['test_iwae_se']:.3f} "
+        f"nats per image (log p(x|y), {result['n_test']} test images)"
+    )
+    return result, message
