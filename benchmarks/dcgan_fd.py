@@ -9,7 +9,7 @@ set (5,000 vs 5,000).  Printed and saved: FD, floor, FD / floor per evaluation p
 classifier Inception score and mode coverage of the samples.  Target: the ratio falls with
 training.  Needs the cached classifier (``ppl-gen train classifier --data-root DIR``).
 
-``.venv/bin/python benchmarks/dcgan_fd.py [--data-root DIR] [--eval-at 1,3,10] [--quick]``
+``.venv/bin/python benchmarks/dcgan_fd.py [--data-root DIR] [--eval-at 1,5,15] [--quick]``
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import ppl_gen  # noqa: F401
 
 # isort: split
 import torch
-from plain_vae import DEFAULT_DATA_ROOT, RESULTS, REPO, environment, write_json
+from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
 from ppl_gen.adversarial.data import load_images
 from ppl_gen.adversarial.trainer import GANConfig, load_generator, train_gan
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--classifier", type=Path, default=REPO / "runs/classifier/lenet_mnist.pt")
-    parser.add_argument("--eval-at", default="1,3,10", help="epochs after which to evaluate")
+    parser.add_argument("--eval-at", default="1,5,15", help="epochs after which to evaluate")
     parser.add_argument("--n-samples", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="2,000 images, epochs 1,2")
     args = parser.parse_args()
@@ -56,16 +56,28 @@ def main() -> None:
     classifier = load_classifier(args.classifier, "cpu")
     data = load_images("mnist", args.data_root, n=n_train)
     test = load_images("mnist", args.data_root, split="test").images
-    print(f"train {tuple(data.images.shape)}, test {tuple(test.shape)}, threads {torch.get_num_threads()}")
+    print(
+        f"train {tuple(data.images.shape)}, test {tuple(test.shape)}, threads {torch.get_num_threads()}"
+    )
     t0 = time.perf_counter()
     floor = real_halves_fd(classifier, test)
     fd_metric = FDLeNet(classifier, test)
-    print(f"floor (FD-LeNet between two halves of the test set): {floor:.3f} ({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"floor (FD-LeNet between two halves of the test set): {floor:.3f} ({time.perf_counter() - t0:.0f} s)"
+    )
     out = REPO / "runs" / "bench_dcgan_fd"
     shutil.rmtree(out, ignore_errors=True)
     config = GANConfig(
-        model="dcgan", latent_dim=64, ngf=32, ndf=32, epochs=max(eval_at), batch_size=64,
-        device="cpu", progress=False, out=str(out), seed=0,
+        model="dcgan",
+        latent_dim=64,
+        ngf=32,
+        ndf=32,
+        epochs=max(eval_at),
+        batch_size=64,
+        device="cpu",
+        progress=False,
+        out=str(out),
+        seed=0,
     )
     rows = []
     done = 0
@@ -100,7 +112,9 @@ def main() -> None:
     write_json(
         RESULTS / ("dcgan_fd_quick.json" if args.quick else "dcgan_fd.json"),
         {
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()},
+            "config": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
+            },
             "n_train": int(data.images.shape[0]),
             "n_test": int(test.shape[0]),
             "n_samples": args.n_samples,

@@ -73,13 +73,27 @@ def train_once(data, epochs: int, device: str, seed: int = 0) -> dict:
 
 def worker(args) -> None:
     """One torchrun worker: train, rank 0 writes the figures to ``args.worker_out``."""
+    from ppl_gen import training
     from ppl_gen.distributed import init_from_env, teardown
 
     torch.set_num_threads(1)
     ctx = init_from_env("cpu")
+    sync = training._sync_gradients
+    spent = {"seconds": 0.0, "calls": 0}
+
+    def timed_sync(*a, **k):  # the gradient all-reduce (incl. waiting for the other rank)
+        t0 = time.perf_counter()
+        try:
+            return sync(*a, **k)
+        finally:
+            spent["seconds"] += time.perf_counter() - t0
+            spent["calls"] += 1
+
+    training._sync_gradients = timed_sync
     res = train_once(data_for(args), args.epochs, "cpu")
     if ctx.is_main:
         payload = {k: v for k, v in res.items() if k not in ("model", "guide")}
+        payload["allreduce_ms_per_step"] = 1e3 * spent["seconds"] / max(spent["calls"], 1)
         Path(args.worker_out).write_text(json.dumps({**payload, "processes": ctx.world_size}))
     teardown()
 
@@ -166,12 +180,21 @@ def main() -> None:
         order = (1, 2) if r % 2 == 0 else (2, 1)
         for p in order:
             runs[p].append(launch(p, args))
-            print(f"round {r + 1}: {p} process(es): {runs[p][-1]['images_per_s']:,.0f} images/s")
+            last = runs[p][-1]
+            sync = f" (all-reduce {last['allreduce_ms_per_step']:.1f} ms/step)" if p > 1 else ""
+            print(f"round {r + 1}: {p} process(es): {last['images_per_s']:,.0f} images/s{sync}")
         ratios.append(runs[2][-1]["images_per_s"] / runs[1][-1]["images_per_s"])
     load_after = load_average()
     one = statistics.median(x["images_per_s"] for x in runs[1])
     two = statistics.median(x["images_per_s"] for x in runs[2])
     ratio = statistics.median(ratios)
+    steps = -(-data.train.shape[0] // BATCH)
+    sync_ms = statistics.median(x["allreduce_ms_per_step"] for x in runs[2])
+    step_ms = 1e3 * data.train.shape[0] / two / steps
+    print(
+        f"2 processes: gradient all-reduce {sync_ms:.1f} ms of a {step_ms:.1f} ms step "
+        "(includes waiting for the slower rank)"
+    )
     print(
         f"CPU, 1 thread per process: 1 process {one:,.0f} images/s, 2 processes {two:,.0f} "
         f"images/s; speed-up {ratio:.2f}x (median of {args.rounds} rounds; ideal 2.00); "
@@ -187,6 +210,8 @@ def main() -> None:
             "images_per_s_2proc": two,
             "speedup_2_over_1": ratio,
             "per_round_ratios": ratios,
+            "allreduce_ms_per_step_2proc": sync_ms,
+            "step_ms_2proc": step_ms,
             "runs": runs,
         },
         "load_average_before": load_before,

@@ -142,6 +142,17 @@ def em_fits(dist_ctx: DistributedContext | None) -> dict[str, list[float]]:
     return out
 
 
+def scheme_em(dist_ctx: DistributedContext | None) -> dict[str, list[float]]:
+    """The ``em`` scheme of ``ppl-gen compare`` on PPCA: training objective, test IWAE."""
+    from ppl_gen.inference import SchemeSettings, fit_em
+    from ppl_gen.models import PPCA
+
+    _, x = em_data()
+    splits = DataSplits("lin", x[:80], x[80:80], x[80:], None, None, None, (5,), "none")
+    res = fit_em(PPCA(5, 2), splits, SchemeSettings(iwae_k=5, em_max_iter=10), dist=dist_ctx)
+    return {"objective": res.history.objective, "iwae": res.bounds.iwae.tolist()}
+
+
 def ppca_bounds(dist_ctx: DistributedContext | None):
     """IWAE-7 of 13 rows under PPCA with its exact posterior as the proposal."""
     from ppl_gen.evaluation import evaluate_on
@@ -153,6 +164,15 @@ def ppca_bounds(dist_ctx: DistributedContext | None):
     model.em(x, max_iter=5)
     ev = evaluate_on(model, ExactPosteriorGuide(model), x[:13], 7, dist=dist_ctx)
     return ev.bounds, model.log_marginal(x[:13])
+
+
+def ddp_step(net: nn.Module, rows: list[int]) -> None:
+    """One SGD step (lr 0.1) on the mean squared output of ``rows`` of a fixed table."""
+    x = torch.arange(30.0).reshape(10, 3)[rows] / 10
+    net(x).square().mean().backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= 0.1 * p.grad
 
 
 # ----------------------------------------------------------------------------- worker
@@ -201,7 +221,17 @@ def worker(out: Path) -> None:
     rec["resumed_params"] = [p.detach().clone() for p in [*model.parameters(), *guide.parameters()]]
     rec["resumed_epochs"] = resumed.history["epoch"]
 
+    # The adoption path of the GAN / DANN trainers: DistributedSampler + DDP.
+    torch.manual_seed(0)
+    net = ctx.wrap(nn.Linear(3, 1))
+    sampler = ctx.sampler(range(10), shuffle=True, seed=0)
+    sampler.set_epoch(1)
+    rec["sampler_idx"] = list(sampler)
+    ddp_step(net, rec["sampler_idx"])
+    rec["ddp_params"] = [p.detach().clone() for p in net.module.parameters()]
+
     rec["em"] = em_fits(ctx)
+    rec["fit_em"] = scheme_em(ctx)
     bounds, _ = ppca_bounds(ctx)
     rec["iwae"], rec["elbo"] = bounds.iwae, bounds.elbo
 
@@ -297,6 +327,30 @@ def test_parameters_identical_across_ranks_and_resume_continues_exactly(job):
     assert any(not torch.equal(a, b) for a, b in zip(start, r0["vae_params"], strict=True))
 
 
+def test_sampler_and_ddp_wrapper_average_like_one_process(job):
+    _, _, (r0, r1) = job
+    assert sorted(r0["sampler_idx"] + r1["sampler_idx"]) == list(range(10))
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    ddp_step(net, list(range(10)))  # the global batch (two equal halves) in one process
+    for a, b, ref in zip(r0["ddp_params"], r1["ddp_params"], net.parameters(), strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, ref.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_with_pinned_transfer_and_bf16():
+    data = synthetic()
+    on_gpu = data.to("cuda")
+    assert torch.equal(on_gpu.train.cpu(), data.train)
+    model, guide = vae(24, "amortised")
+    config = vae_config(2)
+    config.device, config.precision = "cuda", "bf16"
+    result = train(model, guide, data, config)
+    assert all(math.isfinite(v) for v in result.history["train_elbo"])
+    assert next(model.parameters()).device.type == "cuda"
+
+
 def test_em_on_two_ranks_gives_the_one_process_log_likelihood(job):
     _, _, recs = job
     ref = em_fits(None)
@@ -305,6 +359,10 @@ def test_em_on_two_ranks_gives_the_one_process_log_likelihood(job):
             rel = 1e-6 if name.endswith("loglik") else 1e-9
             assert rec["em"][name] == pytest.approx(values, rel=rel), name
     assert ref["gmm-full"][-1] > ref["gmm-full"][0]  # EM made progress
+    ref = scheme_em(None)
+    for rec in recs:
+        assert rec["fit_em"]["objective"] == pytest.approx(ref["objective"], rel=1e-9)
+        assert rec["fit_em"]["iwae"] == pytest.approx(ref["iwae"], rel=1e-5)
 
 
 def test_iwae_gathered_from_two_ranks_equals_one_process_in_order(job):
@@ -399,6 +457,19 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
     assert ctx.pin_memory is False and ctx.rank_zero_only(lambda: 7)() == 7
 
 
+def test_bf16_runs_matrix_products_in_bf16_and_hands_on_float32():
+    from ppl_gen.training import bf16_networks
+
+    torch.manual_seed(0)
+    layer, x = nn.Linear(64, 64), torch.randn(8, 64)
+    with bf16_networks("cpu"):
+        y = layer(x)
+    assert y.dtype == torch.float32  # what distributions and log-densities see
+    assert not torch.equal(y, layer(x))  # ... computed from bfloat16 inputs
+    torch.testing.assert_close(y, layer(x), rtol=0.05, atol=0.05)
+    assert layer(x).dtype == torch.float32  # the hook is gone after the block
+
+
 def test_bf16_trains_and_the_bounds_stay_fp32():
     from ppl_gen.bounds import evaluate_bounds
 
@@ -428,6 +499,25 @@ def test_deterministic_mode_reproduces_a_run_and_is_switched_off_after():
         runs.append([p.detach().clone() for p in model.parameters()])
         assert not torch.are_deterministic_algorithms_enabled()
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+def test_cli_deterministic_flag_trains(tmp_path):
+    from ppl_gen.cli import main
+
+    out = tmp_path / "det"
+    args = ["train", "vae", "--epochs", "1", "--n-train", "64", "--hidden", "8"]
+    code = main([*args, "--latent-dim", "2", "--deterministic", "--out", str(out), "--json"])
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 1
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_compare_refuses_to_run_under_torchrun(monkeypatch, capsys):
+    from ppl_gen.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "--epochs", "1"]) == 2
+    assert "compare runs as one process" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def test_lambda_schedule_values():
     assert dann_lambda(0.1) == pytest.approx(0.46211715726)
     assert dann_lambda(0.5) == pytest.approx(0.98661429815)
     values = [dann_lambda(p / 20) for p in range(21)]
-    assert all(a < b for a, b in zip(values, values[1:]))  # increasing
+    assert all(a < b for a, b in zip(values[:-1], values[1:], strict=True))  # increasing
     assert dann_lambda(0.2, gamma=5.0) == pytest.approx(dann_lambda(0.1, gamma=10.0))
 
 

@@ -53,12 +53,14 @@ def test_blend_is_abs_difference_of_a_crop_and_the_digit():
     for k in range(5):
         # find the crop that explains image k: exactly one top-left corner must match
         matches = [
-            (t, l)
+            (t, left)
             for t in range(3)
-            for l in range(4)
+            for left in range(4)
             if torch.equal(
                 out[k],
-                (photo[:, t : t + 28, l : l + 28].int() - digits[k].int()).abs().to(torch.uint8),
+                (photo[:, t : t + 28, left : left + 28].int() - digits[k].int())
+                .abs()
+                .to(torch.uint8),
             )
         ]
         assert len(matches) == 1

@@ -20,6 +20,7 @@ and schedulers, both image pools, the epoch, the history and the random streams,
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -358,9 +359,10 @@ def train_cyclegan(
         history["seconds"].append(result.seconds)
         history["images_per_second"].append(2 * n_batches * config.batch_size / seconds)
         if config.progress:
-            tqdm.write(
+            tqdm.write(  # stderr: stdout stays clean for --json
                 f"epoch {epoch + 1}: G {means['g_loss']:.3f} (cycle {means['cycle_loss']:.3f}), "
-                f"D_A {means['d_a_loss']:.3f}, D_B {means['d_b_loss']:.3f}"
+                f"D_A {means['d_a_loss']:.3f}, D_B {means['d_b_loss']:.3f}",
+                file=sys.stderr,
             )
         if out is not None:
             save_sample_grid(

@@ -27,6 +27,7 @@ equals an uninterrupted one.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -112,7 +113,8 @@ class DANNConfig:
         require_positive_int("--batch-size", self.batch_size)
         if self.batch_size < 2 or self.batch_size % 2:
             raise PplGenError(
-                f"--batch-size must be even and >= 2 (half source, half target), got {self.batch_size}"
+                "--batch-size must be even and >= 2 (half source, half target), "
+                f"got {self.batch_size}"
             )
         for flag, value in (("--lr", self.lr), ("--gamma", self.gamma)):
             if not (math.isfinite(value) and value > 0):
@@ -152,6 +154,102 @@ class DANNResult:
     history: dict[str, list] = field(default_factory=dict)
     seconds: float = 0.0
     steps: int = 0
+
+
+DOMAINS = ("mnist", "mnistm")
+
+
+def load_domain(
+    name: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    bsds_root: str | os.PathLike | None = None,
+    seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    flag: str = "--source",
+    cache_dir: str | os.PathLike | None = None,
+) -> DomainData:
+    """Read one domain as ``(N, C, 28, 28)`` float32 images in [0, 1] with labels.
+
+    Args:
+        name: ``"mnist"`` (1 channel; torchvision MNIST in ``data_root``), ``"mnistm"``
+            (3 channels; :func:`ppl_gen.mnistm.load_mnistm` from ``data_root`` and
+            ``bsds_root``) or a ``.npz`` file with ``x_train``, ``y_train``, ``x_test``,
+            ``y_test`` (``x``: ``(N, H, W)`` or ``(N, C, H, W)``, values in [0, 1]).
+        data_root: MNIST folder (default :func:`ppl_gen.data.default_data_root`).
+        bsds_root: photographs for MNIST-M (default ``../shared/data/bsds500/train``).
+        seed: MNIST-M seed.
+        n_train, n_test: keep only the first N training / test images.
+        flag: the CLI flag named in error messages (``--source`` / ``--target``).
+        cache_dir: MNIST-M cache folder.
+
+    Raises:
+        PplGenError: unknown name, missing or malformed files (naming ``flag``,
+            ``--data-root`` or ``--bsds-root``), values outside [0, 1].
+    """
+    from ppl_gen.data import default_data_root
+    from ppl_gen.mnistm import _read_mnist, load_mnistm
+
+    for f, v in (("--n-train", n_train), ("--n-test", n_test)):
+        if v is not None:
+            require_positive_int(f, v)
+    key = str(name).strip()
+    if key.lower() == "mnist":
+        root = data_root if data_root is not None else default_data_root()
+        if root is None:
+            raise PplGenError("--data-root is required for mnist: a folder containing MNIST/raw")
+        (xtr, ytr), (xte, yte) = _read_mnist(root, True), _read_mnist(root, False)
+        x_train, x_test = xtr[:, None].float() / 255.0, xte[:, None].float() / 255.0
+    elif key.lower() == "mnistm":
+        x_train, ytr = load_mnistm(
+            data_root, bsds_root, split="train", seed=seed, cache_dir=cache_dir
+        )
+        x_test, yte = load_mnistm(
+            data_root, bsds_root, split="test", seed=seed, cache_dir=cache_dir
+        )
+    elif key.lower().endswith(".npz"):
+        x_train, ytr, x_test, yte = _read_npz(Path(key), flag)
+    else:
+        raise PplGenError(f"{flag} must be mnist, mnistm or a .npz file, got {name!r}")
+    return DomainData(
+        key.lower() if key.lower() in DOMAINS else Path(key).name,
+        x_train[:n_train],
+        ytr[:n_train],
+        x_test[:n_test],
+        yte[:n_test],
+    )
+
+
+def _read_npz(path: Path, flag: str) -> tuple[torch.Tensor, ...]:
+    import numpy as np
+
+    if not path.is_file():
+        raise PplGenError(f"{flag} {str(path)!r}: no such file")
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except KeyError as exc:
+        raise PplGenError(f"{flag} {str(path)!r} lacks the array {exc}") from None
+    except Exception as exc:
+        raise PplGenError(
+            f"{flag} {str(path)!r}: cannot read as .npz ({type(exc).__name__})"
+        ) from None
+    out = []
+    for split in ("train", "test"):
+        x = torch.as_tensor(arrays[f"x_{split}"], dtype=torch.float32)
+        y = torch.as_tensor(arrays[f"y_{split}"]).to(torch.int64)
+        if x.dim() == 3:
+            x = x[:, None]
+        if x.dim() != 4 or y.shape != (x.shape[0],) or x.shape[0] == 0:
+            raise PplGenError(
+                f"{flag} {str(path)!r}: x_{split} must be (N, H, W) or (N, C, H, W) with "
+                f"y_{split} (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if not torch.isfinite(x).all() or float(x.min()) < 0 or float(x.max()) > 1:
+            raise PplGenError(f"{flag} {str(path)!r}: x_{split} values must be finite, in [0, 1]")
+        out += [x, y]
+    return tuple(out)
 
 
 def match_channels(source: DomainData, target: DomainData) -> tuple[DomainData, DomainData]:
@@ -494,3 +592,121 @@ def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> DA
     model = DANN(ArchConfig(**arch), lambda_=cfg.get("lambda_"), gamma=cfg.get("gamma", 10.0))
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval()
+
+
+def run_dann_experiment(
+    source: DomainData,
+    target: DomainData,
+    config: DANNConfig,
+    *,
+    out_dir: str | os.PathLike,
+    train_on_target: bool = False,
+    resume: bool = False,
+    pad_points: int = 2000,
+    tsne: bool = True,
+    spec: dict | None = None,
+) -> dict:
+    """The paper's digits experiment (Ganin et al. 2016, Table 2 and fig. 4) on one pair of
+    domains: source-only, DANN and (optionally) train-on-target networks trained with the
+    same ``config`` (its ``mode`` and ``checkpoint`` are set per run), then test accuracies,
+    proxy A-distance of the test features before (source-only network) and after (DANN)
+    adaptation, and figures.
+
+    Writes to ``out_dir``: ``source_only.pt``, ``checkpoint.pt`` (DANN), ``target_only.pt``,
+    ``loss_curves.png``, ``tsne.png`` (with ``tsne``) and ``metrics.json``.
+
+    Args:
+        source, target: labelled domains with matching channels (:func:`match_channels`).
+        config: shared training settings.
+        out_dir: output folder.
+        train_on_target: also train on the labelled target training images (upper bound).
+        resume: continue each run from its checkpoint in ``out_dir``.
+        pad_points: test images per domain for the proxy A-distance and t-SNE (at most
+            1,000 of them are embedded).
+        tsne: draw the t-SNE figure.
+        spec: extra JSON-able description stored in the checkpoints.
+
+    Returns:
+        The metrics dict written to ``metrics.json``: accuracies (fractions of test images)
+        ``target_accuracy``, ``source_accuracy`` (DANN), ``source_only_target_accuracy``,
+        ``source_only_source_accuracy``, ``train_on_target_accuracy`` (if trained),
+        ``proxy_a_distance_before`` / ``_after`` (and the held-out errors), seconds, config
+        and per-epoch histories.
+
+    Raises:
+        PplGenError: unlabelled test images, bad settings (see :func:`train_dann`).
+    """
+    from ppl_gen.domain_analysis import adaptation_report, plot_history
+    from ppl_gen.io import write_json
+
+    if source.y_test is None or target.y_test is None:
+        raise PplGenError("--source / --target need labelled test images to measure accuracy")
+    out = Path(out_dir)
+    runs = {"source_only": ("source-only", source), "dann": ("dann", source)}
+    if train_on_target:
+        if target.y_train is None:
+            raise PplGenError("--train-on-target needs labelled target training images")
+        runs["target_only"] = ("source-only", target)
+    models, seconds, history = {}, {}, {}
+    for name, (mode, train_domain) in runs.items():
+        ckpt = out / ("checkpoint.pt" if name == "dann" else f"{name}.pt")
+        run_config = DANNConfig(**{**asdict(config), "mode": mode, "checkpoint": str(ckpt)})
+        if config.progress:
+            tqdm.write(f"training {name} ({mode}) ...")
+        t0 = time.perf_counter()
+        result = train_dann(
+            train_domain, target, run_config, resume=resume, spec={**(spec or {}), "run": name}
+        )
+        models[name], history[name] = result.model, result.history
+        seconds[name] = {
+            "train_seconds": result.seconds,
+            "wall_seconds": time.perf_counter() - t0,
+        }
+    metrics: dict = {
+        "source": source.name,
+        "target": target.name,
+        "n_train_source": int(source.x_train.shape[0]),
+        "n_train_target": int(target.x_train.shape[0]),
+        "n_test_source": int(source.x_test.shape[0]),
+        "n_test_target": int(target.x_test.shape[0]),
+        "target_accuracy": accuracy(models["dann"], target.x_test, target.y_test),
+        "source_accuracy": accuracy(models["dann"], source.x_test, source.y_test),
+        "source_only_target_accuracy": accuracy(
+            models["source_only"], target.x_test, target.y_test
+        ),
+        "source_only_source_accuracy": accuracy(
+            models["source_only"], source.x_test, source.y_test
+        ),
+    }
+    if train_on_target:
+        metrics["train_on_target_accuracy"] = accuracy(
+            models["target_only"], target.x_test, target.y_test
+        )
+    n_points = min(pad_points, source.x_test.shape[0], target.x_test.shape[0])
+    metrics.update(
+        adaptation_report(
+            models["source_only"],
+            models["dann"],
+            source,
+            target,
+            n_points=n_points,
+            seed=config.seed,
+            tsne_path=out / "tsne.png" if tsne else None,
+        )
+    )
+    metrics.update(
+        {
+            "seconds": seconds,
+            "device": str(resolve_device(config.device)),
+            "seed": config.seed,
+            "config": {
+                k: v
+                for k, v in asdict(config).items()
+                if k not in ("checkpoint", "progress", "mode")
+            },
+            "history": history,
+        }
+    )
+    plot_history(history, out / "loss_curves.png")
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -19,6 +19,7 @@ so the networks can be wrapped (e.g. in ``DistributedDataParallel``) without cha
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -404,9 +405,10 @@ def train_gan(
         if config.check_collapse:
             result.warnings += monitor.check(epoch + 1, d_loss, samples)
         if config.progress:
-            tqdm.write(
+            tqdm.write(  # stderr: stdout stays clean for --json
                 f"epoch {epoch + 1}: D loss {d_loss:.4f}, G loss {g_loss:.4f}, "
-                f"{history['images_per_second'][-1]:.0f} images/s"
+                f"{history['images_per_second'][-1]:.0f} images/s",
+                file=sys.stderr,
             )
         if out is not None:
             save_sample_grid(to_unit(samples), out / f"samples_epoch_{epoch + 1:03d}.png", nrow)

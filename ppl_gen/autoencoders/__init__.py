@@ -18,6 +18,7 @@ from ppl_gen.autoencoders.noise import NOISES, corrupt
 from ppl_gen.autoencoders.penalties import (
     contractive_penalty,
     encoder_jacobian,
+    mlp_contractive_penalty,
     sparsity_penalty,
 )
 from ppl_gen.autoencoders.trainer import (
@@ -48,6 +49,7 @@ __all__ = [
     "fit_latent_gaussian",
     "load_autoencoder",
     "make_autoencoder",
+    "mlp_contractive_penalty",
     "principal_angles_degrees",
     "reconstruction_errors",
     "sample_decoded",

@@ -111,6 +111,13 @@ class Autoencoder(nn.Module):
         """``g(f(x))`` in data space, ``(batch, D)``."""
         return self.decode(self.encode(x))
 
+    def contractive_penalty(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``||J_f(x_n)||_F^2`` per row, ``(batch, D) -> (batch,)`` (Rifai et al.
+        2011, eq. 3), by :func:`ppl_gen.autoencoders.penalties.contractive_penalty`."""
+        from ppl_gen.autoencoders.penalties import contractive_penalty
+
+        return contractive_penalty(self.encode, x)
+
     def reconstruction_loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-datapoint reconstruction loss ``(batch,)``: Bernoulli cross-entropy of the
         logits ``raw`` against ``target`` in [0, 1] summed over D (nats) for ``"sigmoid"``,

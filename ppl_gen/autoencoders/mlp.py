@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from ppl_gen.autoencoders.base import Autoencoder, activation_class, check_output
 from ppl_gen.errors import require_positive_int
 from ppl_gen.nets import mlp
@@ -51,6 +53,16 @@ class MLPAutoencoder(Autoencoder):
         self.image_shape = tuple(image_shape) if image_shape is not None else (data_dim,)
         self.encoder = mlp(data_dim, self.hidden, latent_dim, act)
         self.decoder = mlp(latent_dim, self.hidden[::-1], data_dim, act)
+
+    def contractive_penalty(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``||J_f(x_n)||_F^2`` per row: the closed form of
+        :func:`~ppl_gen.autoencoders.penalties.mlp_contractive_penalty` for at most one
+        hidden layer, the vectorised full Jacobian otherwise."""
+        from ppl_gen.autoencoders.penalties import contractive_penalty, mlp_contractive_penalty
+
+        flat = self._flat(x)
+        closed = mlp_contractive_penalty(self.encoder, flat)
+        return closed if closed is not None else contractive_penalty(self.encode, flat)
 
     def spec(self) -> dict:
         return {

@@ -32,7 +32,7 @@ from ppl_gen.autoencoders.base import Autoencoder
 from ppl_gen.autoencoders.build import KIND
 from ppl_gen.autoencoders.evaluation import reconstruction_errors
 from ppl_gen.autoencoders.noise import check_noise, corrupt
-from ppl_gen.autoencoders.penalties import contractive_penalty, sparsity_penalty
+from ppl_gen.autoencoders.penalties import sparsity_penalty
 from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
 from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
 from ppl_gen.device import resolve_device, to_device
@@ -172,7 +172,7 @@ def autoencoder_loss(
     if config.sparsity:
         loss = loss + config.sparsity * sparsity_penalty(h)
     if config.contractive:
-        loss = loss + config.contractive * contractive_penalty(model.encode, inp)
+        loss = loss + config.contractive * model.contractive_penalty(inp)
     return loss, recon
 
 

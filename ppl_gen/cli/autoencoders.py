@@ -179,7 +179,8 @@ def _register_autoencoder_command(variant: str, help_text: str) -> None:
         resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
         as_json: bool = JSON_OPT,
     ) -> None:
-        _train_autoencoder(variant, **locals())
+        options = {k: v for k, v in locals().items() if k != "variant"}
+        _train_autoencoder(variant, **options)
 
     command.__doc__ = help_text
     train_app.command(variant)(command)
@@ -375,7 +376,10 @@ def latent_grid(
     """Decode the n x n grid spanned by the codes of four test images."""
     from ppl_gen.latent.jobs import run_grid
 
-    idx = tuple(parse_hidden(corners, "--corners")) if corners.strip() else ()
+    try:
+        idx = tuple(int(i) for i in corners.split(","))
+    except ValueError:
+        raise PplGenError(f"--corners must be 4 comma-separated indices, got {corners!r}") from None
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed)
     _emit_tool(run_grid(pair, out, x, y, corners=idx, n=n, method=method, label=label), as_json)

@@ -77,7 +77,15 @@ def compare(
 ) -> None:
     """Fit one model with several inference schemes and compare ELBO, IWAE-K and the exact
     log-likelihood (main job)."""
+    import os
+
     from ppl_gen.compare import CompareConfig, run_compare
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PplGenError(
+            "compare runs as one process; launch it without torchrun "
+            "(train vae and evaluate run data-parallel)"
+        )
 
     config = CompareConfig(
         model=model,

@@ -45,11 +45,12 @@ def attribute_mask(
         if labels is None:
             raise PplGenError(f"--attribute {attribute}: the data have no labels")
         return labels.reshape(-1).to(x.device) == int(match.group(1))
-    ink = stroke_thickness(x)
+    ink = stroke_thickness(x).double()
+    median = ink.quantile(0.5) if ink.numel() else ink.new_zeros(())  # midpoint for even N
     if attribute == "thick":
-        return ink > ink.median()
+        return ink > median
     if attribute == "thin":
-        return ink < ink.median()
+        return ink < median
     raise PplGenError(f"--attribute must be class:K, thick or thin, got {attribute!r}")
 
 

@@ -259,8 +259,8 @@ def run_attribute(
     y_dec = None if y is None else y[:k].repeat_interleave(len(alphas))
     images = pair.decode_rows(paths.reshape(-1, pair.latent_dim), y_dec).cpu()
     fig, arrays = _paths(out, "attribute")
-    title = f"{attribute}: alpha = " + ", ".join(f"{a:g}" for a in alphas)
-    reports.save_image_panels({title: images}, pair.image_shape, fig, nrow=len(alphas))
+    label = f"{attribute}, alpha {alphas[0]:g}..{alphas[-1]:g}"
+    reports.save_image_panels({label: images}, pair.image_shape, fig, nrow=len(alphas))
     save_arrays(
         arrays, vector=vector, z=paths, images=images, alphas=torch.tensor(alphas), mask=mask
     )
