@@ -53,8 +53,16 @@ def main() -> None:
     out = REPO / "runs" / "bench_cgan_labels"
     shutil.rmtree(out, ignore_errors=True)
     config = GANConfig(
-        model="cgan", latent_dim=64, ngf=32, ndf=32, epochs=max(eval_at), batch_size=64,
-        device="cpu", progress=False, out=str(out), seed=0,
+        model="cgan",
+        latent_dim=64,
+        ngf=32,
+        ndf=32,
+        epochs=max(eval_at),
+        batch_size=64,
+        device="cpu",
+        progress=False,
+        out=str(out),
+        seed=0,
     )
     rows, done = [], 0
     for epoch in eval_at:
@@ -76,12 +84,17 @@ def main() -> None:
             f"{m['mode_coverage']['classes_covered']}/10  [{result.seconds:.0f} s training]"
         )
     final = rows[-1]["label_agreement"]
-    print(f"final label agreement {100 * final:.2f}% (target >= 95%): {'pass' if final >= 0.95 else 'FAIL'}")
+    print(
+        f"final label agreement {100 * final:.2f}% (target >= 95%): "
+        f"{'pass' if final >= 0.95 else 'FAIL'}"
+    )
     shutil.copy(out / f"samples_epoch_{max(eval_at):03d}.png", RESULTS / "cgan_samples.png")
     write_json(
         RESULTS / ("cgan_labels_quick.json" if args.quick else "cgan_labels.json"),
         {
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()},
+            "config": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
+            },
             "n_train": int(data.images.shape[0]),
             "classifier_test_accuracy": real_acc,
             "rows": rows,

@@ -30,7 +30,7 @@ import torch
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
 from ppl_gen.adversarial.cycle_metrics import evaluate_cyclegan
-from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, translation_panel, train_cyclegan
+from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan, translation_panel
 from ppl_gen.adversarial.data import load_images, to_tanh_range
 from ppl_gen.adversarial.figures import save_sample_grid
 from ppl_gen.classifier import load_classifier
@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--bsds-root", type=Path, default=REPO.parent / "shared/data/bsds500/train")
     parser.add_argument("--classifier", type=Path, default=REPO / "runs/classifier/lenet_mnist.pt")
-    parser.add_argument("--n-train", type=int, default=5000, help="images per domain")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--n-train", type=int, default=4000, help="images per domain")
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--decay-epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--n-blocks", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1,000 images, 2 epochs")
@@ -60,19 +60,32 @@ def main() -> None:
     out = REPO / "runs" / "bench_cyclegan"
     shutil.rmtree(out, ignore_errors=True)
     config = CycleGANConfig(
-        epochs=args.epochs, decay_epochs=args.decay_epochs, batch_size=args.batch_size,
-        ngf=args.ngf, ndf=args.ngf, n_blocks=args.n_blocks, n_layers=2, device="cpu",
-        progress=False, out=str(out), seed=0,
+        epochs=args.epochs,
+        decay_epochs=args.decay_epochs,
+        batch_size=args.batch_size,
+        ngf=args.ngf,
+        ndf=args.ngf,
+        n_blocks=args.n_blocks,
+        n_layers=2,
+        device="cpu",
+        progress=False,
+        out=str(out),
+        seed=0,
     )
     curve = []
     for epoch in range(1, args.epochs + 1):
         result = train_cyclegan(a, b, config, resume=True, stop_after=1)
         m = evaluate_cyclegan(
-            result.nets, classifier, test_a.images[:2000], test_b.images[:2000], y_b=test_b.labels[:2000]
+            result.nets,
+            classifier,
+            test_a.images[:2000],
+            test_b.images[:2000],
+            y_b=test_b.labels[:2000],
         )
         curve.append({"epoch": epoch, "train_seconds": result.seconds, **m})
         print(
-            f"epoch {epoch}: label preservation MNIST-M -> MNIST {100 * m['label_preservation_b_to_a']:.2f}% "
+            f"epoch {epoch}: label preservation MNIST-M -> MNIST "
+            f"{100 * m['label_preservation_b_to_a']:.2f}% "
             f"(2,000 test images; raw {100 * m['baseline_accuracy_b']:.2f}%), cycle L1 "
             f"{m['cycle_l1_a']:.4f} / {m['cycle_l1_b']:.4f}  [{result.seconds:.0f} s training, "
             f"{result.history['images_per_second'][-1]:.0f} images/s]"
@@ -83,12 +96,15 @@ def main() -> None:
     lp, base = final["label_preservation_b_to_a"], final["baseline_accuracy_b"]
     print(
         f"final (10,000 test images): label preservation MNIST-M -> MNIST {100 * lp:.2f}% vs "
-        f"source-only baseline {100 * base:.2f}% (target >= 80%: {'pass' if lp >= 0.8 else 'FAIL'}); "
+        f"source-only baseline {100 * base:.2f}% "
+        f"(target >= 80%: {'pass' if lp >= 0.8 else 'FAIL'}); "
         f"MNIST -> MNIST-M {100 * final['label_preservation_a_to_b']:.2f}% (classifier on MNIST "
         f"{100 * final['accuracy_a']:.2f}%); cycle L1 {final['cycle_l1_a']:.4f} (MNIST), "
         f"{final['cycle_l1_b']:.4f} (MNIST-M)"
     )
-    panel = translation_panel(result.nets, to_tanh_range(test_a.images[:8]), to_tanh_range(test_b.images[:8]))
+    panel = translation_panel(
+        result.nets, to_tanh_range(test_a.images[:8]), to_tanh_range(test_b.images[:8])
+    )
     save_sample_grid(panel, RESULTS / "cyclegan_translations.png", nrow=8)
     write_json(
         RESULTS / ("cyclegan_mnistm_quick.json" if args.quick else "cyclegan_mnistm.json"),

@@ -57,13 +57,15 @@ def main() -> None:
     data = load_images("mnist", args.data_root, n=n_train)
     test = load_images("mnist", args.data_root, split="test").images
     print(
-        f"train {tuple(data.images.shape)}, test {tuple(test.shape)}, threads {torch.get_num_threads()}"
+        f"train {tuple(data.images.shape)}, test {tuple(test.shape)}, "
+        f"threads {torch.get_num_threads()}"
     )
     t0 = time.perf_counter()
     floor = real_halves_fd(classifier, test)
     fd_metric = FDLeNet(classifier, test)
     print(
-        f"floor (FD-LeNet between two halves of the test set): {floor:.3f} ({time.perf_counter() - t0:.0f} s)"
+        f"floor (FD-LeNet between two halves of the test set): {floor:.3f} "
+        f"({time.perf_counter() - t0:.0f} s)"
     )
     out = REPO / "runs" / "bench_dcgan_fd"
     shutil.rmtree(out, ignore_errors=True)
@@ -103,10 +105,11 @@ def main() -> None:
         print(
             f"epoch {epoch:3d}: FD-LeNet {fd:8.3f}  floor {floor:.3f}  ratio {fd / floor:7.2f}  "
             f"IS {row['inception_score']:.2f}  classes covered "
-            f"{row['mode_coverage']['classes_covered']}/10 (KL {row['mode_coverage']['kl_to_uniform']:.3f})  "
+            f"{row['mode_coverage']['classes_covered']}/10 "
+            f"(KL {row['mode_coverage']['kl_to_uniform']:.3f})  "
             f"[{result.seconds:.0f} s training, {row['images_per_second']:.0f} images/s]"
         )
-    improving = all(b["ratio"] < a["ratio"] for a, b in zip(rows, rows[1:]))
+    improving = all(b["ratio"] < a["ratio"] for a, b in zip(rows, rows[1:], strict=False))
     print(f"ratio improves at every evaluation: {improving}")
     shutil.copy(out / f"samples_epoch_{max(eval_at):03d}.png", RESULTS / "dcgan_samples.png")
     write_json(

@@ -74,7 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     t_start = time.perf_counter()
     data = load_images("mnist", args.data_root, n=args.n, seed=0)
-    base = dict(latent_dim=64, ngf=32, ndf=32, batch_size=64, epochs=1, device="cpu", progress=False)
+    base = dict(
+        latent_dim=64, ngf=32, ndf=32, batch_size=64, epochs=1, device="cpu", progress=False
+    )
     config = GANConfig(model="dcgan", **base)
     imgs = data.images.shape[0] // config.batch_size * config.batch_size
     # warm-up (allocator, first-call overheads) for both
@@ -84,7 +86,9 @@ def main() -> None:
     for r in range(args.rounds):
         trainer_s = train_gan(data, GANConfig(model="dcgan", seed=r, **{**base})).seconds
         plain_s = plain_dcgan_epoch(GANConfig(model="dcgan", seed=r, **base), data.images, r)
-        rounds.append({"trainer_seconds": trainer_s, "plain_seconds": plain_s, "ratio": trainer_s / plain_s})
+        rounds.append(
+            {"trainer_seconds": trainer_s, "plain_seconds": plain_s, "ratio": trainer_s / plain_s}
+        )
         print(
             f"round {r + 1}: trainer {imgs / trainer_s:.0f} images/s, hand-written loop "
             f"{imgs / plain_s:.0f} images/s, ratio {trainer_s / plain_s:.3f}"
@@ -98,7 +102,14 @@ def main() -> None:
     a = load_images("mnist", args.data_root, n=640, seed=0, channels=3)
     b = load_images("mnistm", args.data_root, n=640, seed=1)
     cyc = CycleGANConfig(
-        epochs=1, decay_epochs=0, batch_size=32, ngf=16, ndf=16, n_blocks=2, device="cpu", progress=False
+        epochs=1,
+        decay_epochs=0,
+        batch_size=32,
+        ngf=16,
+        ndf=16,
+        n_blocks=2,
+        device="cpu",
+        progress=False,
     )
     throughput["cyclegan"] = train_cyclegan(a, b, cyc).history["images_per_second"][-1]
     for k, v in throughput.items():

@@ -21,8 +21,22 @@ MNIST = Path("..") / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(
     not (MNIST / "MNIST" / "raw").is_dir(), reason="needs MNIST in ../shared/data/mnist"
 )
-TINY = ["--epochs", "1", "--latent-dim", "4", "--ngf", "4", "--ndf", "4", "--hidden", "16",
-        "--batch-size", "32", "--device", "cpu"]
+TINY = [
+    "--epochs",
+    "1",
+    "--latent-dim",
+    "4",
+    "--ngf",
+    "4",
+    "--ndf",
+    "4",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+]
 
 
 def run(capsys, argv: list) -> tuple[int, str, str]:
@@ -89,14 +103,50 @@ def test_mismatched_channels_for_identity_loss(capsys, tmp_path):
     for i in range(4):
         Image.new("L", (8, 8), color=40 * i).save(grey / f"{i}.png")
         Image.new("RGB", (8, 8), color=(40 * i, 0, 0)).save(colour / f"{i}.png")
-    argv = ["train", "cyclegan", "--data-a", grey, "--data-b", colour, "--no-match-channels",
-            "--batch-size", "2", "--out", tmp_path / "o", "--device", "cpu"]
+    argv = [
+        "train",
+        "cyclegan",
+        "--data-a",
+        grey,
+        "--data-b",
+        colour,
+        "--no-match-channels",
+        "--batch-size",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--device",
+        "cpu",
+    ]
     code, _, err = run(capsys, argv)
     one_line_error(code, err, "--lambda-identity", "channels")
     # with matched channels (grey repeated to RGB) the same data trains
-    argv = ["train", "cyclegan", "--data-a", grey, "--data-b", colour, "--epochs", "1",
-            "--decay-epochs", "0", "--batch-size", "2", "--ngf", "2", "--ndf", "2", "--n-blocks",
-            "1", "--n-layers", "1", "--out", tmp_path / "o", "--device", "cpu"]
+    argv = [
+        "train",
+        "cyclegan",
+        "--data-a",
+        grey,
+        "--data-b",
+        colour,
+        "--epochs",
+        "1",
+        "--decay-epochs",
+        "0",
+        "--batch-size",
+        "2",
+        "--ngf",
+        "2",
+        "--ndf",
+        "2",
+        "--n-blocks",
+        "1",
+        "--n-layers",
+        "1",
+        "--out",
+        tmp_path / "o",
+        "--device",
+        "cpu",
+    ]
     code, _, err = run(capsys, argv)
     assert code == 0, err
     assert load_checkpoint(tmp_path / "o" / "checkpoint.pt")["image_shapes"] == [[3, 8, 8]] * 2
@@ -108,7 +158,9 @@ def test_dcgan_on_8x8_images(capsys, tmp_path):
 
 
 def test_bad_numbers(capsys, tmp_path):
-    code, _, err = run(capsys, ["train", "cgan", "--data", "digits", "--latent-dim", "0", "--out", tmp_path])
+    code, _, err = run(
+        capsys, ["train", "cgan", "--data", "digits", "--latent-dim", "0", "--out", tmp_path]
+    )
     one_line_error(code, err, "--latent-dim")
     code, _, err = run(capsys, ["train", "cyclegan", "--pool-size", "-1", "--out", tmp_path])
     one_line_error(code, err, "--pool-size")
@@ -117,7 +169,9 @@ def test_bad_numbers(capsys, tmp_path):
 def test_evaluate_without_classifier(capsys, tmp_path):
     out = tmp_path / "cgan"
     assert run(capsys, ["train", "cgan", "--data", "digits", *TINY, "--out", out])[0] == 0
-    code, _, err = run(capsys, ["evaluate", out / "checkpoint.pt", "--classifier", tmp_path / "none.pt"])
+    code, _, err = run(
+        capsys, ["evaluate", out / "checkpoint.pt", "--classifier", tmp_path / "none.pt"]
+    )
     one_line_error(code, err, "28x28")  # digits generators cannot be scored by the MNIST judge
 
 
@@ -130,14 +184,35 @@ def test_train_and_evaluate_cgan_on_mnist(capsys, tmp_path):
     out = tmp_path / "cgan"
     argv = ["train", "cgan", "--data-root", MNIST, "--n-train", "128", *TINY, "--out", out]
     assert run(capsys, argv)[0] == 0
-    code, _, err = run(capsys, ["evaluate", out / "checkpoint.pt", "--classifier", tmp_path / "no.pt"])
+    code, _, err = run(
+        capsys, ["evaluate", out / "checkpoint.pt", "--classifier", tmp_path / "no.pt"]
+    )
     one_line_error(code, err, "--classifier", "ppl-gen train classifier")
-    argv = ["evaluate", out / "checkpoint.pt", "--classifier", clf, "--n-samples", "200",
-            "--n-test", "200", "--device", "cpu", "--out", tmp_path / "ev", "--json"]
+    argv = [
+        "evaluate",
+        out / "checkpoint.pt",
+        "--classifier",
+        clf,
+        "--n-samples",
+        "200",
+        "--n-test",
+        "200",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "ev",
+        "--json",
+    ]
     code, stdout, err = run(capsys, argv)
     assert code == 0, err
     result = json.loads(stdout)
-    for key in ("fd_lenet", "fd_lenet_real_halves", "inception_score", "label_agreement", "mode_coverage"):
+    for key in (
+        "fd_lenet",
+        "fd_lenet_real_halves",
+        "inception_score",
+        "label_agreement",
+        "mode_coverage",
+    ):
         assert key in result
     assert 1.0 <= result["inception_score"] <= 10.0 + 1e-6
     assert (tmp_path / "ev" / "samples.png").is_file()

@@ -38,7 +38,9 @@ def test_dcgan_shapes(channels, size):
     assert d(x).shape == (3,)
 
 
-@pytest.mark.parametrize(("shape", "arch"), [((1, 28, 28), "dcgan"), ((3, 32, 32), "dcgan"), ((1, 8, 8), "mlp")])
+@pytest.mark.parametrize(
+    ("shape", "arch"), [((1, 28, 28), "dcgan"), ((3, 32, 32), "dcgan"), ((1, 8, 8), "mlp")]
+)
 def test_cgan_shapes(shape, arch):
     g = ConditionalGenerator(6, shape, 10, arch, width=4)
     d = ConditionalDiscriminator(shape, 10, arch, width=4)

@@ -38,8 +38,15 @@ def digits(n: int = 256) -> ImageData:
 
 def tiny(model: str = "gan", **kw) -> GANConfig:
     base = dict(
-        model=model, latent_dim=4, hidden=(16, 32), ngf=4, ndf=4, batch_size=32, epochs=2,
-        device="cpu", progress=False,
+        model=model,
+        latent_dim=4,
+        hidden=(16, 32),
+        ngf=4,
+        ndf=4,
+        batch_size=32,
+        epochs=2,
+        device="cpu",
+        progress=False,
     )
     base.update(kw)
     return GANConfig(**base)
@@ -94,11 +101,15 @@ def _states_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize(("model", "loss"), [("gan", "vanilla"), ("cgan", "lsgan"), ("gan", "wgan-gp")])
+@pytest.mark.parametrize(
+    ("model", "loss"), [("gan", "vanilla"), ("cgan", "lsgan"), ("gan", "wgan-gp")]
+)
 def test_resume_equals_uninterrupted_training(tmp_path, model, loss):
     data = digits(192)
     config = tiny(model, loss=loss, epochs=3, decay_epochs=2)
-    full = train_gan(data, tiny(model, loss=loss, epochs=3, decay_epochs=2, out=str(tmp_path / "a")))
+    full = train_gan(
+        data, tiny(model, loss=loss, epochs=3, decay_epochs=2, out=str(tmp_path / "a"))
+    )
     config = tiny(model, loss=loss, epochs=3, decay_epochs=2, out=str(tmp_path / "b"))
     first = train_gan(data, config, stop_after=1)
     assert first.epochs == 1
@@ -120,7 +131,12 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
 
 def test_outputs_and_generator_reload(tmp_path):
     result = train_gan(digits(64), tiny("cgan", epochs=2, out=str(tmp_path)))
-    for name in ("checkpoint.pt", "samples_epoch_001.png", "samples_epoch_002.png", "loss_curves.png"):
+    for name in (
+        "checkpoint.pt",
+        "samples_epoch_001.png",
+        "samples_epoch_002.png",
+        "loss_curves.png",
+    ):
         assert (tmp_path / name).is_file(), name
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     g = load_generator(state)
@@ -172,8 +188,16 @@ def two_domains(n: int = 8) -> tuple[ImageData, ImageData]:
 
 def tiny_cycle(**kw) -> CycleGANConfig:
     base = dict(
-        epochs=3, decay_epochs=2, batch_size=2, ngf=2, ndf=2, n_blocks=1, n_layers=1,
-        pool_size=3, device="cpu", progress=False,
+        epochs=3,
+        decay_epochs=2,
+        batch_size=2,
+        ngf=2,
+        ndf=2,
+        n_blocks=1,
+        n_layers=1,
+        pool_size=3,
+        device="cpu",
+        progress=False,
     )
     base.update(kw)
     return CycleGANConfig(**base)

@@ -76,6 +76,9 @@ class DANNConfig:
         gamma: γ of the λ schedule.
         lambda_: a fixed λ instead of the schedule (``None``: scheduled).
         momentum: SGD momentum.
+        separate_batches: pass the source and the target half of a step through G_f
+            separately, so batch norm normalises each domain with its own batch statistics
+            during training (``False``: one joint forward pass).
         weight_decay: L2 penalty of SGD.
         seed: seeds initialisation, batch order and dropout.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -93,6 +96,7 @@ class DANNConfig:
     gamma: float = 10.0
     lambda_: float | None = None
     momentum: float = 0.9
+    separate_batches: bool = False
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -325,6 +329,7 @@ def dann_step(
     xs: torch.Tensor,
     ys: torch.Tensor,
     xt: torch.Tensor | None,
+    separate: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The DANN objective on one batch (Ganin et al. 2016, eq. 9-10 through R_λ).
 
@@ -332,6 +337,8 @@ def dann_step(
         model: the network (its reversal layer's λ already set).
         xs: ``(b_s, C, H, W)`` source images; ys: ``(b_s,)`` their labels.
         xt: ``(b_t, C, H, W)`` target images, or ``None`` for source-only training.
+        separate: one forward pass per domain (per-domain batch-norm statistics) instead
+            of one joint pass.
 
     Returns:
         ``(loss, stats)``: the scalar loss to back-propagate (nats) and the floats
@@ -346,13 +353,19 @@ def dann_step(
             "domain_loss": float("nan"),
             "domain_accuracy": float("nan"),
         }
-    out = model(torch.cat([xs, xt]))
     b = xs.shape[0]
-    label_loss = F.cross_entropy(out.class_logits[:b], ys)
+    if separate:
+        out_s, out_t = model(xs), model(xt)
+        class_logits = out_s.class_logits
+        domain_logits = torch.cat([out_s.domain_logits, out_t.domain_logits])
+    else:
+        out = model(torch.cat([xs, xt]))
+        class_logits, domain_logits = out.class_logits[:b], out.domain_logits
+    label_loss = F.cross_entropy(class_logits, ys)
     domain = torch.cat([xs.new_zeros(b), xt.new_ones(xt.shape[0])])
-    domain_loss = F.binary_cross_entropy_with_logits(out.domain_logits, domain)
+    domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
     with torch.no_grad():
-        acc = ((out.domain_logits > 0).float() == domain).float().mean()
+        acc = ((domain_logits > 0).float() == domain).float().mean()
     return label_loss + domain_loss, {
         "label_loss": float(label_loss.detach()),
         "domain_loss": float(domain_loss.detach()),
@@ -522,7 +535,11 @@ def train_dann(
             lam = model.set_progress(min(result.steps / total, 1.0)) if adversarial else 0.0
             si, ti = si.to(device), ti.to(device)
             loss, step_stats = dann_step(
-                model, xs_all[si], ys_all[si], xt_all[ti] if adversarial else None
+                model,
+                xs_all[si],
+                ys_all[si],
+                xt_all[ti] if adversarial else None,
+                separate=config.separate_batches,
             )
             if not torch.isfinite(loss):
                 where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
