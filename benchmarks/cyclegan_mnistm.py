@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--n-blocks", type=int, default=2)
+    parser.add_argument("--n-down", type=int, default=1, help="generator downsamplings")
     parser.add_argument("--quick", action="store_true", help="1,000 images, 2 epochs")
     args = parser.parse_args()
     if args.quick:
@@ -66,6 +67,7 @@ def main() -> None:
         ngf=args.ngf,
         ndf=args.ngf,
         n_blocks=args.n_blocks,
+        n_down=args.n_down,
         n_layers=2,
         device="cpu",
         progress=False,

@@ -73,7 +73,12 @@ def table(m: dict) -> str:
     rows = [
         ("source only", m["source_only_target_accuracy"], PAPER["source_only"], "source_only"),
         ("DANN", m["target_accuracy"], PAPER["dann"], "dann"),
-        ("train on target", m.get("train_on_target_accuracy"), PAPER["train_on_target"], "target_only"),
+        (
+            "train on target",
+            m.get("train_on_target_accuracy"),
+            PAPER["train_on_target"],
+            "target_only",
+        ),
     ]
     lines = [
         "| method | MNIST-M test accuracy | paper (60k digits) | training time |",
@@ -109,12 +114,18 @@ def main() -> None:
     load_before = _load()
     src = load_domain("mnist", data_root=args.data_root, flag="--source")
     tgt = load_domain(
-        "mnistm", data_root=args.data_root, bsds_root=args.bsds_root, seed=args.seed,
+        "mnistm",
+        data_root=args.data_root,
+        bsds_root=args.bsds_root,
+        seed=args.seed,
         flag="--target",
     )
     src, tgt = match_channels(src, tgt)
     config = DANNConfig(
-        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
         device="cpu",
     )
     out = Path("runs") / f"dann_mnistm_{args.arch}"

@@ -65,6 +65,16 @@ def test_cyclegan_shapes(cin, cout):
     assert d(y).shape == (2, 1, 5, 5)
 
 
+@pytest.mark.parametrize("n_down", [1, 2])
+def test_cyclegan_downsamplings(n_down):
+    g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, image_size=28, n_down=n_down)
+    assert g(torch.zeros(1, 3, 28, 28)).shape == (1, 3, 28, 28)
+    block = next(m for m in g.modules() if m.__class__.__name__ == "ResnetBlock")
+    assert block.block[1].in_channels == 4 * 2**n_down
+    with pytest.raises(PplGenError, match="--n-down"):
+        ResnetGenerator(3, 3, ngf=4, n_down=4)
+
+
 def test_instance_norm_in_cyclegan_networks():
     g = ResnetGenerator(1, 1, ngf=4, n_blocks=1)
     assert any(isinstance(m, nn.InstanceNorm2d) for m in g.modules())

@@ -1,7 +1,9 @@
 """Conditional GAN (Mirza & Osindero 2014): both networks see the class label through a
-learned embedding.  The generator takes ``[z, embed(y)]``; the discriminator gets the image
-together with ``embed(y)``: concatenated to the flattened image (MLP) or as one extra input
-channel of the image size (DCGAN body, 28x28 / 32x32)."""
+learned embedding.  The generator takes ``[z, embed(y)]``.  The discriminator gets the
+label twice with the DCGAN body (28x28 / 32x32): as one extra input channel of the image
+size, and through the projection of Miyato & Koyama 2018 (eq. 3),
+``D(x, y) = psi(phi(x)) + <embed'(y), phi(x)>`` on its last features ``phi(x)``; with the
+MLP body the embedding is concatenated to the flattened image."""
 
 from __future__ import annotations
 
@@ -70,8 +72,9 @@ class ConditionalDiscriminator(nn.Module):
     Args:
         image_shape: ``(C, H, W)``.
         num_classes: number of labels K.
-        arch: ``"dcgan"`` (label embedded to an ``H x W`` map appended as a channel) or
-            ``"mlp"`` (embedding of width K concatenated to the flattened image).
+        arch: ``"dcgan"`` (label embedded to an ``H x W`` map appended as a channel, plus
+            the projection term on the last features) or ``"mlp"`` (embedding of width K
+            concatenated to the flattened image).
         width: ``ndf`` for ``dcgan``; hidden widths ``(2 width, width)`` for ``mlp``.
         batch_norm: ``dcgan`` only: batch norm in the body (off for WGAN-GP).
     """
@@ -94,6 +97,7 @@ class ConditionalDiscriminator(nn.Module):
             self.body = DCDiscriminator(
                 image_shape, width, in_channels=c + 1, batch_norm=batch_norm
             )
+            self.project = nn.Embedding(num_classes, self.body.feature_dim)
         elif arch == "mlp":
             self.embed = nn.Embedding(num_classes, num_classes)
             sizes = [c * h * w + num_classes, 2 * width, width]
@@ -107,5 +111,7 @@ class ConditionalDiscriminator(nn.Module):
         check_labels(y, self.num_classes, x.shape[0])
         if self.arch == "dcgan":
             _, h, w = self.image_shape
-            return self.body(torch.cat([x, self.embed(y).view(-1, 1, h, w)], dim=1))
+            feats = self.body._body(torch.cat([x, self.embed(y).view(-1, 1, h, w)], dim=1))
+            projection = (self.project(y) * feats.flatten(1)).sum(1)
+            return self.body.head(feats).flatten() + projection
         return self.body(torch.cat([x.flatten(1), self.embed(y)], dim=1)).squeeze(1)

@@ -59,6 +59,7 @@ class CycleGANConfig:
         pool_size: image-pool capacity (50; 0 disables).
         ngf, ndf: base filters of the generators / discriminators.
         n_blocks: residual blocks per generator.
+        n_down: stride-2 downsamplings in the generators (2 in the paper).
         n_layers: stride-2 layers of the PatchGAN.
         seed, device, progress, out: as in :class:`~ppl_gen.adversarial.trainer.GANConfig`.
     """
@@ -76,6 +77,7 @@ class CycleGANConfig:
     ngf: int = 32
     ndf: int = 32
     n_blocks: int = 3
+    n_down: int = 2
     n_layers: int = 2
     seed: int = 0
     device: str = "auto"
@@ -146,7 +148,7 @@ def build_cyclegan(
             f"the same channels, got {ca} (A) and {cb} (B); use --lambda-identity 0 or "
             "--match-channels"
         )
-    kw = {"ngf": config.ngf, "n_blocks": config.n_blocks, "image_size": ha}
+    kw = {"ngf": config.ngf, "n_blocks": config.n_blocks, "image_size": ha, "n_down": config.n_down}
     dk = {"ndf": config.ndf, "n_layers": config.n_layers, "image_size": ha}
     return {
         "G_AB": ResnetGenerator(ca, cb, **kw),
@@ -420,7 +422,7 @@ def load_cyclegan(state: dict, device: torch.device | str = "cpu") -> dict[str, 
     """
     if state.get("kind") != "cyclegan":
         raise PplGenError(f"CHECKPOINT: not a CycleGAN checkpoint (kind {state.get('kind')!r})")
-    config = CycleGANConfig(**state["config"])
+    config = CycleGANConfig(**{"n_down": 2, **state["config"]})
     shape_a, shape_b = (tuple(s) for s in state["image_shapes"])
     nets = build_cyclegan(config, shape_a, shape_b)
     dev = resolve_device(device)

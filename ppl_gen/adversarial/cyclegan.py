@@ -50,7 +50,9 @@ class ResnetGenerator(nn.Module):
         in_channels, out_channels: 1 (grey) or 3 (colour) each.
         ngf: filters of the first layer (doubled at each downsampling).
         n_blocks: residual blocks at the bottleneck (6 for 128x128 in the paper).
-        image_size: H = W, divisible by 4.
+        image_size: H = W, divisible by ``2 ** n_down``.
+        n_down: stride-2 downsamplings before the residual blocks (2 in the paper; 1 keeps
+            a 14x14 bottleneck for 28x28 digits, at the same cost per block).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ResnetGenerator(nn.Module):
         ngf: int = 32,
         n_blocks: int = 6,
         image_size: int = 28,
+        n_down: int = 2,
     ) -> None:
         super().__init__()
         for ch in (in_channels, out_channels):
@@ -67,8 +70,13 @@ class ResnetGenerator(nn.Module):
                 raise PplGenError(f"channels must be 1 (grey) or 3 (colour), got {ch}")
         require_positive_int("--ngf", ngf)
         require_positive_int("--n-blocks", n_blocks)
-        if image_size % 4:
-            raise PplGenError(f"cyclegan needs an image size divisible by 4, got {image_size}")
+        if n_down not in (1, 2, 3):
+            raise PplGenError(f"--n-down must be 1, 2 or 3, got {n_down!r}")
+        if image_size % 2**n_down:
+            raise PplGenError(
+                f"cyclegan needs an image size divisible by {2**n_down} (--n-down {n_down}), "
+                f"got {image_size}"
+            )
         self.image_shape = (in_channels, image_size, image_size)
         self.out_channels = out_channels
         layers: list[nn.Module] = [
@@ -77,14 +85,15 @@ class ResnetGenerator(nn.Module):
             _norm(ngf),
             nn.ReLU(True),
         ]
-        for mult in (1, 2):
+        mults = [2**i for i in range(n_down)]
+        for mult in mults:
             layers += [
                 nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=False),
                 _norm(ngf * mult * 2),
                 nn.ReLU(True),
             ]
-        layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
-        for mult in (4, 2):
+        layers += [ResnetBlock(ngf * 2**n_down) for _ in range(n_blocks)]
+        for mult in reversed([2 * m for m in mults]):
             layers += [
                 nn.ConvTranspose2d(
                     ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=False

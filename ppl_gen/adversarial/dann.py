@@ -10,10 +10,12 @@ Architectures (:func:`build_dann`):
 * ``"paper"`` -- the MNIST → MNIST-M network of the paper (sec. 5.2.2, fig. 4a):
   conv5x5-32, ReLU, max-pool 2x2, conv5x5-48, ReLU, max-pool 2x2 (768 features);
   label head FC100-ReLU-FC100-ReLU-FC10; domain head FC100-ReLU-FC1.
-* ``"bn"`` -- the configurable network (:class:`ArchConfig`) with its defaults: the same
-  layout widened to conv5x5-64 / conv5x5-128 with batch norm after every convolution and
-  hidden layer, dropout 0.5 before the heads' outputs, and a wider domain head
-  (FC500-FC500-FC1).  Any :class:`ArchConfig` can be passed instead of a name.
+* ``"bn"`` -- the configurable network (:class:`ArchConfig`) with its defaults: the paper's
+  layout with batch norm after every convolution and hidden layer, dropout 0.5 before the
+  heads' output layers, and a wider domain head (FC500-FC500-FC1).  Trained with separate
+  source and target forward passes (:class:`~ppl_gen.adversarial.dann_trainer.DANNConfig`
+  ``separate_batches``), its batch norm normalises each domain with its own statistics.
+  Any :class:`ArchConfig` can be passed instead of a name.
 
 Inputs are ``(batch, C, 28, 28)`` images in [0, 1]; the model standardises them per
 channel with buffers ``input_mean`` / ``input_std`` (set with :meth:`DANN.set_input_stats`),
@@ -53,7 +55,7 @@ class ArchConfig:
     in_channels: int = 3
     n_classes: int = 10
     image_size: int = 28
-    conv_channels: tuple[int, ...] = (64, 128)
+    conv_channels: tuple[int, ...] = (32, 48)
     kernel_size: int = 5
     batch_norm: bool = True
     dropout: float = 0.5

@@ -1,7 +1,9 @@
 """Training DANN by SGD as in Ganin et al. (JMLR 2016, sec. 5.2.2), and its baselines.
 
 One step takes ``batch_size / 2`` labelled source images and ``batch_size / 2`` unlabelled
-target images, passes them through G_f together, and minimises
+target images, passes them through G_f (one forward pass per domain by default, so batch
+norm uses per-domain batch statistics; ``separate_batches=False`` for one joint pass), and
+minimises
 
     loss = CE(G_y(G_f(x_s)), y_s) + BCE(G_d(R_λ(G_f([x_s; x_t]))), [0; 1])
 
@@ -78,7 +80,8 @@ class DANNConfig:
         momentum: SGD momentum.
         separate_batches: pass the source and the target half of a step through G_f
             separately, so batch norm normalises each domain with its own batch statistics
-            during training (``False``: one joint forward pass).
+            during training (``False``: one joint forward pass).  Without batch norm
+            (``"paper"``) both give the same gradients.
         weight_decay: L2 penalty of SGD.
         seed: seeds initialisation, batch order and dropout.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -96,7 +99,7 @@ class DANNConfig:
     gamma: float = 10.0
     lambda_: float | None = None
     momentum: float = 0.9
-    separate_batches: bool = False
+    separate_batches: bool = True
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"

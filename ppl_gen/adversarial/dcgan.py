@@ -119,12 +119,20 @@ class DCDiscriminator(nn.Module):
         if s == 32:
             layers += down(ndf * 2, ndf * 4)
             last, size = ndf * 4, 4
-        layers.append(nn.Conv2d(last, 1, size, 1, 0))
-        self.net = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(last, 1, size, 1, 0)
+        self.feature_dim = last * size * size
         init_weights_normal(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c_in, s = self.net[0].in_channels, self.image_shape[1]
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations before the last layer, ``(B, feature_dim)``."""
+        return self._body(x).flatten(1)
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        c_in, s = self.body[0].in_channels, self.image_shape[1]
         if x.dim() != 4 or tuple(x.shape[1:]) != (c_in, s, s):
             check_input(x, (c_in, s, s))
-        return self.net(x).flatten()
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._body(x)).flatten()

@@ -57,6 +57,9 @@ def train_dann_command(
     epochs: int = typer.Option(10, help="epochs over the source training images"),
     batch_size: int = typer.Option(128, help="images per SGD step, half source half target"),
     lr: float = typer.Option(0.01, help="initial learning rate mu_0"),
+    separate_batches: bool = typer.Option(
+        True, help="separate source / target forward passes (per-domain batch-norm statistics)"
+    ),
     n_train: int = typer.Option(None, help="use only the first N training images per domain"),
     n_test: int = typer.Option(None, help="use only the first N test images per domain"),
     train_on_target: bool = typer.Option(
@@ -81,6 +84,7 @@ def train_dann_command(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        separate_batches=separate_batches,
         seed=seed,
         device=device,
         progress=not as_json,
