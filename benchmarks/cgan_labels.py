@@ -8,7 +8,7 @@ the project's LeNet (``ppl-gen train classifier``), FD-LeNet against the 10,000 
 with the real-halves floor, the classifier Inception score and mode coverage.  For scale,
 the classifier's own accuracy on the real test images is printed too.
 
-``.venv/bin/python benchmarks/cgan_labels.py [--data-root DIR] [--eval-at 5,10] [--quick]``
+``.venv/bin/python benchmarks/cgan_labels.py [--data-root DIR] [--eval-at 10,20] [--quick]``
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--classifier", type=Path, default=REPO / "runs/classifier/lenet_mnist.pt")
-    parser.add_argument("--eval-at", default="5,10", help="epochs after which to evaluate")
+    parser.add_argument("--eval-at", default="10,20", help="epochs after which to evaluate")
     parser.add_argument("--n-samples", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="2,000 images, epochs 1,2")
     args = parser.parse_args()

@@ -3,13 +3,14 @@
 For each model -- the plain (``ae``), denoising (``dae``, Gaussian noise 0.3), sparse
 (``sae``, L1 0.05) and contractive (``cae``, 0.05) autoencoders (MLP 784-256-16, sigmoid
 output, cross-entropy) and the VAE (784-256-16, Bernoulli, dynamic binarisation) -- train on
-the MNIST training images without ``--holdout-class`` (``ppl_gen.novelty.run_novelty``),
-score the 10,000 test images and report the AUROC of the held-out class: by squared
-reconstruction error for every model, and for the VAE also by ``-IWAE-K`` (nats).
+the MNIST training images without each of ``--holdout-classes`` (default 9, then 0;
+``ppl_gen.novelty.run_novelty``), score the 10,000 test images and report the AUROC of
+the held-out class: by squared reconstruction error for every model, and for the VAE also
+by ``-IWAE-K`` (nats).
 
 Writes ``benchmarks/results/novelty_auroc.json``.
 
-``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/novelty_auroc.py [--holdout-class 9]``
+``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/novelty_auroc.py [--holdout-classes 9,0]``
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--holdout-class", type=int, default=9)
+    parser.add_argument("--holdout-classes", default="9,0", help="comma-separated classes")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--latent-dim", type=int, default=16)
@@ -48,40 +49,43 @@ def main() -> None:
         sys.exit(f"MNIST not found at {args.data_root} (--data-root)")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
-    rows = {}
+    rows: dict[str, dict] = {}
+    classes = [int(c) for c in args.holdout_classes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models.split(","):
-            config = NoveltyConfig(
-                model=model,
-                holdout_class=args.holdout_class,
-                data="mnist",
-                data_root=args.data_root,
-                latent_dim=args.latent_dim,
-                hidden=(256,),
-                epochs=args.epochs,
-                iwae_k=args.iwae_k,
-                seed=args.seed,
-                device="cpu",
-                out=str(Path(tmp) / model),
-                progress=False,
-            )
-            m = run_novelty(config)
-            m.pop("checkpoint", None)
-            rows[model] = m
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in m["auroc"].items())
-            print(
-                f"{model:4s} without class {args.holdout_class}: AUROC {scores} "
-                f"(trained {m['train_seconds']:.0f} s on {m['n_train']} images)",
-                flush=True,
-            )
+        for holdout in classes:
+            rows[str(holdout)] = {}
+            for model in args.models.split(","):
+                config = NoveltyConfig(
+                    model=model,
+                    holdout_class=holdout,
+                    data="mnist",
+                    data_root=args.data_root,
+                    latent_dim=args.latent_dim,
+                    hidden=(256,),
+                    epochs=args.epochs,
+                    iwae_k=args.iwae_k,
+                    seed=args.seed,
+                    device="cpu",
+                    out=str(Path(tmp) / f"{holdout}_{model}"),
+                    progress=False,
+                )
+                m = run_novelty(config)
+                m.pop("checkpoint", None)
+                rows[str(holdout)][model] = m
+                scores = ", ".join(f"{k} {v:.4f}" for k, v in m["auroc"].items())
+                print(
+                    f"{model:4s} without class {holdout}: AUROC {scores} "
+                    f"(trained {m['train_seconds']:.0f} s on {m['n_train']} images)",
+                    flush=True,
+                )
     write_json(
         args.out,
         {
-            "holdout_class": args.holdout_class,
+            "holdout_classes": classes,
             "epochs": args.epochs,
             "latent_dim": args.latent_dim,
             "iwae_k": args.iwae_k,
-            "models": rows,
+            "by_holdout_class": rows,
             "load_average": [round(v, 2) for v in os.getloadavg()],
         },
     )

@@ -203,7 +203,28 @@ def run_novelty(config: NoveltyConfig) -> dict:
             checkpoint=ckpt,
             progress=config.progress,
         )
-        train(model, guide, train_splits, tc)
+        from ppl_gen.builders import ModelSpec
+
+        mspec = ModelSpec(
+            "vae",
+            splits.data_dim,
+            config.latent_dim,
+            config.hidden,
+            "bernoulli",
+            splits.image_shape,
+        )
+        spec = {
+            "model": mspec.to_dict(),
+            "guide": "amortised",
+            "num_train": int(train_splits.train.shape[0]),
+            "data": {
+                "name": config.data,
+                "root": config.data_root,
+                "binarize": binarize,
+                "seed": config.seed,
+            },
+        }
+        train(model, guide, train_splits, tc, spec=spec)
         train_seconds = time.perf_counter() - t0
         device = next(model.parameters()).device
         x = splits.test.to(device)

@@ -125,3 +125,14 @@ def test_samples_fit_the_lenet_classifier_input():
     images, _ = sample_classes(model, range(10), 2)
     logits = LeNet()(images)
     assert logits.shape == (20, 10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cvae_trains_samples_and_is_scored_on_cuda(digits):
+    config = ppl_gen.TrainConfig(epochs=1, progress=False, device="cuda")
+    fit = train_cvae(digits, config, latent_dim=2, hidden=(16,))
+    images, labels = sample_classes(fit.model, [0, 1], 3)
+    assert images.is_cuda and labels.is_cuda
+    x = digits.test[:10].cuda()
+    bounds = cvae_bounds(fit.model, fit.guide, x, digits.test_labels[:10].cuda(), k=3)
+    assert bool(torch.isfinite(bounds.iwae).all())

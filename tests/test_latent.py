@@ -232,3 +232,13 @@ def test_tool_bad_inputs(trained_ae, tmp_path):
         jobs.run_interpolate(pair, tmp_path, x, y, index_b=99)
     with pytest.raises(PplGenError, match="--data"):
         jobs.load_images(pair, "mnist", "/nonexistent")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tools_on_a_cuda_pair(trained_ae, tmp_path):
+    pair = load_pair(str(trained_ae[0]), "cuda")
+    x, y, _ = jobs.load_images(pair, n=40)
+    jobs.run_interpolate(pair, tmp_path, x, y, steps=4)
+    jobs.run_manifold(pair, tmp_path, n=3)
+    jobs.run_reconstruct(pair, tmp_path, x, y, noise="gaussian")
+    assert (tmp_path / "reconstruct.npz").is_file()

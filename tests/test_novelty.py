@@ -10,6 +10,7 @@ import torch
 import ppl_gen
 from ppl_gen.autoencoders import MLPAutoencoder
 from ppl_gen.errors import PplGenError
+from ppl_gen.latent import load_pair
 from ppl_gen.novelty import (
     NoveltyConfig,
     auroc,
@@ -73,6 +74,8 @@ def test_run_novelty_end_to_end(tmp_path, model):
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["auroc"] == metrics["auroc"]
     assert (tmp_path / "checkpoint.pt").is_file()
+    pair = load_pair(str(tmp_path / "checkpoint.pt"), "cpu")  # usable by the latent tools
+    assert pair.latent_dim == 4 and pair.encode is not None
 
 
 def test_novelty_config_errors():

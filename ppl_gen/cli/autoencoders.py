@@ -203,7 +203,11 @@ def train_cvae_command(
     data: str = DATA,
     data_root: str = DATA_ROOT,
     download: bool = DOWNLOAD,
-    latent_dim: int = typer.Option(20, help="latent size Z"),
+    latent_dim: int = typer.Option(
+        2,
+        help="latent size Z (small Z keeps the class in y: prior samples are recognised as "
+        "their class; a large Z lets z carry the class too)",
+    ),
     hidden: str = typer.Option("400", help="hidden widths, comma-separated"),
     likelihood: str = typer.Option("bernoulli", help="bernoulli or gaussian"),
     epochs: int = typer.Option(50),
