@@ -362,7 +362,9 @@ def train(
         resume: continue from ``config.checkpoint`` if it exists (model, guide, optimiser,
             epoch, history and RNG states restored; training runs up to ``config.epochs``).
         spec: JSON-able description stored in the checkpoint so that tools can rebuild the
-            model and guide (see :mod:`ppl_gen.builders`).
+            model and guide (see :mod:`ppl_gen.builders`); its ``"kind"`` entry (default
+            ``"latent-variable"``) becomes the checkpoint's kind, which selects the
+            ``ppl-gen evaluate`` handler and the latent-tools loader.
         dist: the data-parallel context; default :func:`ppl_gen.distributed.init_from_env`
             (the torchrun job this process belongs to, else a single process).  Every rank
             passes the whole dataset; each uses its part of every minibatch (module docs).
@@ -594,6 +596,7 @@ def _train(
                     save_checkpoint(
                         ckpt,
                         {
+                            "kind": (spec or {}).get("kind", "latent-variable"),
                             "spec": spec,
                             "config": asdict(config),
                             "model": _state(model),

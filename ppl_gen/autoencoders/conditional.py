@@ -2,8 +2,8 @@
 (:class:`ppl_gen.models.CVAE` with :class:`ppl_gen.guides.ConditionalEncoderGuide`).
 
 Training is :func:`ppl_gen.training.train` (SVI, checkpoints, exact resume) unchanged, on
-rows ``[x | one_hot(y)]`` (:func:`ppl_gen.models.cvae.with_label_columns`); the checkpoint
-is then tagged ``kind = "cvae"`` so that ``ppl-gen evaluate`` and the latent tools
+rows ``[x | one_hot(y)]`` (:func:`ppl_gen.models.cvae.with_label_columns`); its spec's
+``kind = "cvae"`` is stored in every checkpoint, so that ``ppl-gen evaluate`` and the latent tools
 recognise it.  Its ELBO and IWAE-K (:func:`ppl_gen.evaluate_bounds`) bound
 ``log p(x | y)`` in nats per image.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ppl_gen.bounds import BoundEstimate, evaluate_bounds
-from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.checkpoint import load_checkpoint
 from ppl_gen.data import DataSplits
 from ppl_gen.device import resolve_device
 from ppl_gen.errors import PplGenError
@@ -75,8 +75,8 @@ def train_cvae(
 
     Args:
         splits: image rows ``(n, D)`` with labels.
-        config: a :class:`ppl_gen.training.TrainConfig` (its ``checkpoint`` is tagged with
-            ``kind = "cvae"`` after training).
+        config: a :class:`ppl_gen.training.TrainConfig` (every checkpoint it writes has
+            ``kind = "cvae"``, taken from the spec).
         latent_dim, hidden, likelihood: the model (see :class:`~ppl_gen.models.CVAE`).
         data_spec: how the data was loaded (stored in the checkpoint for the tools).
         resume: continue from ``config.checkpoint``.
@@ -95,19 +95,7 @@ def train_cvae(
         "data": data_spec,
     }
     result = train(model, guide, aug, config, resume=resume, spec=spec)
-    if config.checkpoint:
-        tag_checkpoint(config.checkpoint)
     return CVAEFit(model, guide, aug, result)
-
-
-def tag_checkpoint(path: str) -> None:
-    """Add ``kind = "cvae"`` to a checkpoint written by :func:`ppl_gen.training.train`
-    (rewritten atomically)."""
-    state = load_checkpoint(path)
-    if state.get("kind") != KIND:
-        state["kind"] = KIND
-        state.pop("format", None)
-        save_checkpoint(path, state)
 
 
 def load_cvae(
