@@ -16,11 +16,11 @@ Paper (60,000 MNIST training digits): source only 0.5225, DANN 0.7666, train on 
 0.9596.  Here: the 14,262 MNIST training digits in ``../shared/data/mnist``.
 
 ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dann_mnistm.py [--arch paper|bn]
-[--epochs E] [--threads T] [--data-root DIR] [--bsds-root DIR]``
+[--epochs 20] [--threads T] [--data-root DIR] [--bsds-root DIR]``
 
 Writes ``benchmarks/results/dann_mnistm_<arch>.json`` / ``.md`` (the table) and the
-figures ``dann_mnistm_<arch>_tsne.png`` / ``_curves.png``; checkpoints go to
-``runs/dann_mnistm_<arch>``.
+figures ``dann_mnistm_<arch>_tsne.png`` / ``_curves.png`` (``_seed<S>`` appended for a
+non-zero ``--seed``); checkpoints go to ``runs/dann_mnistm_<arch>[_seed<S>]``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def table(m: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="bn", help="paper or bn")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -128,7 +128,7 @@ def main() -> None:
         seed=args.seed,
         device="cpu",
     )
-    out = Path("runs") / f"dann_mnistm_{args.arch}"
+    out = Path("runs") / (f"dann_mnistm_{args.arch}" + (f"_seed{args.seed}" if args.seed else ""))
     t0 = time.perf_counter()
     metrics = run_dann_experiment(
         src, tgt, config, out_dir=out, train_on_target=not args.no_target_only, pad_points=2000
@@ -154,7 +154,7 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = f"dann_mnistm_{args.arch}"
+    stem = f"dann_mnistm_{args.arch}" + (f"_seed{args.seed}" if args.seed else "")
     write_json(RESULTS / f"{stem}.json", metrics)
     text = table(metrics)
     write_text(RESULTS / f"{stem}.md", text + "\n")

@@ -28,7 +28,7 @@ import ppl_gen  # noqa: F401
 
 # isort: split
 import torch
-from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment, write_json
+from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 from torch.nn import functional as F
 
 from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
@@ -69,6 +69,7 @@ def plain_dcgan_epoch(config: GANConfig, images: torch.Tensor, seed: int) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--bsds-root", type=Path, default=REPO.parent / "shared/data/bsds500/train")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=3200, help="images per round (dcgan)")
     args = parser.parse_args()
@@ -100,7 +101,7 @@ def main() -> None:
         res = train_gan(data, GANConfig(model=model, **{**base, **extra}))
         throughput[model] = res.history["images_per_second"][-1]
     a = load_images("mnist", args.data_root, n=640, seed=0, channels=3)
-    b = load_images("mnistm", args.data_root, n=640, seed=1)
+    b = load_images("mnistm", args.data_root, n=640, seed=1, bsds_root=args.bsds_root)
     cyc = CycleGANConfig(
         epochs=1,
         decay_epochs=0,

@@ -283,8 +283,13 @@ def _evaluate_gan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
         )
     classifier = load_classifier(opts.classifier, device)
     spec = state.get("data") or {}
+    name = opts.data or (spec.get("name") if spec.get("name") in ("mnist", "mnistm") else "mnist")
     test = load_images(
-        opts.data or "mnist", _mnist_root(spec, opts), split="test", bsds_root=opts.bsds_root
+        name,
+        _mnist_root(spec, opts),
+        split="test",
+        bsds_root=opts.bsds_root or spec.get("bsds_root"),
+        channels=spec.get("channels") if name == spec.get("name") else None,
     )
     real = test.images[: opts.n_test] if opts.n_test else test.images
     result = evaluate_generator(generator, classifier, real, opts.n_samples, seed=opts.seed)

@@ -53,8 +53,10 @@ def train_dann_command(
     bsds_root: str = typer.Option(
         None, help="folder of photographs for MNIST-M (default ../shared/data/bsds500/train)"
     ),
-    arch: str = typer.Option("paper", help="paper (Ganin et al. 2016) or bn (wider, batch norm)"),
-    epochs: int = typer.Option(10, help="epochs over the source training images"),
+    arch: str = typer.Option(
+        "bn", help="bn (paper layout + batch norm, dropout) or paper (Ganin et al. 2016)"
+    ),
+    epochs: int = typer.Option(20, help="epochs over the source training images"),
     batch_size: int = typer.Option(128, help="images per SGD step, half source half target"),
     lr: float = typer.Option(0.01, help="initial learning rate mu_0"),
     separate_batches: bool = typer.Option(
