@@ -166,7 +166,7 @@ def test_bad_numbers(capsys, tmp_path):
     one_line_error(code, err, "--pool-size")
 
 
-def test_evaluate_without_classifier(capsys, tmp_path):
+def test_evaluate_refuses_generators_of_other_sizes(capsys, tmp_path):
     out = tmp_path / "cgan"
     assert run(capsys, ["train", "cgan", "--data", "digits", *TINY, "--out", out])[0] == 0
     code, _, err = run(
