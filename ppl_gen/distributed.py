@@ -34,6 +34,13 @@ How a trainer adopts it (the GAN and DANN trainers, for example)::
             save_checkpoint(...)                            # rank 0 alone writes
     ctx.barrier()
 
+Batch norm under data parallelism: :func:`sync_batchnorm` replaces every ``BatchNorm*d``
+layer by one whose training-mode statistics are those of the *global* batch (the union of
+every rank's part), so a step on ``world_size`` shards normalises exactly like one process
+on the whole batch.  On CUDA that is :class:`torch.nn.SyncBatchNorm`; PyTorch's version
+refuses CPU tensors, so on CPU (gloo) it is :class:`GlobalBatchNorm`, which all-reduces the
+per-channel sums with a differentiable all-reduce.
+
 ``DistributedDataParallel`` averages gradients only for modules whose ``forward`` is
 called through the wrapper; Pyro's ELBOs call the model and guide themselves, so the SVI
 trainer (:mod:`ppl_gen.training`) averages gradients with :meth:`all_reduce_sum` instead
@@ -42,10 +49,11 @@ trainer (:mod:`ppl_gen.training`) averages gradients with :meth:`all_reduce_sum`
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -261,6 +269,61 @@ class DistributedContext:
             ddp_kwargs.setdefault("device_ids", [self.device.index])
         return nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
 
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Turn a communication failure inside the block (e.g. DDP's gradient all-reduce in
+        ``loss.backward()`` when another rank crashed) into :class:`RankFailed`.
+
+        Raises:
+            RankFailed: naming this rank and ``what``; single process: errors pass as they are.
+        """
+        if not self.distributed:
+            yield
+            return
+        try:
+            yield
+        except RankFailed:
+            raise
+        except (RuntimeError, torch_dist.DistBackendError) as exc:
+            if isinstance(exc, torch_dist.DistBackendError) or _looks_like_lost_peer(str(exc)):
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = re.sub(r"^\[[^\]]*\]\s*", "", first)
+                raise RankFailed(
+                    f"rank {self.rank} of {self.world_size}: {what} failed, probably because "
+                    f"another rank crashed (see its error above) [{first[:160]}]"
+                ) from exc
+            raise
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` on this rank's device; a host tensor bound for CUDA is copied from
+        pinned (page-locked) memory without blocking the host."""
+        if tensor.device == self.device:
+            return tensor
+        if self.pin_memory and tensor.device.type == "cpu":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def rng_states(self) -> list[dict]:
+        """Every rank's torch random state (CPU, and this rank's GPU on CUDA), as a list
+        indexed by rank: what a checkpoint stores so that a resumed job continues each rank's
+        own stream (dropout masks, noise)."""
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return self.all_gather_object(state)
+
+    def set_rng_state(self, ranks: Sequence[dict] | None, fallback_seed: int) -> None:
+        """Restore this rank's entry of :meth:`rng_states`; if ``ranks`` is missing or was
+        saved by another number of processes, seed a fresh stream with ``fallback_seed +
+        rank``."""
+        if ranks is not None and len(ranks) == self.world_size:
+            state = ranks[self.rank]
+            torch.set_rng_state(state["torch"].cpu())
+            if "cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda"].cpu(), self.device)
+        else:
+            torch.manual_seed(fallback_seed + self.rank)
+
     def rank_zero_only(self, fn: Callable[..., T]) -> Callable[..., T | None]:
         """``fn`` wrapped to run on rank 0 only (``None`` elsewhere)."""
 
@@ -270,11 +333,163 @@ class DistributedContext:
         return wrapper
 
 
+def _looks_like_lost_peer(text: str) -> bool:
+    """Whether an error message is gloo's / NCCL's / DDP's report of a vanished peer."""
+    keys = ("connection", "peer", "gloo", "nccl", "timed out", "timeout", "broken pipe")
+    return any(k in text.lower() for k in keys)
+
+
 def _gather_sizes(n: int, world: int, device: torch.device) -> list[int]:
     mine = torch.tensor([n], dtype=torch.long, device=device)
     sizes = [torch.zeros_like(mine) for _ in range(world)]
     torch_dist.all_gather(sizes, mine)
     return [int(s) for s in sizes]
+
+
+# ---------------------------------------------------------------------- batch norm
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """``all_reduce(SUM)`` that back-propagates: the gradient of a sum over ranks with
+    respect to each rank's term is the sum over ranks of the upstream gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        torch_dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        torch_dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch of a data-parallel step, on any device (gloo/CPU
+    included, which :class:`torch.nn.SyncBatchNorm` refuses).
+
+    In training mode, for input ``x: (n_r, C, ...)`` on each rank, the per-channel mean and
+    (biased) variance are those of all ranks' inputs together, ``N = sum_r n_r`` values
+    (Ioffe & Szegedy 2015, Alg. 1, over the union of the shards), combined from each rank's
+    ``(mean_r, var_r, n_r)`` by Chan et al.'s parallel formula (as ``SyncBatchNorm`` does)
+    after one differentiable all-reduce, so the gradients are those of one process
+    normalising the whole batch.  The running statistics are
+    updated with the global mean and the unbiased global variance (identical on every
+    rank).  In eval mode, or without a process group, it is plain
+    :func:`torch.nn.functional.batch_norm`.  Same parameters, buffers and state-dict keys
+    as ``BatchNorm1d`` / ``BatchNorm2d``.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input: (n_r, C, *)`` → normalised ``(n_r, C, *)``."""
+        self._check_input_dim(input)
+        sync = (
+            self.training
+            and torch_dist.is_available()
+            and torch_dist.is_initialized()
+            and torch_dist.get_world_size() > 1
+        )
+        if not sync:
+            return super().forward(input)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = (1, c) + (1,) * (input.dim() - 2)
+        # One all-reduce: every rank fills its row (mean_r, var_r, n_r) of a zero table.
+        x = input.float()  # statistics in float32 also under bf16 autocast
+        var_r, mean_r = torch.var_mean(x, dim=dims, unbiased=False)
+        count = x.new_full((1,), input.numel() / max(c, 1))
+        world, rank = torch_dist.get_world_size(), torch_dist.get_rank()
+        rows = [x.new_zeros(2 * c + 1)] * world
+        rows[rank] = torch.cat([mean_r, var_r, count])
+        table = _AllReduceSum.apply(torch.stack(rows))  # (world, 2C + 1)
+        means, variances, counts = table[:, :c], table[:, c : 2 * c], table[:, -1:]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n  # Chan et al.'s parallel combination
+        var = (counts * (variances + (means - mean).square())).sum(0) / n
+        out = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                unbiased = var * (n / (n - 1).clamp_min(1))
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return out.to(input.dtype)
+
+
+def sync_batchnorm(module: nn.Module, ctx: DistributedContext) -> nn.Module:
+    """Make every ``BatchNorm*d`` layer of ``module`` normalise over the global batch.
+
+    Call before :meth:`DistributedContext.wrap`.  One process: ``module`` unchanged.  CUDA:
+    :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`.  Otherwise each layer becomes a
+    :class:`GlobalBatchNorm` holding the same parameters and buffers.  The layers are
+    replaced in place (the returned module is ``module`` unless it is itself a batch-norm
+    layer), and the state-dict keys do not change, so checkpoints load into the plain
+    network.
+    """
+    if not ctx.distributed:
+        return module
+    if ctx.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _to_global_bn(module)
+
+
+def _to_global_bn(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, GlobalBatchNorm
+    ):
+        new = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats,
+        )  # fmt: skip
+        new.load_state_dict(module.state_dict())
+        new = new.to(next(iter(module.state_dict().values()), torch.empty(0)).device)
+        if module.affine:
+            new.weight.requires_grad_(module.weight.requires_grad)
+            new.bias.requires_grad_(module.bias.requires_grad)
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, _to_global_bn(child))
+    return module
+
+
+def load_for_resume(path: str | os.PathLike, ctx: DistributedContext) -> dict | None:
+    """The checkpoint at ``path`` to resume from (``None`` if there is none): rank 0 reads
+    it and sends it to the other ranks, so only rank 0 needs the file.  Tensors land on
+    ``ctx.device``.
+
+    Raises:
+        PplGenError: an unreadable checkpoint (on every rank).
+    """
+    from ppl_gen.checkpoint import load_checkpoint
+    from ppl_gen.device import to_device
+
+    path = os.fspath(path)
+    if not ctx.distributed:
+        return load_checkpoint(path, map_location=ctx.device) if os.path.exists(path) else None
+    state, error = None, None
+    if ctx.is_main and os.path.exists(path):
+        try:
+            state = load_checkpoint(path, map_location="cpu")
+        except PplGenError as exc:
+            error = str(exc)
+    state, error = ctx.broadcast_object((state, error))
+    if error is not None:
+        raise PplGenError(error)
+    return to_device(state, ctx.device) if state is not None else None
 
 
 def launched_by_torchrun() -> bool:
@@ -378,10 +593,13 @@ def single_process(device: str | torch.device = "cpu") -> DistributedContext:
 
 __all__ = [
     "DistributedContext",
+    "GlobalBatchNorm",
     "RankFailed",
     "current",
     "init_from_env",
     "launched_by_torchrun",
+    "load_for_resume",
     "single_process",
+    "sync_batchnorm",
     "teardown",
 ]

@@ -20,10 +20,30 @@ on labelled source batches only (the target is never seen, not even by batch nor
 train-on-target upper bound is ``mode="source-only"`` with the target as the source.
 
 The loop is a few small functions (:func:`batch_indices`, :func:`dann_step`) over plain
-``torch.optim`` so it can later be wrapped for distributed data parallel training.  A
-checkpoint is written atomically after every epoch; ``resume=True`` restores the model,
-optimiser, scheduler, epoch, step, history and random-number states, so a resumed run
-equals an uninterrupted one.
+``torch.optim``.  A checkpoint is written atomically after every epoch; ``resume=True``
+restores the model, optimiser, scheduler, epoch, step, history and random-number states, so
+a resumed run equals an uninterrupted one.
+
+**Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train dann ...``, see
+:mod:`ppl_gen.distributed`): every rank draws the same batch permutations (one shared
+generator), and from each global step of ``batch_size / 2`` source and ``batch_size / 2``
+target indices takes its part ``idx[rank::N]`` (``DistributedSampler``'s rule), so the
+global batch is the configured one.  The network runs inside ``DistributedDataParallel``;
+its batch-norm layers are converted by :func:`ppl_gen.distributed.sync_batchnorm`, so each
+forward pass normalises with the statistics of the global batch *of that pass* -- with
+``separate_batches`` the source pass and the target pass still get per-domain statistics,
+exactly as in one process.  Each rank's loss is its share of the global sums, ``N (sum_r
+CE / B_s + sum_r BCE / (B_s + B_t))``, so DDP's gradient average is the gradient of the
+single-process loss even when the shards differ in size.  The step's losses and domain
+accuracy are summed over the ranks (every rank sees the same values, and stops together
+on a non-finite loss).  Dropout masks differ per rank (torch seed ``seed + 1 + rank``).
+Only rank 0 shows progress, writes checkpoints (with every rank's random state) and
+figures; a crashed rank makes the others stop with
+:class:`~ppl_gen.distributed.RankFailed`, and the last good checkpoint stays intact.
+
+``precision="bf16"`` runs the training forward passes under :func:`ppl_gen.precision.autocast`
+(accuracies and features for the analysis are computed in float32);
+``deterministic=True`` runs training under :func:`ppl_gen.precision.deterministic`.
 """
 
 from __future__ import annotations
@@ -39,9 +59,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ppl_gen import precision as amp
 from ppl_gen.adversarial.dann import ARCHS, DANN, ArchConfig, arch_config
-from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.checkpoint import save_checkpoint
 from ppl_gen.device import resolve_device, to_device
+from ppl_gen.distributed import (
+    DistributedContext,
+    RankFailed,
+    init_from_env,
+    load_for_resume,
+    sync_batchnorm,
+)
 from ppl_gen.errors import PplGenError, require_positive_int
 
 MODES = ("dann", "source-only")
@@ -87,6 +115,8 @@ class DANNConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         checkpoint: file written after every epoch (``None``: no checkpoints).
         progress: show a tqdm bar and per-epoch log lines.
+        precision: ``fp32`` or ``bf16`` (training forward passes under ``torch.autocast``).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
     """
 
     arch: str = "paper"
@@ -105,6 +135,8 @@ class DANNConfig:
     device: str = "auto"
     checkpoint: str | None = None
     progress: bool = True
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def validate(self) -> DANNConfig:
         """Check every field; returns ``self``.
@@ -138,6 +170,7 @@ class DANNConfig:
             raise PplGenError(f"--lambda must be a non-negative number, got {self.lambda_!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise PplGenError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        amp.check_precision(self.precision)
         resolve_device(self.device)
         return self
 
@@ -337,7 +370,7 @@ def dann_step(
     """The DANN objective on one batch (Ganin et al. 2016, eq. 9-10 through R_λ).
 
     Args:
-        model: the network (its reversal layer's λ already set).
+        model: the network (its reversal layer's λ already set), or its DDP wrapper.
         xs: ``(b_s, C, H, W)`` source images; ys: ``(b_s,)`` their labels.
         xt: ``(b_t, C, H, W)`` target images, or ``None`` for source-only training.
         separate: one forward pass per domain (per-domain batch-norm statistics) instead
@@ -348,14 +381,45 @@ def dann_step(
         ``label_loss``, ``domain_loss``, ``domain_accuracy`` (the last two ``nan`` without
         ``xt``).
     """
+    loss, label_loss, domain_loss, acc = dann_losses(model, xs, ys, xt, separate)
+    return loss, {
+        "label_loss": float(label_loss),
+        "domain_loss": float(domain_loss),
+        "domain_accuracy": float(acc),
+    }
+
+
+def dann_losses(
+    model: DANN,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    xt: torch.Tensor | None,
+    separate: bool = False,
+    totals: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`dann_step`'s terms as tensors, optionally as shares of a larger batch.
+
+    Args:
+        model, xs, ys, xt, separate: as in :func:`dann_step`.
+        totals: ``(B_s, B)``: the global step's source images and all its images.  Given,
+            the terms are this shard's sums divided by those counts (``sum CE / B_s``,
+            ``sum BCE / B``, correct domain guesses ``/ B``), so summing them over the
+            shards of a data-parallel step gives the means of the whole batch.  ``None``:
+            the means over this batch.
+
+    Returns:
+        ``(loss, label_loss, domain_loss, domain_accuracy)``: ``loss`` (scalar, with
+        gradient) is ``label_loss + domain_loss``; the other three are detached scalars
+        (nats, nats, fraction; the last two ``nan`` without ``xt``).
+    """
     if xt is None:
         out = model(xs, domain=False)
-        label_loss = F.cross_entropy(out.class_logits, ys)
-        return label_loss, {
-            "label_loss": float(label_loss.detach()),
-            "domain_loss": float("nan"),
-            "domain_accuracy": float("nan"),
-        }
+        if totals is None:
+            label_loss = F.cross_entropy(out.class_logits, ys)
+        else:
+            label_loss = F.cross_entropy(out.class_logits, ys, reduction="sum") / totals[0]
+        nan = label_loss.detach().new_full((), float("nan"))
+        return label_loss, label_loss.detach(), nan, nan
     b = xs.shape[0]
     if separate:
         out_s, out_t = model(xs), model(xt)
@@ -364,16 +428,20 @@ def dann_step(
     else:
         out = model(torch.cat([xs, xt]))
         class_logits, domain_logits = out.class_logits[:b], out.domain_logits
-    label_loss = F.cross_entropy(class_logits, ys)
     domain = torch.cat([xs.new_zeros(b), xt.new_ones(xt.shape[0])])
-    domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
-    with torch.no_grad():
-        acc = ((domain_logits > 0).float() == domain).float().mean()
-    return label_loss + domain_loss, {
-        "label_loss": float(label_loss.detach()),
-        "domain_loss": float(domain_loss.detach()),
-        "domain_accuracy": float(acc),
-    }
+    if totals is None:
+        label_loss = F.cross_entropy(class_logits, ys)
+        domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
+        with torch.no_grad():
+            acc = ((domain_logits > 0).float() == domain).float().mean()
+    else:
+        label_loss = F.cross_entropy(class_logits, ys, reduction="sum") / totals[0]
+        domain_loss = (
+            F.binary_cross_entropy_with_logits(domain_logits, domain, reduction="sum") / totals[1]
+        )
+        with torch.no_grad():
+            acc = ((domain_logits > 0).float() == domain).float().sum() / totals[1]
+    return label_loss + domain_loss, label_loss.detach(), domain_loss.detach(), acc
 
 
 def make_optimizer(
@@ -453,9 +521,10 @@ def train_dann(
     arch: ArchConfig | None = None,
     resume: bool = False,
     spec: dict | None = None,
+    dist: DistributedContext | None = None,
 ) -> DANNResult:
     """Train DANN (or the source-only baseline) on labelled ``source`` and unlabelled
-    ``target`` training images.
+    ``target`` training images (data-parallel under torchrun: module docs).
 
     Args:
         source: labelled source domain (``y_train`` required).
@@ -466,18 +535,45 @@ def train_dann(
         resume: continue from ``config.checkpoint`` if that file exists.
         spec: JSON-able description stored in the checkpoint (data sources, for
             ``ppl-gen evaluate``).
+        dist: the data-parallel context; default :func:`ppl_gen.distributed.init_from_env`
+            (the torchrun job this process belongs to, else one process).  Every rank
+            passes the whole of both domains.
 
     Returns:
-        :class:`DANNResult` with the trained model.
+        :class:`DANNResult` with the trained model (a plain :class:`DANN`, identical on
+        every rank; losses are those of the global batches).
 
     Raises:
         PplGenError: bad configuration, unlabelled source, mismatched channels or image
-            sizes, an unreadable or incompatible checkpoint.
+            sizes, an unreadable or incompatible checkpoint, a global half-batch smaller
+            than the number of processes.
         TrainingDiverged: a non-finite loss (the last checkpoint is kept).
+        RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
+    config = (config or DANNConfig()).validate()
+    ctx = dist if dist is not None else init_from_env(config.device)
+    with amp.deterministic(config.deterministic, ctx.device):
+        try:
+            return _train_dann(source, target, config, ctx, arch=arch, resume=resume, spec=spec)
+        except RankFailed as exc:
+            kept = f"; the last good checkpoint {config.checkpoint} is intact" * bool(
+                config.checkpoint
+            )
+            raise RankFailed(f"{exc}{kept}") from exc
+
+
+def _train_dann(
+    source: DomainData,
+    target: DomainData,
+    config: DANNConfig,
+    ctx: DistributedContext,
+    *,
+    arch: ArchConfig | None,
+    resume: bool,
+    spec: dict | None,
+) -> DANNResult:
     from ppl_gen.training import TrainingDiverged
 
-    config = (config or DANNConfig()).validate()
     if source.y_train is None:
         raise PplGenError(f"--source {source.name} has no labels: DANN needs a labelled source")
     if source.x_train.shape[1:] != target.x_train.shape[1:]:
@@ -486,7 +582,7 @@ def train_dann(
             f"{target.name} images {tuple(target.x_train.shape[1:])} differ "
             "(see match_channels)"
         )
-    device = resolve_device(config.device)
+    device = ctx.device
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net_config = arch_config(arch if arch is not None else config.arch, source.channels)
@@ -496,6 +592,15 @@ def train_dann(
     model.to(device)
     half = config.batch_size // 2
     n_s, n_t = source.x_train.shape[0], target.x_train.shape[0]
+    if ctx.distributed and min(half, n_s, n_t) < ctx.world_size:
+        raise PplGenError(
+            f"--batch-size {config.batch_size}: each step's {min(half, n_s, n_t)} source / "
+            f"target images cannot be split over {ctx.world_size} processes (every process "
+            "needs at least one image of each domain)"
+        )
+    if ctx.distributed:
+        sync_batchnorm(model, ctx)  # global-batch statistics, per forward pass
+        torch.manual_seed(config.seed + 1 + ctx.rank)  # per-rank dropout masks
     per_epoch = steps_per_epoch(n_s, half)
     total = per_epoch * config.epochs
     optimizer, scheduler = make_optimizer(model, config, total)
@@ -503,8 +608,8 @@ def train_dann(
     result = DANNResult(model=model, history={k: [] for k in keys})
     start_epoch = 0
     ckpt = Path(config.checkpoint) if config.checkpoint else None
-    if resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, map_location=device)
+    state = load_for_resume(ckpt, ctx) if resume and ckpt is not None else None
+    if state is not None:
         if state.get("kind") != "dann" or state.get("arch") != asdict(net_config):
             raise PplGenError(
                 f"--resume: {str(ckpt)!r} is not a checkpoint of this DANN network "
@@ -520,9 +625,15 @@ def train_dann(
         )
         start_epoch = state["epoch"]
         _set_rng_state(state["rng"], generator)
-    xs_all, ys_all = source.x_train.to(device), source.y_train.to(device)
-    xt_all = target.x_train.to(device)
+        if ctx.distributed:
+            ctx.set_rng_state(state.get("rng_ranks"), config.seed + 1 + 7919 * start_epoch)
+    # Host tensors are copied once, through pinned memory on CUDA.
+    xs_all, ys_all = ctx.to_device(source.x_train), ctx.to_device(source.y_train)
+    xt_all = ctx.to_device(target.x_train)
+    # Source-only never uses G_d; the batch-norm buffers agree on every rank by construction.
+    net = ctx.wrap(model, find_unused_parameters=not adversarial, forward_sync_buffers=False)
     model.train()
+    show = config.progress and ctx.is_main
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         stats: dict[str, list[float]] = {"label_loss": [], "domain_loss": [], "domain_accuracy": []}
@@ -530,27 +641,39 @@ def train_dann(
             batch_indices(n_s, n_t, half, generator),
             total=per_epoch,
             desc=f"{config.mode} epoch {epoch + 1}/{config.epochs}",
-            disable=True if not config.progress else None,
+            disable=True if not show else None,
             leave=False,
         )
         lam = model.grl.lambda_
         for i, (si, ti) in enumerate(bar):
             lam = model.set_progress(min(result.steps / total, 1.0)) if adversarial else 0.0
-            si, ti = si.to(device), ti.to(device)
-            loss, step_stats = dann_step(
-                model,
-                xs_all[si],
-                ys_all[si],
-                xt_all[ti] if adversarial else None,
-                separate=config.separate_batches,
-            )
-            if not torch.isfinite(loss):
+            if ctx.distributed:
+                step_stats = _distributed_step(
+                    net, optimizer, xs_all, ys_all, xt_all if adversarial else None,
+                    si.to(device), ti.to(device), config, ctx,
+                )  # fmt: skip
+                bad = not math.isfinite(step_stats["label_loss"]) or (
+                    adversarial and not math.isfinite(step_stats["domain_loss"])
+                )
+            else:
+                si, ti = si.to(device), ti.to(device)
+                with amp.autocast(config.precision, device):
+                    loss, step_stats = dann_step(
+                        model,
+                        xs_all[si],
+                        ys_all[si],
+                        xt_all[ti] if adversarial else None,
+                        separate=config.separate_batches,
+                    )
+                bad = not torch.isfinite(loss)
+            if bad:
                 where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
                 raise TrainingDiverged(
                     f"non-finite loss at epoch {epoch + 1}, batch {i + 1}{where}"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if not ctx.distributed:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             optimizer.step()
             scheduler.step()
             result.steps += 1
@@ -569,7 +692,7 @@ def train_dann(
         }
         for k in keys:
             result.history[k].append(row[k])
-        if config.progress:
+        if show:
             line = f"{config.mode} epoch {epoch + 1}: label loss {row['label_loss']:.4f}"
             if adversarial:
                 line += (
@@ -578,25 +701,64 @@ def train_dann(
                 )
             tqdm.write(line + f", lr {row['lr']:.5f}, {result.seconds:.0f} s")
         if ckpt is not None:
-            save_checkpoint(
-                ckpt,
-                {
-                    "kind": "dann",
-                    "spec": spec,
-                    "config": asdict(config),
-                    "arch": asdict(net_config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "steps": result.steps,
-                    "seconds": result.seconds,
-                    "history": result.history,
-                    "rng": _rng_state(generator),
-                },
-            )
+            state = {
+                "kind": "dann",
+                "spec": spec,
+                "config": asdict(config),
+                "arch": asdict(net_config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "history": result.history,
+                "rng": _rng_state(generator),
+            }
+            if ctx.distributed:
+                state["rng_ranks"] = ctx.rng_states()
+                state["world_size"] = ctx.world_size
+            if ctx.is_main:
+                save_checkpoint(ckpt, state)
     model.eval()
+    if ctx.distributed:  # hand back a plain network (no process-group batch norm)
+        plain = DANN(net_config, lambda_=config.lambda_, gamma=config.gamma)
+        plain.load_state_dict(model.state_dict())
+        plain.grl.lambda_ = model.grl.lambda_
+        result.model = plain.to(device).eval()
     return result
+
+
+def _distributed_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    xs_all: torch.Tensor,
+    ys_all: torch.Tensor,
+    xt_all: torch.Tensor | None,
+    si: torch.Tensor,
+    ti: torch.Tensor,
+    config: DANNConfig,
+    ctx: DistributedContext,
+) -> dict[str, float]:
+    """This rank's shard of the global step ``(si, ti)``: forward (DDP), backward with the
+    loss scaled so that DDP's average is the global gradient, and the global step's
+    statistics (summed over ranks).  The optimiser step is left to the caller."""
+    si_r, ti_r = ctx.shard(si), ctx.shard(ti)
+    totals = (si.shape[0], si.shape[0] + (ti.shape[0] if xt_all is not None else 0))
+    with ctx.guard("DANN training step (DDP gradient all-reduce)"):
+        with amp.autocast(config.precision, ctx.device):
+            loss, *terms = dann_losses(
+                net,
+                xs_all[si_r],
+                ys_all[si_r],
+                xt_all[ti_r] if xt_all is not None else None,
+                config.separate_batches,
+                totals,
+            )
+        optimizer.zero_grad(set_to_none=True)
+        (loss * ctx.world_size).backward()
+    sums = ctx.all_reduce_sum(torch.stack(terms).float(), "DANN loss all-reduce").tolist()
+    return dict(zip(("label_loss", "domain_loss", "domain_accuracy"), sums, strict=True))
 
 
 def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> DANN:
@@ -625,6 +787,7 @@ def run_dann_experiment(
     pad_points: int = 2000,
     tsne: bool = True,
     spec: dict | None = None,
+    dist: DistributedContext | None = None,
 ) -> dict:
     """The paper's digits experiment (Ganin et al. 2016, Table 2 and fig. 4) on one pair of
     domains: source-only, DANN and (optionally) train-on-target networks trained with the
@@ -633,7 +796,9 @@ def run_dann_experiment(
     adaptation, and figures.
 
     Writes to ``out_dir``: ``source_only.pt``, ``checkpoint.pt`` (DANN), ``target_only.pt``,
-    ``loss_curves.png``, ``tsne.png`` (with ``tsne``) and ``metrics.json``.
+    ``loss_curves.png``, ``tsne.png`` (with ``tsne``) and ``metrics.json``.  Under torchrun
+    the training is data-parallel and rank 0 alone evaluates and writes (every rank returns
+    rank 0's metrics).
 
     Args:
         source, target: labelled domains with matching channels (:func:`match_channels`).
@@ -645,6 +810,7 @@ def run_dann_experiment(
             1,000 of them are embedded).
         tsne: draw the t-SNE figure.
         spec: extra JSON-able description stored in the checkpoints.
+        dist: the data-parallel context (default :func:`ppl_gen.distributed.init_from_env`).
 
     Returns:
         The metrics dict written to ``metrics.json``: accuracies (fractions of test images)
@@ -667,21 +833,29 @@ def run_dann_experiment(
         if target.y_train is None:
             raise PplGenError("--train-on-target needs labelled target training images")
         runs["target_only"] = ("source-only", target)
+    ctx = dist if dist is not None else init_from_env(config.device)
     models, seconds, history = {}, {}, {}
     for name, (mode, train_domain) in runs.items():
         ckpt = out / ("checkpoint.pt" if name == "dann" else f"{name}.pt")
         run_config = DANNConfig(**{**asdict(config), "mode": mode, "checkpoint": str(ckpt)})
-        if config.progress:
+        if config.progress and ctx.is_main:
             tqdm.write(f"training {name} ({mode}) ...")
         t0 = time.perf_counter()
         result = train_dann(
-            train_domain, target, run_config, resume=resume, spec={**(spec or {}), "run": name}
+            train_domain,
+            target,
+            run_config,
+            resume=resume,
+            spec={**(spec or {}), "run": name},
+            dist=ctx,
         )
         models[name], history[name] = result.model, result.history
         seconds[name] = {
             "train_seconds": result.seconds,
             "wall_seconds": time.perf_counter() - t0,
         }
+    if not ctx.is_main:  # rank 0 alone evaluates and writes; the others receive its metrics
+        return ctx.broadcast_object(None)
     metrics: dict = {
         "source": source.name,
         "target": target.name,
@@ -717,7 +891,8 @@ def run_dann_experiment(
     metrics.update(
         {
             "seconds": seconds,
-            "device": str(resolve_device(config.device)),
+            "device": str(ctx.device),
+            "processes": ctx.world_size,
             "seed": config.seed,
             "config": {
                 k: v
@@ -729,4 +904,4 @@ def run_dann_experiment(
     )
     plot_history(history, out / "loss_curves.png")
     write_json(out / "metrics.json", metrics)
-    return metrics
+    return ctx.broadcast_object(metrics)

@@ -5,6 +5,9 @@ for DANN checkpoints.
 same data -- the source-only baseline and DANN (plus, with ``--train-on-target``, the
 train-on-target upper bound) -- followed by :func:`ppl_gen.domain_analysis.proxy_a_distance`
 and :func:`ppl_gen.domain_analysis.tsne_embedding` on the features of both networks.
+
+Data-parallel under ``torchrun --nproc-per-node N -m ppl_gen train dann ...`` (each process
+takes its part of every global batch; rank 0 alone evaluates, writes and prints).
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ def train_dann_command(
     ),
     pad_points: int = typer.Option(2000, help="test images per domain for the proxy A-distance"),
     tsne: bool = typer.Option(True, help="draw tsne.png (features before / after adaptation)"),
+    precision: str = typer.Option(
+        "fp32", help="fp32, or bf16 (training forward passes under torch.autocast)"
+    ),
+    deterministic: bool = typer.Option(
+        False, help="torch.use_deterministic_algorithms (bit-reproducible, may be slower)"
+    ),
     device: str = DEVICE,
     seed: int = SEED,
     out: str = typer.Option("runs/dann", help="output folder (checkpoints, metrics.json, figures)"),
@@ -77,8 +86,9 @@ def train_dann_command(
 ) -> None:
     """Domain-adversarial training (DANN, Ganin et al. JMLR 2016) with a source-only
     baseline; writes metrics.json with target and source test accuracy and the proxy
-    A-distance before and after adaptation."""
+    A-distance before and after adaptation (data-parallel under torchrun)."""
     from ppl_gen.adversarial.dann_trainer import DANNConfig, run_dann_experiment
+    from ppl_gen.distributed import init_from_env
     from ppl_gen.io import check_output_dir
 
     base = DANNConfig(
@@ -90,6 +100,8 @@ def train_dann_command(
         seed=seed,
         device=device,
         progress=not as_json,
+        precision=precision,
+        deterministic=deterministic,
     ).validate()
     require_positive_int("--pad-points", pad_points)
     if pad_points < 8:
@@ -104,6 +116,7 @@ def train_dann_command(
         "seed": seed,
         "n_test": n_test,
     }
+    ctx = init_from_env(device)
     metrics = run_dann_experiment(
         src,
         tgt,
@@ -114,7 +127,10 @@ def train_dann_command(
         pad_points=pad_points,
         tsne=tsne,
         spec=spec,
+        dist=ctx,
     )
+    if not ctx.is_main:  # rank 0 alone prints
+        return
     message = (
         f"target ({tgt.name}) accuracy: DANN {metrics['target_accuracy']:.4f}, source only "
         f"{metrics['source_only_target_accuracy']:.4f}"
