@@ -4,9 +4,10 @@ Trains the CVAE (Sohn et al. 2015; as ``ppl-gen train cvae``: MLP encoder 794-40
 decoder (Z+10)-400-784 Bernoulli, dynamic binarisation, Adam 1e-3, batch 128) on the MNIST
 training images for each latent size in ``--latent-dims`` (default 2 -- the target's -- and
 20, to show how agreement depends on Z: a large latent space lets the encoder carry the
-class in ``z`` too, so prior samples mix classes), draws ``--per-class`` samples of every class (``z ~ N(0, I)``, decoder
-means) and classifies them with the project's independently trained LeNet
-(``ppl_gen.classifier``; ``runs/classifier/lenet_mnist.pt``, trained here when absent).
+class in ``z`` too, so prior samples mix classes), draws ``--per-class`` samples of every
+class (``z ~ N(0, I)``, decoder means) and classifies them with the project's
+independently trained LeNet (``ppl_gen.classifier``; ``runs/classifier/lenet_mnist.pt``,
+trained here when absent).
 Target: >= 90% of the samples of each requested class are classified as that class.
 Also reports the classifier's accuracy on real test images (the reference), and the test
 ELBO / IWAE-K bounds on log p(x | y) in nats.

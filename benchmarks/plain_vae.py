@@ -220,7 +220,10 @@ def load_mnist(root: Path, *, required: bool = True):
 def write_json(path: Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    # Paths inside the results are written relative to the repository (the folder beside
+    # it as ``../``), so results files do not record where this checkout happens to live.
+    text = json.dumps(payload, indent=1).replace(str(REPO) + "/", "")
+    path.write_text(text.replace(str(REPO.parent) + "/", "../") + "\n")
     print(f"wrote {_display(path)}")
 
 

@@ -13,8 +13,31 @@ Adam(2e-4, betas (0.5, 0.999)) for both networks (Radford et al. 2016, sec. 4), 
 linear learning-rate decay (:mod:`ppl_gen.adversarial.schedules`), a progress bar, a sample
 grid per epoch, loss curves, collapse warnings, and a checkpoint per epoch from which
 :func:`train_gan` resumes exactly (networks, optimisers, schedulers, epoch, history and the
-random streams).  The loop is a few small functions over plain ``torch.optim`` optimisers,
-so the networks can be wrapped (e.g. in ``DistributedDataParallel``) without changing it.
+random streams).  The loop is a few small functions over plain ``torch.optim`` optimisers.
+
+**Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train dcgan ...``, see
+:mod:`ppl_gen.distributed`): every rank draws the same permutation and the same noise
+``z`` for each global batch of ``batch_size`` images (shared seeded streams) and takes its
+part ``[rank::N]`` of both, so the global batches are those of one process.  G and D run
+inside ``DistributedDataParallel`` (gradients averaged over the ranks; ``batch_size`` must
+be a multiple of N so that the average of the per-rank mean losses is the global mean), and
+their batch-norm layers are converted by :func:`ppl_gen.distributed.sync_batchnorm`, so
+every forward pass (D on the real batch, D on the fakes, G) normalises with the statistics
+of the global batch, as one process does.  In the generator step D is frozen and called
+without its DDP wrapper (no gradient of D to average); G is called through its wrapper
+only in iterations that end with a generator step (each DDP forward must be followed by its
+backward).  ``wgan-gp`` is refused with more than one process: its gradient penalty
+differentiates D's input gradient (``autograd.grad(..., create_graph=True)`` then a second
+backward), a double backward that ``DistributedDataParallel`` does not support.  Losses are
+averaged over the ranks each epoch; rank 0 alone shows progress, checks for collapse and
+writes samples, curves and checkpoints (with every rank's random state); a crashed rank
+makes the others stop with :class:`~ppl_gen.distributed.RankFailed` and the last good
+checkpoint stays intact.
+
+``precision="bf16"`` runs the forward passes and losses under
+:func:`ppl_gen.precision.autocast` (parameters, gradients and Adam in float32; samples for
+figures and metrics in float32); ``deterministic=True`` runs training under
+:func:`ppl_gen.precision.deterministic`.
 """
 
 from __future__ import annotations
@@ -36,9 +59,17 @@ from ppl_gen.adversarial.losses import GANLoss, check_loss_mode, gradient_penalt
 from ppl_gen.adversarial.mlp_gan import MLPDiscriminator, MLPGenerator
 from ppl_gen.adversarial.monitor import CollapseMonitor, mean_pairwise_distance
 from ppl_gen.adversarial.schedules import constant_then_linear_decay
-from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen import precision as amp
+from ppl_gen.checkpoint import save_checkpoint
 from ppl_gen.data import iterate_minibatches
 from ppl_gen.device import resolve_device
+from ppl_gen.distributed import (
+    DistributedContext,
+    RankFailed,
+    init_from_env,
+    load_for_resume,
+    sync_batchnorm,
+)
 from ppl_gen.errors import PplGenError, require, require_positive_int
 from ppl_gen.training import TrainingDiverged
 
@@ -70,6 +101,8 @@ class GANConfig:
         out: folder for ``checkpoint.pt``, ``samples_epoch_NNN.png``, ``loss_curves.png``
             (``None``: write nothing).
         check_collapse: emit :class:`~ppl_gen.adversarial.monitor.GANTrainingWarning`.
+        precision: ``fp32`` or ``bf16`` (forward passes under ``torch.autocast``).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
     """
 
     model: str = "dcgan"
@@ -91,6 +124,8 @@ class GANConfig:
     progress: bool = True
     out: str | None = None
     check_collapse: bool = True
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad setting (its CLI flag)."""
@@ -113,6 +148,7 @@ class GANConfig:
             f"--decay-epochs must be in 0..--epochs ({self.epochs}), got {self.decay_epochs!r}",
         )
         require(self.gp_weight >= 0, f"--gp-weight must be >= 0, got {self.gp_weight!r}")
+        amp.check_precision(self.precision)
 
     @property
     def critic_steps(self) -> int:
@@ -194,6 +230,7 @@ def discriminator_step(
     cond: tuple[torch.Tensor, ...] = (),
     gp_weight: float = 10.0,
     gp_generator: torch.Generator | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """One update of the discriminator; returns its loss (detached scalar).
 
@@ -203,9 +240,13 @@ def discriminator_step(
         cond: extra inputs of a conditional discriminator, e.g. ``(labels,)``.
         gp_weight: lambda of the gradient penalty (``wgan-gp`` only).
         gp_generator: random stream of the penalty's interpolation weights.
+        precision: ``fp32`` or ``bf16`` (the forward passes under ``torch.autocast``).
     """
     fake = fake.detach()
-    loss = loss_fn(discriminator(real, *cond), True) + loss_fn(discriminator(fake, *cond), False)
+    with amp.autocast(precision, real.device):
+        loss = loss_fn(discriminator(real, *cond), True) + loss_fn(
+            discriminator(fake, *cond), False
+        )
     if loss_fn.mode == "wgan-gp" and gp_weight:
         gp = gradient_penalty(discriminator, real, fake, *cond, generator=gp_generator)
         loss = loss + gp_weight * gp
@@ -221,6 +262,7 @@ def generator_step(
     loss_fn: GANLoss,
     fake: torch.Tensor,
     cond: tuple[torch.Tensor, ...] = (),
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """One update of the generator with the non-saturating loss ``loss(D(G(z)), real)``.
 
@@ -230,7 +272,8 @@ def generator_step(
     """
     discriminator.requires_grad_(False)
     try:
-        loss = loss_fn(discriminator(fake, *cond), True)
+        with amp.autocast(precision, fake.device):
+            loss = loss_fn(discriminator(fake, *cond), True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
