@@ -78,7 +78,7 @@ def dcgan_run(epochs: int, device: str, precision: str = "fp32") -> dict:
         model="dcgan", epochs=epochs, batch_size=GAN_BATCH, device=device, progress=False,
         check_collapse=False, precision=precision,
     )  # fmt: skip
-    result = train_gan(ImageData("random", images), config)
+    result = train_gan(ImageData("random", images, None, None), config)
     sec = result.history["seconds"]
     return {
         "images_per_s": (epochs - 1) * GAN_STEPS * GAN_BATCH / (sec[-1] - sec[0]),

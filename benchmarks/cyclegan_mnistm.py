@@ -48,6 +48,11 @@ def main() -> None:
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--n-blocks", type=int, default=2)
     parser.add_argument("--n-down", type=int, default=1, help="generator downsamplings")
+    parser.add_argument("--ndf", type=int, default=None, help="discriminator filters (--ngf)")
+    parser.add_argument("--n-layers", type=int, default=2, help="PatchGAN stride-2 layers")
+    parser.add_argument("--loss", default="lsgan", help="lsgan (paper) or vanilla")
+    parser.add_argument("--lambda-cycle", type=float, default=10.0)
+    parser.add_argument("--lambda-identity", type=float, default=0.5, help="x --lambda-cycle")
     parser.add_argument("--quick", action="store_true", help="1,000 images, 2 epochs")
     args = parser.parse_args()
     if args.quick:
@@ -65,10 +70,13 @@ def main() -> None:
         decay_epochs=args.decay_epochs,
         batch_size=args.batch_size,
         ngf=args.ngf,
-        ndf=args.ngf,
+        ndf=args.ndf or args.ngf,
         n_blocks=args.n_blocks,
         n_down=args.n_down,
-        n_layers=2,
+        n_layers=args.n_layers,
+        loss=args.loss,
+        lambda_cycle=args.lambda_cycle,
+        lambda_identity=args.lambda_identity,
         device="cpu",
         progress=False,
         out=str(out),

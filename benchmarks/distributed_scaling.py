@@ -11,8 +11,8 @@ per-round ratios (the machine is shared: the load average is recorded before and
 
 With CUDA available it also measures, in this process, the same training on ``cuda`` vs
 ``cpu`` (images/s) and the IWAE-5000 evaluation time of the full MNIST test set on the GPU.
-Without CUDA it says so and skips that part.  (DCGAN and DANN figures: their trainers are
-wired to :mod:`ppl_gen.distributed` in a later phase.)
+Without CUDA it says so and skips that part.  (DCGAN and DANN figures, 1 vs 2 processes
+and GPU vs CPU: ``benchmarks/adversarial_scaling.py``.)
 
 ``.venv/bin/python benchmarks/distributed_scaling.py [--rounds 3] [--epochs 3] [--synthetic]``
 """
@@ -150,7 +150,7 @@ def gpu_part(args, data) -> dict:
         "iwae5000_test_seconds": seconds,
         "iwae5000_test_images": int(x.shape[0]),
         "iwae5000_mean": bounds.iwae_mean,
-        "dcgan_dann": "not measured: those trainers adopt ppl_gen.distributed in a later phase",
+        "dcgan_dann": "see benchmarks/adversarial_scaling.py",
     }
     print(
         f"GPU {out['device']}: VAE {out['vae_gpu_images_per_s']:,.0f} vs CPU "

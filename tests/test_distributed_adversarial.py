@@ -3,9 +3,11 @@
 One ``torchrun`` job (``python -m torch.distributed.run --nproc-per-node 2 --master-addr
 127.0.0.1``) runs this file as a worker script: it trains DANN on both ranks (batch-norm
 network with separate source / target passes, uneven shards; the source-only baseline),
-runs ``ppl-gen train dann`` in the process group, records what it saw under
-``OUT/harness`` and ends with an injected crash of rank 1.  The single-process references
-are computed here, in the pytest process, on the same global batches.
+DCGAN and a conditional GAN (batch norm in G and D; 2 critic steps per generator step) and
+CycleGAN, runs ``ppl-gen train dann`` and ``ppl-gen train gan`` in the process group,
+records what it saw under ``OUT/harness`` and ends with an injected crash of rank 1.  The
+single-process references are computed here, in the pytest process, on the same global
+batches.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import numpy as np
 import pytest
 import torch
 
+from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
 from ppl_gen.adversarial.dann import ArchConfig
 from ppl_gen.adversarial.dann_trainer import DANNConfig, DomainData, train_dann
+from ppl_gen.adversarial.data import ImageData
+from ppl_gen.adversarial.trainer import GANConfig, train_gan
 from ppl_gen.distributed import DistributedContext, GlobalBatchNorm, single_process
 
 # Batch norm everywhere, no dropout: a 2-rank step can then equal one process exactly.
@@ -70,6 +75,47 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def gan_images(n: int = 24, seed: int = 0) -> ImageData:
+    """``n`` random 28x28 grey images with 3 classes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=g)
+    return ImageData("random", x, torch.arange(n) % 3, 3)
+
+
+GAN_RUNS = {  # global batches of 8 images: 4 per rank
+    "dcgan": {"model": "dcgan"},
+    "cgan": {"model": "cgan", "n_critic": 2, "loss": "lsgan"},
+}
+
+
+def gan_config(key: str, **kw) -> GANConfig:
+    return GANConfig(
+        **GAN_RUNS[key], epochs=2, batch_size=8, latent_dim=8, ngf=4, ndf=4, device="cpu",
+        progress=False, check_collapse=False, **kw,
+    )  # fmt: skip
+
+
+def gan_state(result) -> dict[str, torch.Tensor]:
+    return {
+        **{"G." + k: v for k, v in params(result.generator).items()},
+        **{"D." + k: v for k, v in params(result.discriminator).items()},
+    }
+
+
+def cycle_run(pool_size: int = 0, out: Path | None = None):
+    """Tiny CycleGAN, global batches of 4 images per domain (2 per rank)."""
+    a, b = gan_images(12, 1), gan_images(12, 2)
+    config = CycleGANConfig(
+        epochs=2, decay_epochs=1, batch_size=4, ngf=4, ndf=4, n_blocks=1, n_down=1,
+        pool_size=pool_size, device="cpu", progress=False, out=str(out) if out else None,
+    )  # fmt: skip
+    result = train_cyclegan(
+        ImageData("a", a.images, None, None), ImageData("b", b.images, None, None), config
+    )
+    state = {f"{n}.{k}": v for n, net in result.nets.items() for k, v in params(net).items()}
+    return result.history, state
+
+
 def write_npz(path: Path, n: int, rgb: bool, seed: int) -> None:
     """A tiny 28x28 digit-like domain for the command line (``--source`` / ``--target``)."""
     g = np.random.default_rng(seed)
@@ -88,6 +134,7 @@ def worker(out: Path) -> None:
     import ppl_gen.io
     from ppl_gen.cli import main
     from ppl_gen.distributed import RankFailed, init_from_env
+    from ppl_gen.errors import PplGenError
 
     ctx = init_from_env("cpu")
     assert ctx.world_size == 2 and ctx.backend == "gloo"
@@ -117,6 +164,23 @@ def worker(out: Path) -> None:
         rec[key] = {"history": result.history, "params": params(result.model)}
         rec[key + "_bn_types"] = sorted({type(m).__name__ for m in result.model.modules()})
 
+    # DCGAN and cGAN: global batch norm in G and D, shared noise, DDP.
+    for key in GAN_RUNS:
+        result = train_gan(gan_images(), gan_config(key, out=str(out / f"rank{ctx.rank}" / key)))
+        rec[key] = {"history": result.history, "params": gan_state(result)}
+    # Interrupted after 1 of 2 epochs and resumed on 2 ranks (per-rank random states).
+    part = str(out / f"rank{ctx.rank}" / "cgan_part")
+    train_gan(gan_images(), gan_config("cgan", out=part), stop_after=1)
+    resumed = train_gan(gan_images(), gan_config("cgan", out=part), resume=True)
+    rec["cgan_resumed"] = {"history": resumed.history, "params": gan_state(resumed)}
+    try:
+        train_gan(gan_images(), gan_config("dcgan", loss="wgan-gp"))
+    except PplGenError as exc:
+        rec["wgan_gp_error"] = str(exc)
+    # CycleGAN without image pool (comparable with one process), then with per-rank pools.
+    rec["cycle"] = dict(zip(("history", "params"), cycle_run(), strict=True))
+    cycle_run(pool_size=3, out=out / f"rank{ctx.rank}" / "cycle")
+
     # The command line in this process group: rank 0 alone prints and writes.
     write_npz(out / f"src{ctx.rank}.npz", 24, False, 0)  # numpy's own write, not counted
     write_npz(out / f"tgt{ctx.rank}.npz", 24, True, 1)
@@ -130,7 +194,21 @@ def worker(out: Path) -> None:
                 str(out / "cli_dann"), "--json", "--precision", "bf16",
             ]
         )  # fmt: skip
-    rec["cli_code"], rec["cli_stdout"], rec["written"] = code, stdout.getvalue(), list(written)
+    rec["cli_code"], rec["cli_stdout"] = code, stdout.getvalue()
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(
+            [
+                "train", "gan", "--data", "digits", "--n-train", "64", "--epochs", "1",
+                "--batch-size", "16", "--hidden", "16,32", "--latent-dim", "4", "--device",
+                "cpu", "--out", str(out / "cli_gan"), "--json", "--precision", "bf16",
+            ]
+        )  # fmt: skip
+    rec["cli_gan_code"], rec["cli_gan_stdout"], rec["written"] = (
+        code,
+        stdout.getvalue(),
+        list(written),
+    )
     harness = out / "harness"
     harness.mkdir(exist_ok=True)
     torch.save(rec, harness / f"rank{ctx.rank}.pt")
@@ -223,6 +301,59 @@ def test_dann_on_two_ranks_matches_one_process_on_the_same_global_batches(job, k
     )
 
 
+@pytest.mark.parametrize("key", list(GAN_RUNS))
+def test_gans_on_two_ranks_match_one_process_on_the_same_global_batches(job, key):
+    _, _, (r0, r1) = job
+    single = train_gan(gan_images(), gan_config(key))
+    ref = gan_state(single)
+    for rec in (r0, r1):
+        for name in ("d_loss", "g_loss"):
+            assert rec[key]["history"][name] == pytest.approx(single.history[name], rel=1e-5)
+        for name, value in ref.items():  # weights and batch-norm running statistics
+            torch.testing.assert_close(rec[key]["params"][name], value, rtol=1e-4, atol=1e-5)
+    for name, value in r0[key]["params"].items():
+        assert torch.equal(value, r1[key]["params"][name]), name
+    start = gan_state(train_gan(gan_images(), replace(gan_config(key), lr=1e-12)))
+    assert any(not torch.allclose(start[k], v, atol=1e-4) for k, v in ref.items() if "weight" in k)
+
+
+def test_gan_resumed_on_two_ranks_equals_the_uninterrupted_run(job):
+    _, _, (r0, r1) = job
+    for rec in (r0, r1):
+        assert rec["cgan_resumed"]["history"]["epoch"] == [1, 2]
+        for name, value in rec["cgan"]["params"].items():
+            assert torch.equal(rec["cgan_resumed"]["params"][name], value), name
+
+
+def test_cyclegan_on_two_ranks_matches_one_process_without_pool(job):
+    _, _, (r0, r1) = job
+    history, ref = cycle_run()
+    for rec in (r0, r1):
+        for name in ("g_loss", "cycle_loss", "identity_loss", "d_a_loss", "d_b_loss"):
+            assert rec["cycle"]["history"][name] == pytest.approx(history[name], rel=1e-5)
+        for name, value in ref.items():
+            torch.testing.assert_close(rec["cycle"]["params"][name], value, rtol=1e-4, atol=1e-5)
+    for name, value in r0["cycle"]["params"].items():
+        assert torch.equal(value, r1["cycle"]["params"][name]), name
+
+
+def test_cyclegan_checkpoint_holds_every_ranks_pool(job):
+    from ppl_gen.checkpoint import load_checkpoint
+
+    out, _, _ = job
+    state = load_checkpoint(out / "rank0" / "cycle" / "checkpoint.pt")
+    assert state["world_size"] == 2 and len(state["pools_ranks"]) == 2
+    pools = [r["A"]["images"] for r in state["pools_ranks"]]
+    assert [p.shape[0] for p in pools] == [3, 3]  # full pools of 3 ...
+    assert not torch.equal(pools[0], pools[1])  # ... of each rank's own fakes
+
+
+def test_wgan_gp_is_refused_on_several_processes(job):
+    _, _, recs = job
+    for rec in recs:
+        assert rec["wgan_gp_error"].startswith("--loss wgan-gp cannot run on 2 processes")
+
+
 def test_the_returned_network_is_a_plain_dann(job):
     _, _, (r0, _) = job
     assert "BatchNorm2d" in r0["dann_bn_types"] and "GlobalBatchNorm" not in r0["dann_bn_types"]
@@ -237,7 +368,14 @@ def test_only_rank_zero_writes_files_and_prints(job):
     assert 0.0 <= summary["target_accuracy"] <= 1.0
     assert math.isfinite(summary["history"]["dann"]["label_loss"][0])
     assert str(out / "rank0" / "dann.pt") in r0["written"]
+    assert str(out / "rank0" / "dcgan" / "checkpoint.pt") in r0["written"]
     assert not (out / "rank1").exists()
+    assert r0["cli_gan_code"] == r1["cli_gan_code"] == 0 and r1["cli_gan_stdout"] == ""
+    gan = json.loads(r0["cli_gan_stdout"])
+    assert gan["processes"] == 2 and gan["config"]["precision"] == "bf16"
+    assert {"checkpoint.pt", "metrics.json", "loss_curves.png", "samples_epoch_001.png"} <= {
+        p.name for p in (out / "cli_gan").iterdir()
+    }
     assert {"checkpoint.pt", "source_only.pt", "metrics.json", "loss_curves.png"} <= {
         p.name for p in (out / "cli_dann").iterdir()
     }
@@ -298,6 +436,63 @@ def test_dann_deterministic_mode_reproduces_a_run_and_is_switched_off_after():
     ]
     assert not torch.are_deterministic_algorithms_enabled()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_gan_bf16_and_deterministic_modes():
+    plain = train_gan(gan_images(), gan_config("dcgan"))
+    half = train_gan(gan_images(), gan_config("dcgan", precision="bf16"))
+    assert all(math.isfinite(v) for v in half.history["d_loss"] + half.history["g_loss"])
+    assert half.history["d_loss"] != plain.history["d_loss"]  # bf16 really ran
+    assert next(half.generator.parameters()).dtype == torch.float32
+    runs = [
+        gan_state(train_gan(gan_images(), gan_config("dcgan", deterministic=True)))
+        for _ in range(2)
+    ]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_cyclegan_bf16_trains():
+    a, b = gan_images(8, 1), gan_images(8, 2)
+    config = CycleGANConfig(
+        epochs=1, decay_epochs=0, batch_size=4, ngf=4, ndf=4, n_blocks=1, n_down=1,
+        pool_size=2, device="cpu", progress=False, precision="bf16",
+    )  # fmt: skip
+    result = train_cyclegan(a, b, config)
+    assert all(math.isfinite(result.history[k][0]) for k in ("g_loss", "d_a_loss"))
+
+
+@pytest.mark.parametrize("command", ["gan", "cyclegan"])
+def test_cli_gans_refuse_bad_precision(tmp_path, capsys, command):
+    from ppl_gen.cli import main
+
+    code = main(["train", command, "--precision", "fp8", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--precision must be one of fp32, bf16" in capsys.readouterr().err
+
+
+def test_cli_gan_deterministic_flag_trains(tmp_path):
+    from ppl_gen.cli import main
+
+    out = tmp_path / "gan"
+    args = ["train", "gan", "--data", "digits", "--n-train", "32", "--epochs", "1"]
+    code = main(
+        [
+            *args,
+            "--hidden",
+            "8,8",
+            "--batch-size",
+            "16",
+            "--deterministic",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 1 and metrics["config"]["deterministic"] is True
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_cli_dann_refuses_bad_precision(tmp_path, capsys):

@@ -16,6 +16,20 @@ Adam(2e-4, (0.5, 0.999)); constant learning rate, then linear decay to ~0 over t
 ``decay_epochs`` epochs.  A checkpoint per epoch holds the four networks, both optimisers
 and schedulers, both image pools, the epoch, the history and the random streams, so
 ``resume=True`` continues exactly.
+
+**Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train cyclegan ...``): every
+rank draws the same two permutations and takes its part ``[rank::N]`` of each global batch
+(``batch_size`` must be a multiple of N).  The four networks run inside
+``DistributedDataParallel`` (gradients averaged over the ranks); in the generator step the
+frozen discriminators are called without their wrappers, and each generator may be called
+several times (translation, cycle, identity) before the one backward, which DDP allows
+since every parameter is used.  The networks use instance norm, which needs no
+synchronisation.  **The image pools are per rank**: each rank keeps its own 50 past fakes
+and draws from them (seed ``seed + 3 (+4) + 1000 rank``), so with N processes the
+discriminators see N pools of 50; every rank's pools go into the checkpoint.  Losses are
+averaged over the ranks each epoch; rank 0 alone shows progress and writes figures and
+checkpoints.  ``precision`` / ``deterministic``: as in
+:mod:`ppl_gen.adversarial.trainer`.
 """
 
 from __future__ import annotations
@@ -30,14 +44,21 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from ppl_gen import precision as amp
 from ppl_gen.adversarial.cyclegan import PatchDiscriminator, ResnetGenerator
 from ppl_gen.adversarial.data import ImageData, to_tanh_range, to_unit
 from ppl_gen.adversarial.figures import plot_gan_losses, save_sample_grid
 from ppl_gen.adversarial.image_pool import ImagePool
 from ppl_gen.adversarial.losses import GANLoss, check_loss_mode
 from ppl_gen.adversarial.schedules import constant_then_linear_decay
-from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.checkpoint import save_checkpoint
 from ppl_gen.device import resolve_device
+from ppl_gen.distributed import (
+    DistributedContext,
+    RankFailed,
+    init_from_env,
+    load_for_resume,
+)
 from ppl_gen.errors import PplGenError, require, require_positive_int
 from ppl_gen.training import TrainingDiverged
 
@@ -62,6 +83,8 @@ class CycleGANConfig:
         n_down: stride-2 downsamplings in the generators (2 in the paper).
         n_layers: stride-2 layers of the PatchGAN.
         seed, device, progress, out: as in :class:`~ppl_gen.adversarial.trainer.GANConfig`.
+        precision: ``fp32`` or ``bf16`` (forward passes under ``torch.autocast``).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
     """
 
     loss: str = "lsgan"
@@ -83,6 +106,8 @@ class CycleGANConfig:
     device: str = "auto"
     progress: bool = True
     out: str | None = None
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad setting (its CLI flag)."""
@@ -109,6 +134,7 @@ class CycleGANConfig:
         if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int):
             raise PplGenError(f"--pool-size must be a non-negative integer, got {self.pool_size!r}")
         require(self.pool_size >= 0, f"--pool-size must be >= 0, got {self.pool_size}")
+        amp.check_precision(self.precision)
 
 
 @dataclass
@@ -166,11 +192,13 @@ def cycle_generator_step(
     real_b: torch.Tensor,
     lambda_cycle: float = 10.0,
     lambda_identity: float = 0.5,
+    precision: str = "fp32",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """One update of both generators with the discriminators frozen.
 
     Args:
         real_a: ``(B, C_A, S, S)``, real_b: ``(B, C_B, S, S)``, both in [-1, 1].
+        precision: ``fp32`` or ``bf16`` (the forward passes under ``torch.autocast``).
 
     Returns:
         ``(losses, fake_a, fake_b)``: detached scalars ``g_loss`` (total), ``gan_loss``,
@@ -181,15 +209,16 @@ def cycle_generator_step(
     d_a.requires_grad_(False)
     d_b.requires_grad_(False)
     try:
-        fake_b = g_ab(real_a)
-        fake_a = g_ba(real_b)
-        gan = loss_fn(d_b(fake_b), True) + loss_fn(d_a(fake_a), True)
-        cycle = F.l1_loss(g_ba(fake_b), real_a) + F.l1_loss(g_ab(fake_a), real_b)
-        loss = gan + lambda_cycle * cycle
-        identity = torch.zeros((), device=real_a.device)
-        if lambda_identity > 0:
-            identity = F.l1_loss(g_ab(real_b), real_b) + F.l1_loss(g_ba(real_a), real_a)
-            loss = loss + lambda_identity * lambda_cycle * identity
+        with amp.autocast(precision, real_a.device):
+            fake_b = g_ab(real_a)
+            fake_a = g_ba(real_b)
+            gan = loss_fn(d_b(fake_b), True) + loss_fn(d_a(fake_a), True)
+            cycle = F.l1_loss(g_ba(fake_b), real_a) + F.l1_loss(g_ab(fake_a), real_b)
+            loss = gan + lambda_cycle * cycle
+            identity = torch.zeros((), device=real_a.device)
+            if lambda_identity > 0:
+                identity = F.l1_loss(g_ab(real_b), real_b) + F.l1_loss(g_ba(real_a), real_a)
+                loss = loss + lambda_identity * lambda_cycle * identity
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -211,11 +240,16 @@ def cycle_discriminator_step(
     loss_fn: GANLoss,
     real: torch.Tensor,
     fake: torch.Tensor,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """One update of a PatchGAN: ``(loss(D(real), real) + loss(D(fake), fake)) / 2``
     (Zhu et al. 2017, sec. 7.1: the objective halved to slow D down).  ``fake`` (e.g. from
-    the image pool) is detached here.  Returns the loss (detached scalar)."""
-    loss = 0.5 * (loss_fn(discriminator(real), True) + loss_fn(discriminator(fake.detach()), False))
+    the image pool) is detached here; ``precision="bf16"`` runs the forward passes under
+    ``torch.autocast``.  Returns the loss (detached scalar)."""
+    with amp.autocast(precision, real.device):
+        loss = 0.5 * (
+            loss_fn(discriminator(real), True) + loss_fn(discriminator(fake.detach()), False)
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -240,24 +274,50 @@ def train_cyclegan(
     resume: bool = False,
     stop_after: int | None = None,
     data_spec: dict | None = None,
+    dist: DistributedContext | None = None,
 ) -> CycleGANResult:
     """Train CycleGAN between the images of ``data_a`` and ``data_b`` (unpaired; each
-    ``(N, C, S, S)`` in [0, 1]).
+    ``(N, C, S, S)`` in [0, 1]); data-parallel under torchrun (module docs).
 
     An epoch draws ``min(N_A, N_B) // batch_size`` batches, each domain from its own
     random permutation.  Arguments as in :func:`~ppl_gen.adversarial.trainer.train_gan`.
 
     Raises:
         PplGenError: bad settings, domains that do not fit (see :func:`build_cyclegan`),
-            fewer images than one batch, a checkpoint of other domains.
+            fewer images than one batch, a checkpoint of other domains, a batch size that is
+            not a multiple of the number of processes.
         TrainingDiverged: a non-finite loss.
+        RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = config or CycleGANConfig()
     config.validate()
-    device = resolve_device(config.device)
+    ctx = dist if dist is not None else init_from_env(config.device)
+    with amp.deterministic(config.deterministic, ctx.device):
+        try:
+            return _train_cyclegan(data_a, data_b, config, ctx, resume, stop_after, data_spec)
+        except RankFailed as exc:
+            kept = f"; the last good checkpoint {config.out}/checkpoint.pt is intact" * bool(
+                config.out
+            )
+            raise RankFailed(f"{exc}{kept}") from exc
+
+
+def _train_cyclegan(
+    data_a: ImageData,
+    data_b: ImageData,
+    config: CycleGANConfig,
+    ctx: DistributedContext,
+    resume: bool,
+    stop_after: int | None,
+    data_spec: dict | None,
+) -> CycleGANResult:
+    from ppl_gen.adversarial.trainer import check_data_parallel
+
+    device = ctx.device
     n = min(data_a.images.shape[0], data_b.images.shape[0])
     if n < config.batch_size:
         raise PplGenError(f"--batch-size {config.batch_size} exceeds the {n} training images")
+    check_data_parallel(config, ctx, gp=False)  # CycleGAN's wgan-gp has no penalty term
     torch.manual_seed(config.seed)
     nets = build_cyclegan(config, data_a.image_shape, data_b.image_shape)
     for net in nets.values():
@@ -267,17 +327,18 @@ def train_cyclegan(
     scheds = {
         k: constant_then_linear_decay(o, n_constant, config.decay_epochs) for k, o in opts.items()
     }
+    per_rank = 1000 * ctx.rank  # each rank its own pools (module docs)
     pools = {
-        "A": ImagePool(config.pool_size, config.seed + 3),
-        "B": ImagePool(config.pool_size, config.seed + 4),
+        "A": ImagePool(config.pool_size, config.seed + 3 + per_rank),
+        "B": ImagePool(config.pool_size, config.seed + 4 + per_rank),
     }
     streams = {
         "shuffle_a": torch.Generator().manual_seed(config.seed),
         "shuffle_b": torch.Generator().manual_seed(config.seed + 1),
     }
     loss_fn = GANLoss(config.loss)
-    x_a = to_tanh_range(data_a.images).to(device)
-    x_b = to_tanh_range(data_b.images).to(device)
+    x_a = ctx.to_device(to_tanh_range(data_a.images))
+    x_b = ctx.to_device(to_tanh_range(data_b.images))
     out = Path(config.out) if config.out else None
     ckpt = out / "checkpoint.pt" if out else None
     keys = ("d_a_loss", "d_b_loss", "g_loss", "cycle_loss", "identity_loss")
@@ -288,8 +349,8 @@ def train_cyclegan(
         "images_per_second": [],
     }
     result = CycleGANResult(nets, history, checkpoint=ckpt, pools=pools)
-    if resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, map_location=device)
+    state = load_for_resume(ckpt, ctx) if resume and ckpt is not None else None
+    if state is not None:
         if state.get("kind") != "cyclegan":
             raise PplGenError(f"--resume: the checkpoint holds a {state.get('kind')!r} model")
         if [list(data_a.image_shape), list(data_b.image_shape)] != state["image_shapes"]:
@@ -302,13 +363,20 @@ def train_cyclegan(
         for k in opts:
             opts[k].load_state_dict(state["opts"][k])
             scheds[k].load_state_dict(state["scheds"][k])
-        for k in pools:
-            pools[k].load_state_dict(state["pools"][k], device)
+        ranks = state.get("pools_ranks") or [state["pools"]]
+        if len(ranks) == ctx.world_size:
+            for k in pools:
+                pools[k].load_state_dict(ranks[ctx.rank][k], device)
         for k, g in streams.items():
             g.set_state(state["rng"][k].cpu())
         result.history = history = state["history"]
         result.epochs, result.iterations = state["epoch"], state["iterations"]
         result.seconds = state["seconds"]
+    # DDP wrappers (the networks themselves for one process): the discriminators' wrappers
+    # serve their own steps; the generator step calls the frozen discriminators unwrapped.
+    wrapped = {k: ctx.wrap(v) for k, v in nets.items()}
+    g_nets = {**nets, "G_AB": wrapped["G_AB"], "G_BA": wrapped["G_BA"]}
+    show = ctx.is_main
     fixed_a, fixed_b = x_a[:8], x_b[:8]
     last = config.epochs if stop_after is None else min(config.epochs, result.epochs + stop_after)
     n_batches = n // config.batch_size
@@ -322,31 +390,46 @@ def train_cyclegan(
         bar = tqdm(
             range(n_batches),
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=True if not config.progress else None,
+            disable=True if not (config.progress and show) else None,
             leave=False,
         )
         for i in bar:
             sl = slice(i * config.batch_size, (i + 1) * config.batch_size)
-            real_a, real_b = x_a[perm_a[sl]], x_b[perm_b[sl]]
-            losses, fake_a, fake_b = cycle_generator_step(
-                nets,
-                opts["G"],
-                loss_fn,
-                real_a,
-                real_b,
-                config.lambda_cycle,
-                config.lambda_identity,
-            )
-            sums["d_a_loss"] += cycle_discriminator_step(
-                nets["D_A"], opts["D_A"], loss_fn, real_a, pools["A"].query(fake_a)
-            )
-            sums["d_b_loss"] += cycle_discriminator_step(
-                nets["D_B"], opts["D_B"], loss_fn, real_b, pools["B"].query(fake_b)
-            )
+            real_a, real_b = x_a[ctx.shard(perm_a[sl])], x_b[ctx.shard(perm_b[sl])]
+            with ctx.guard("CycleGAN training step (DDP gradient all-reduce)"):
+                losses, fake_a, fake_b = cycle_generator_step(
+                    g_nets,
+                    opts["G"],
+                    loss_fn,
+                    real_a,
+                    real_b,
+                    config.lambda_cycle,
+                    config.lambda_identity,
+                    config.precision,
+                )
+                sums["d_a_loss"] += cycle_discriminator_step(
+                    wrapped["D_A"],
+                    opts["D_A"],
+                    loss_fn,
+                    real_a,
+                    pools["A"].query(fake_a.float()),
+                    config.precision,
+                )
+                sums["d_b_loss"] += cycle_discriminator_step(
+                    wrapped["D_B"],
+                    opts["D_B"],
+                    loss_fn,
+                    real_b,
+                    pools["B"].query(fake_b.float()),
+                    config.precision,
+                )
             for k in ("g_loss", "cycle_loss", "identity_loss"):
-                sums[k] += losses[k]
+                sums[k] += losses[k].float()
             result.iterations += 1
         seconds = time.perf_counter() - t0
+        if ctx.distributed:
+            stacked = ctx.all_reduce_mean(torch.stack([sums[k] for k in keys]), "loss all-reduce")
+            sums = dict(zip(keys, stacked, strict=True))
         means = {k: float(v) / max(n_batches, 1) for k, v in sums.items()}
         if not all(torch.isfinite(torch.tensor(v)) for v in means.values()):
             where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
@@ -360,6 +443,13 @@ def train_cyclegan(
             history[k].append(means[k])
         history["seconds"].append(result.seconds)
         history["images_per_second"].append(2 * n_batches * config.batch_size / seconds)
+        pools_ranks = (
+            ctx.all_gather_object({k: v.state_dict() for k, v in pools.items()})
+            if ctx.distributed and out is not None
+            else None
+        )
+        if not show:
+            continue
         if config.progress:
             tqdm.write(  # stderr: stdout stays clean for --json
                 f"epoch {epoch + 1}: G {means['g_loss']:.3f} (cycle {means['cycle_loss']:.3f}), "
@@ -373,24 +463,24 @@ def train_cyclegan(
                 8,
             )
             plot_gan_losses(history, out / "loss_curves.png")
-            save_checkpoint(
-                ckpt,
-                {
-                    "kind": "cyclegan",
-                    "config": asdict(config),
-                    "data": data_spec or {"a": data_a.name, "b": data_b.name},
-                    "image_shapes": [list(data_a.image_shape), list(data_b.image_shape)],
-                    "nets": {k: v.state_dict() for k, v in nets.items()},
-                    "opts": {k: v.state_dict() for k, v in opts.items()},
-                    "scheds": {k: v.state_dict() for k, v in scheds.items()},
-                    "pools": {k: v.state_dict() for k, v in pools.items()},
-                    "rng": {k: g.get_state() for k, g in streams.items()},
-                    "epoch": result.epochs,
-                    "iterations": result.iterations,
-                    "seconds": result.seconds,
-                    "history": history,
-                },
-            )
+            state = {
+                "kind": "cyclegan",
+                "config": asdict(config),
+                "data": data_spec or {"a": data_a.name, "b": data_b.name},
+                "image_shapes": [list(data_a.image_shape), list(data_b.image_shape)],
+                "nets": {k: v.state_dict() for k, v in nets.items()},
+                "opts": {k: v.state_dict() for k, v in opts.items()},
+                "scheds": {k: v.state_dict() for k, v in scheds.items()},
+                "pools": {k: v.state_dict() for k, v in pools.items()},
+                "rng": {k: g.get_state() for k, g in streams.items()},
+                "epoch": result.epochs,
+                "iterations": result.iterations,
+                "seconds": result.seconds,
+                "history": history,
+            }
+            if ctx.distributed:
+                state["pools_ranks"], state["world_size"] = pools_ranks, ctx.world_size
+            save_checkpoint(ckpt, state)
     for net in nets.values():
         net.eval()
     return result

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ppl_gen import precision as amp
 from ppl_gen.adversarial.cgan import ConditionalDiscriminator, ConditionalGenerator
 from ppl_gen.adversarial.data import ImageData, to_tanh_range, to_unit
 from ppl_gen.adversarial.dcgan import DCDiscriminator, DCGenerator
@@ -59,7 +60,6 @@ from ppl_gen.adversarial.losses import GANLoss, check_loss_mode, gradient_penalt
 from ppl_gen.adversarial.mlp_gan import MLPDiscriminator, MLPGenerator
 from ppl_gen.adversarial.monitor import CollapseMonitor, mean_pairwise_distance
 from ppl_gen.adversarial.schedules import constant_then_linear_decay
-from ppl_gen import precision as amp
 from ppl_gen.checkpoint import save_checkpoint
 from ppl_gen.data import iterate_minibatches
 from ppl_gen.device import resolve_device
@@ -317,32 +317,80 @@ def train_gan(
     resume: bool = False,
     stop_after: int | None = None,
     data_spec: dict | None = None,
+    dist: DistributedContext | None = None,
 ) -> GANResult:
-    """Train a GAN, DCGAN or conditional GAN on ``data.images`` (``(N, C, H, W)`` in [0, 1]).
+    """Train a GAN, DCGAN or conditional GAN on ``data.images`` (``(N, C, H, W)`` in [0, 1]);
+    data-parallel under torchrun (module docs).
 
     Args:
-        data: the training images (labels needed for ``cgan``).
+        data: the training images (labels needed for ``cgan``); every rank passes all.
         config: settings (default :class:`GANConfig`).
         resume: continue from ``config.out/checkpoint.pt`` when it exists (everything
             restored, so the continuation equals an uninterrupted run).
         stop_after: stop after this many epochs in this call (a later ``resume`` continues).
         data_spec: JSON-able description of the data stored in the checkpoint (used by
             ``ppl-gen evaluate``).
+        dist: the data-parallel context; default :func:`ppl_gen.distributed.init_from_env`.
 
     Returns:
-        :class:`GANResult`.
+        :class:`GANResult` (plain networks, identical on every rank; losses averaged over
+        the ranks).
 
     Raises:
         PplGenError: bad settings, too few images for one batch, a model that does not fit
-            the images, a checkpoint of another model or data shape.
+            the images, a checkpoint of another model or data shape; with several processes,
+            ``wgan-gp`` or a batch size that is not a multiple of their number.
         TrainingDiverged: a non-finite loss (the last checkpoint is kept).
+        RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = config or GANConfig()
     config.validate()
-    device = resolve_device(config.device)
+    ctx = dist if dist is not None else init_from_env(config.device)
+    with amp.deterministic(config.deterministic, ctx.device):
+        try:
+            return _train_gan(data, config, ctx, resume, stop_after, data_spec)
+        except RankFailed as exc:
+            kept = f"; the last good checkpoint {config.out}/checkpoint.pt is intact" * bool(
+                config.out
+            )
+            raise RankFailed(f"{exc}{kept}") from exc
+
+
+def check_data_parallel(config, ctx: DistributedContext, gp: bool = True) -> None:
+    """Refuse settings a data-parallel GAN step cannot run (see the module docs).
+
+    Raises:
+        PplGenError: ``wgan-gp`` (when ``gp``) or a ``batch_size`` that is not a multiple of
+            the number of processes.
+    """
+    if not ctx.distributed:
+        return
+    if gp and config.loss == "wgan-gp":
+        raise PplGenError(
+            f"--loss wgan-gp cannot run on {ctx.world_size} processes: its gradient penalty "
+            "needs a double backward, which DistributedDataParallel does not support "
+            "(use --loss vanilla or lsgan, or one process)"
+        )
+    if config.batch_size % ctx.world_size:
+        raise PplGenError(
+            f"--batch-size {config.batch_size} must be a multiple of the {ctx.world_size} "
+            "processes (every process takes an equal part of each batch)"
+        )
+
+
+def _train_gan(
+    data: ImageData,
+    config: GANConfig,
+    ctx: DistributedContext,
+    resume: bool,
+    stop_after: int | None,
+    data_spec: dict | None,
+) -> GANResult:
+    device = ctx.device
     n = data.images.shape[0]
     if n < config.batch_size:
         raise PplGenError(f"--batch-size {config.batch_size} exceeds the {n} training images")
+    check_data_parallel(config, ctx)
     torch.manual_seed(config.seed)
     conditional = config.model == "cgan"
     num_classes = data.num_classes if conditional else None
@@ -351,14 +399,18 @@ def train_gan(
     generator, discriminator = build_gan(config, data.image_shape, num_classes)
     generator.to(device)
     discriminator.to(device)
+    if ctx.distributed:
+        sync_batchnorm(generator, ctx)  # global-batch statistics in every forward pass
+        sync_batchnorm(discriminator, ctx)
+        torch.manual_seed(config.seed + 1 + ctx.rank)  # per-rank stream (e.g. dropout)
     opt_g, opt_d = make_optimizers(generator, discriminator, config)
     n_constant = config.epochs - config.decay_epochs
     sched_g = constant_then_linear_decay(opt_g, n_constant, config.decay_epochs)
     sched_d = constant_then_linear_decay(opt_d, n_constant, config.decay_epochs)
     streams = _streams(config.seed, device)
     loss_fn = GANLoss(config.loss)
-    images = to_tanh_range(data.images).to(device)
-    labels = data.labels.to(device) if conditional else None
+    images = ctx.to_device(to_tanh_range(data.images))
+    labels = ctx.to_device(data.labels) if conditional else None
     out = Path(config.out) if config.out else None
     ckpt = out / "checkpoint.pt" if out else None
     history: dict[str, list] = {
@@ -369,8 +421,8 @@ def train_gan(
         "images_per_second": [],
     }
     result = GANResult(generator, discriminator, history, checkpoint=ckpt)
-    if resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, map_location=device)
+    state = load_for_resume(ckpt, ctx) if resume and ckpt is not None else None
+    if state is not None:
         _check_resumable(state, config, data)
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
@@ -383,9 +435,16 @@ def train_gan(
         result.seconds = state["seconds"]
         for name, gen in streams.items():
             gen.set_state(state["rng"][name].cpu())
+        if ctx.distributed:
+            ctx.set_rng_state(state.get("rng_ranks"), config.seed + 1 + 7919 * result.epochs)
+    # DDP wrappers (the networks themselves when one process); batch-norm buffers agree on
+    # every rank by construction, so DDP need not broadcast them before each forward.
+    g_net = ctx.wrap(generator, forward_sync_buffers=False)
+    d_net = ctx.wrap(discriminator, forward_sync_buffers=False)
     fixed_z, fixed_cond, nrow = _fixed_inputs(config, device, num_classes)
     monitor = CollapseMonitor(config.loss)
-    if config.check_collapse:
+    show = ctx.is_main
+    if config.check_collapse and show:
         monitor.real_diversity = mean_pairwise_distance(images[: fixed_z.shape[0]])
     critic = config.critic_steps
     last = config.epochs if stop_after is None else min(config.epochs, result.epochs + stop_after)
@@ -403,30 +462,42 @@ def train_gan(
             batches,
             total=n // config.batch_size,
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=True if not config.progress else None,
+            disable=True if not (config.progress and show) else None,
             leave=False,
         )
         for idx in bar:
+            # The global batch's noise is drawn on every rank; each takes its part.
+            z = sample_noise(idx.shape[0], config.latent_dim, streams["noise"], device)
+            idx, z = ctx.shard(idx), ctx.shard(z)
             real = images[idx]
             cond = (labels[idx],) if conditional else ()
-            z = sample_noise(idx.shape[0], config.latent_dim, streams["noise"], device)
-            fake = generator(z, *cond)
-            d_sum += discriminator_step(
-                discriminator,
-                opt_d,
-                loss_fn,
-                real,
-                fake,
-                cond,
-                config.gp_weight,
-                streams["penalty"],
-            )
-            n_d += 1
-            result.iterations += 1
-            if result.iterations % critic == 0:
-                g_sum += generator_step(discriminator, opt_g, loss_fn, fake, cond)
-                n_g += 1
+            g_step = (result.iterations + 1) % critic == 0
+            with ctx.guard("GAN training step (DDP gradient all-reduce)"):
+                with amp.autocast(config.precision, device):
+                    # through DDP only when a generator backward follows
+                    fake = (g_net if g_step else generator)(z, *cond)
+                d_sum += discriminator_step(
+                    d_net,
+                    opt_d,
+                    loss_fn,
+                    real,
+                    fake,
+                    cond,
+                    config.gp_weight,
+                    streams["penalty"],
+                    config.precision,
+                )
+                n_d += 1
+                result.iterations += 1
+                if g_step:
+                    g_sum += generator_step(
+                        discriminator, opt_g, loss_fn, fake, cond, config.precision
+                    )
+                    n_g += 1
         seconds = time.perf_counter() - t0
+        if ctx.distributed:
+            ctx.all_reduce_mean(d_sum, "GAN loss all-reduce")
+            ctx.all_reduce_mean(g_sum, "GAN loss all-reduce")
         d_loss = float(d_sum) / max(n_d, 1)
         g_loss = float(g_sum) / max(n_g, 1)
         if not (torch.isfinite(d_sum) and torch.isfinite(g_sum)):
@@ -444,6 +515,9 @@ def train_gan(
             ("images_per_second", n_d * config.batch_size / seconds),
         ):
             history[key].append(value)
+        rng_ranks = ctx.rng_states() if ctx.distributed and out is not None else None
+        if not show:
+            continue
         samples = _samples(generator, fixed_z, fixed_cond)
         if config.check_collapse:
             result.warnings += monitor.check(epoch + 1, d_loss, samples)
@@ -456,28 +530,37 @@ def train_gan(
         if out is not None:
             save_sample_grid(to_unit(samples), out / f"samples_epoch_{epoch + 1:03d}.png", nrow)
             plot_gan_losses(history, out / "loss_curves.png")
-            save_checkpoint(
-                ckpt,
-                {
-                    "kind": config.model,
-                    "config": asdict(config),
-                    "data": data_spec or {"name": data.name},
-                    "image_shape": list(data.image_shape),
-                    "num_classes": num_classes,
-                    "generator": generator.state_dict(),
-                    "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "sched_g": sched_g.state_dict(),
-                    "sched_d": sched_d.state_dict(),
-                    "epoch": result.epochs,
-                    "iterations": result.iterations,
-                    "seconds": result.seconds,
-                    "history": history,
-                    "rng": {name: gen.get_state() for name, gen in streams.items()},
-                },
-            )
-    generator.eval()
+            state = {
+                "kind": config.model,
+                "config": asdict(config),
+                "data": data_spec or {"name": data.name},
+                "image_shape": list(data.image_shape),
+                "num_classes": num_classes,
+                "generator": generator.state_dict(),
+                "discriminator": discriminator.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "sched_g": sched_g.state_dict(),
+                "sched_d": sched_d.state_dict(),
+                "epoch": result.epochs,
+                "iterations": result.iterations,
+                "seconds": result.seconds,
+                "history": history,
+                "rng": {name: gen.get_state() for name, gen in streams.items()},
+            }
+            if ctx.distributed:
+                state["rng_ranks"], state["world_size"] = rng_ranks, ctx.world_size
+            save_checkpoint(ckpt, state)
+    if ctx.distributed:  # hand back plain networks (no process-group batch norm)
+        plain_g, plain_d = build_gan(config, data.image_shape, num_classes)
+        plain_g.load_state_dict(generator.state_dict())
+        plain_d.load_state_dict(discriminator.state_dict())
+        result.generator, result.discriminator = plain_g.to(device), plain_d.to(device)
+        if not show:
+            result.warnings = ctx.broadcast_object(None) or []
+        else:
+            ctx.broadcast_object(result.warnings)
+    result.generator.eval()
     return result
 
 

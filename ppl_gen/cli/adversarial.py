@@ -7,6 +7,10 @@ their checkpoints is :func:`ppl_gen.generative_metrics.evaluate_generator` and
 :func:`ppl_gen.adversarial.cycle_metrics.evaluate_cyclegan` with the cached MNIST
 classifier (:func:`ppl_gen.classifier.load_classifier`).  GAN checkpoints are also
 registered as decoder-only pairs for ``ppl-gen latent`` (:mod:`ppl_gen.latent.pairs`).
+
+The training commands are data-parallel under ``torchrun --nproc-per-node N -m ppl_gen
+train dcgan ...`` (each process takes its part of every batch; rank 0 alone writes and
+prints); ``--precision bf16`` and ``--deterministic`` as for ``train vae``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from ppl_gen.errors import PplGenError
 
 GAN_DATA_HELP = "mnist, digits, mnistm, or a folder of images (class subfolders = labels)"
 BSDS_ROOT = typer.Option(None, help="mnistm: folder of colour photographs (BSDS500 train)")
+PRECISION = typer.Option("fp32", help="fp32, or bf16 (forward passes under torch.autocast)")
+DETERMINISTIC = typer.Option(
+    False, help="torch.use_deterministic_algorithms (bit-reproducible, may be slower)"
+)
 
 
 def _channels(text: str) -> int | None:
@@ -82,6 +90,8 @@ def _gan_command(model: str, default_data: str):
         decay_epochs: int = typer.Option(
             0, help="decay the learning rate linearly over the last N epochs"
         ),
+        precision: str = PRECISION,
+        deterministic: bool = DETERMINISTIC,
         device: str = DEVICE,
         seed: int = SEED,
         out: str = typer.Option(f"runs/{model}", help="output folder"),
@@ -108,9 +118,12 @@ def _gan_command(model: str, default_data: str):
             seed=seed,
             device=device,
             out=str(check_output_dir(out)),
+            precision=precision,
+            deterministic=deterministic,
         )
         config.validate()
         from ppl_gen.device import resolve_device
+        from ppl_gen.distributed import init_from_env
 
         resolve_device(device)
         ch = _channels(channels)
@@ -118,7 +131,10 @@ def _gan_command(model: str, default_data: str):
             data, data_root, n=n_train, seed=seed, bsds_root=bsds_root, channels=ch
         )
         spec = _data_spec(data, data_root, bsds_root, n_train, seed, ch)
-        result = train_gan(images, config, resume=resume, data_spec=spec)
+        ctx = init_from_env(device)
+        result = train_gan(images, config, resume=resume, data_spec=spec, dist=ctx)
+        if not ctx.is_main:  # rank 0 alone writes and prints
+            return
         metrics = {
             "kind": model,
             "data": spec,
@@ -138,6 +154,7 @@ def _gan_command(model: str, default_data: str):
             "history": result.history,
             "warnings": result.warnings,
             "checkpoint": str(result.checkpoint),
+            "processes": ctx.world_size,
         }
         write_json(Path(out) / "metrics.json", metrics)
         emit(
@@ -185,6 +202,8 @@ def train_cyclegan_command(
     n_blocks: int = typer.Option(3, help="residual blocks per generator"),
     n_down: int = typer.Option(2, help="generator downsamplings (2 in the paper, 1 for 28x28)"),
     n_layers: int = typer.Option(2, help="PatchGAN stride-2 layers"),
+    precision: str = PRECISION,
+    deterministic: bool = DETERMINISTIC,
     device: str = DEVICE,
     seed: int = SEED,
     out: str = typer.Option("runs/cyclegan", help="output folder"),
@@ -198,6 +217,7 @@ def train_cyclegan_command(
     from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
     from ppl_gen.adversarial.data import load_images, with_channels
     from ppl_gen.device import resolve_device
+    from ppl_gen.distributed import init_from_env
     from ppl_gen.io import check_output_dir, write_json
 
     config = CycleGANConfig(
@@ -217,6 +237,8 @@ def train_cyclegan_command(
         seed=seed,
         device=device,
         out=str(check_output_dir(out)),
+        precision=precision,
+        deterministic=deterministic,
     )
     config.validate()
     resolve_device(device)
@@ -228,7 +250,10 @@ def train_cyclegan_command(
         "a": _data_spec(data_a, data_root, bsds_root, n_train, seed, a.image_shape[0]),
         "b": _data_spec(data_b, data_root, bsds_root, n_train, seed + 1, b.image_shape[0]),
     }
-    result = train_cyclegan(a, b, config, resume=resume, data_spec=spec)
+    ctx = init_from_env(device)
+    result = train_cyclegan(a, b, config, resume=resume, data_spec=spec, dist=ctx)
+    if not ctx.is_main:  # rank 0 alone writes and prints
+        return
     h = result.history
     metrics = {
         "kind": "cyclegan",
@@ -242,6 +267,7 @@ def train_cyclegan_command(
         "final": {k: h[k][-1] for k in h if k.endswith("_loss") and h[k]},
         "history": h,
         "checkpoint": str(result.checkpoint),
+        "processes": ctx.world_size,
     }
     write_json(Path(out) / "metrics.json", metrics)
     final, nan = metrics["final"], float("nan")
