@@ -11,8 +11,8 @@
   autotuning and a fixed cuBLAS workspace (``CUBLAS_WORKSPACE_CONFIG``) for the block, so a
   CUDA run is bit-reproducible (an operation without a deterministic kernel raises).
 
-The SVI trainer (:mod:`ppl_gen.training`) has the same two options with an ELBO-specific
-bf16 rule (every module output cast back to float32).
+* :func:`bf16_networks` -- the SVI trainer's (:mod:`ppl_gen.training`) ELBO-safe variant:
+  matrix products in bfloat16, every module output cast back to float32.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator
 
 import torch
+from torch import nn
 
 from ppl_gen.errors import PplGenError
 
@@ -70,4 +71,29 @@ def deterministic(enabled: bool, device: torch.device | str) -> Iterator[None]:
         torch.backends.cudnn.benchmark = old[1]
 
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "deterministic"]
+def _output_to_fp32(module: nn.Module, args, output):
+    if torch.is_tensor(output) and output.dtype == torch.bfloat16:
+        return output.float()
+    return None
+
+
+@contextlib.contextmanager
+def bf16_networks(device: torch.device | str) -> Iterator[None]:
+    """Mixed precision that is safe for ELBOs: matrix products in bfloat16, the rest float32.
+
+    Inside the block ``torch.autocast(dtype=torch.bfloat16)`` runs linear and convolution
+    layers on bfloat16 inputs (float32 accumulation), and a global module forward hook casts
+    every module's bfloat16 output back to float32.  So every distribution parameter, sample,
+    log-density and KL term of the model and guide is float32: bfloat16's 8-bit mantissa
+    (relative error 4e-3) would otherwise cost about 0.1 nats on a 20-nat KL term.
+    """
+    device = torch.device(device)
+    handle = nn.modules.module.register_module_forward_hook(_output_to_fp32)
+    try:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        handle.remove()
+
+
+__all__ = ["PRECISIONS", "autocast", "bf16_networks", "check_precision", "deterministic"]

@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -81,6 +80,7 @@ from ppl_gen.device import to_device
 from ppl_gen.distributed import DistributedContext, RankFailed, init_from_env
 from ppl_gen.errors import PplGenError, require_positive_int
 from ppl_gen.guides import MeanFieldGuide
+from ppl_gen.precision import bf16_networks, check_precision, deterministic
 
 
 class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
@@ -104,9 +104,6 @@ ELBOS = {
     "jit-analytic-kl": _JitTraceMeanFieldELBO,
     "enum": TraceEnum_ELBO,
 }
-
-
-PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingDiverged(RuntimeError):
@@ -164,10 +161,7 @@ class TrainConfig:
             raise PplGenError(f"--elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
         if not self.lr > 0 or not self.local_lr > 0:
             raise PplGenError(f"--lr must be positive, got {self.lr} / {self.local_lr}")
-        if self.precision not in PRECISIONS:
-            raise PplGenError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        check_precision(self.precision)
         if self.precision != "fp32" and self.elbo.startswith("jit"):
             raise PplGenError(
                 f"--precision {self.precision} does not combine with --elbo {self.elbo} "
@@ -380,7 +374,7 @@ def train(
     config = config or TrainConfig()
     config.validate()
     ctx = dist if dist is not None else init_from_env(config.device)
-    with _deterministic(config.deterministic, ctx.device):
+    with deterministic(config.deterministic, ctx.device):
         try:
             return _train(model, guide, data, config, ctx, resume=resume, spec=spec)
         except RankFailed as exc:
@@ -390,53 +384,10 @@ def train(
             raise RankFailed(f"{exc}{kept}") from exc
 
 
-@contextlib.contextmanager
-def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
-    """``torch.use_deterministic_algorithms(True)`` (and cuDNN without autotuning) inside."""
-    if not enabled:
-        yield
-        return
-    if device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    old = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old[0])
-        torch.backends.cudnn.benchmark = old[1]
-
-
 def _autocast(config: TrainConfig, device: torch.device):
     if config.precision == "bf16":
         return bf16_networks(device)
     return contextlib.nullcontext()
-
-
-def _output_to_fp32(module: nn.Module, args, output):
-    if torch.is_tensor(output) and output.dtype == torch.bfloat16:
-        return output.float()
-    return None
-
-
-@contextlib.contextmanager
-def bf16_networks(device: torch.device | str) -> Iterator[None]:
-    """Mixed precision that is safe for ELBOs: matrix products in bfloat16, the rest float32.
-
-    Inside the block ``torch.autocast(dtype=torch.bfloat16)`` runs linear and convolution
-    layers on bfloat16 inputs (float32 accumulation), and a global module forward hook casts
-    every module's bfloat16 output back to float32.  So every distribution parameter, sample,
-    log-density and KL term of the model and guide is float32: bfloat16's 8-bit mantissa
-    (relative error 4e-3) would otherwise cost about 0.1 nats on a 20-nat KL term.
-    """
-    device = torch.device(device)
-    handle = nn.modules.module.register_module_forward_hook(_output_to_fp32)
-    try:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-    finally:
-        handle.remove()
 
 
 def _sync_gradients(

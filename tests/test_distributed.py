@@ -458,7 +458,7 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
 
 
 def test_bf16_runs_matrix_products_in_bf16_and_hands_on_float32():
-    from ppl_gen.training import bf16_networks
+    from ppl_gen.precision import bf16_networks
 
     torch.manual_seed(0)
     layer, x = nn.Linear(64, 64), torch.randn(8, 64)
