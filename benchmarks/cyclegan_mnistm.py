@@ -12,8 +12,10 @@ throughout: no labels, no classifier in the training loop.
 
 Defaults: 5,000 images per domain, 14 epochs (7 decaying), batch 16, ngf 16, 2 blocks, one
 downsampling (a 14x14 bottleneck), ndf 32 with a 2-layer PatchGAN, LSGAN, cycle lambda 2.5
-(the paper's 10 gave 73.3%: with a strong cycle loss G_BA must hide the MNIST-M photo
-background in its MNIST output, which shows as stray strokes), identity 0.5 x lambda.
+(the paper's 10 gave 73.3%, with stray strokes where MNIST-M has textured backgrounds:
+presumably a strong cycle loss makes G_BA carry the photo background through its MNIST
+output so that G_AB can rebuild it), identity 0.5 x lambda.  Screening of the settings:
+``benchmarks/results/cyclegan_screen.log``.
 
 After every epoch: label preservation on the first 2,000 MNIST-M test images; at the end on
 all 10,000, with the baseline, the A → B direction and the cycle reconstruction errors (mean
@@ -61,17 +63,20 @@ def main() -> None:
     parser.add_argument("--loss", default="lsgan", help="lsgan (paper) or vanilla")
     parser.add_argument("--lambda-cycle", type=float, default=2.5, help="paper: 10")
     parser.add_argument("--lambda-identity", type=float, default=0.5, help="x --lambda-cycle")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (init, shuffles, pools)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (replicates)")
     parser.add_argument("--quick", action="store_true", help="1,000 images, 2 epochs")
     args = parser.parse_args()
     if args.quick:
         args.n_train, args.epochs, args.decay_epochs = 1000, 2, 1
+    suffix = "_quick" if args.quick else f"_{args.tag}" if args.tag else ""
     t0 = time.perf_counter()
     classifier = load_classifier(args.classifier, "cpu")
     a = load_images("mnist", args.data_root, n=args.n_train, seed=0, channels=3)
     b = load_images("mnistm", args.data_root, n=args.n_train, seed=1, bsds_root=args.bsds_root)
     test_a = load_images("mnist", args.data_root, split="test", channels=3)
     test_b = load_images("mnistm", args.data_root, split="test", bsds_root=args.bsds_root)
-    out = REPO / "runs" / "bench_cyclegan"
+    out = REPO / "runs" / f"bench_cyclegan{suffix}"
     shutil.rmtree(out, ignore_errors=True)
     config = CycleGANConfig(
         epochs=args.epochs,
@@ -88,7 +93,7 @@ def main() -> None:
         device="cpu",
         progress=False,
         out=str(out),
-        seed=0,
+        seed=args.seed,
     )
     curve = []
     for epoch in range(1, args.epochs + 1):
@@ -123,9 +128,9 @@ def main() -> None:
     panel = translation_panel(
         result.nets, to_tanh_range(test_a.images[:8]), to_tanh_range(test_b.images[:8])
     )
-    save_sample_grid(panel, RESULTS / "cyclegan_translations.png", nrow=8)
+    save_sample_grid(panel, RESULTS / f"cyclegan_translations{suffix}.png", nrow=8)
     write_json(
-        RESULTS / ("cyclegan_mnistm_quick.json" if args.quick else "cyclegan_mnistm.json"),
+        RESULTS / f"cyclegan_mnistm{suffix}.json",
         {
             "config": {**vars(config), "out": str(out.relative_to(REPO))},
             "n_train_per_domain": args.n_train,
