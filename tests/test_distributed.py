@@ -13,9 +13,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from torch import nn
+from torchrun_harness import run_worker_job, torchrun
 
 from ppl_gen.builders import ModelSpec, build_guide, build_model
 from ppl_gen.data import DataSplits
@@ -267,33 +265,11 @@ def worker(out: Path) -> None:
 # ----------------------------------------------------------------------------- tests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(*args: str, timeout: float = 100) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node 2`` on loopback, one thread per process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *args,
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """The 2-process worker job (one process group for every check)."""
     out = tmp_path_factory.mktemp("ddp")
-    proc = torchrun(__file__, str(out))
-    harness = out / "harness"
-    if not (harness / "rank0.pt").exists() or not (harness / "rank1.pt").exists():
-        pytest.fail(f"worker job failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    recs = [torch.load(harness / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    proc, recs = run_worker_job(__file__, out)
     return out, proc, recs
 
 

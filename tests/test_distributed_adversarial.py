@@ -16,9 +16,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchrun_harness import run_worker_job
 
 from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
 from ppl_gen.adversarial.dann import ArchConfig
@@ -236,33 +234,11 @@ def worker(out: Path) -> None:
 # ----------------------------------------------------------------------------- tests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(*args: str, timeout: float = 100) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node 2`` on loopback, one thread per process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *args,
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """The 2-process worker job (one process group for every check)."""
     out = tmp_path_factory.mktemp("ddp_adv")
-    proc = torchrun(__file__, str(out))
-    harness = out / "harness"
-    if not (harness / "rank0.pt").exists() or not (harness / "rank1.pt").exists():
-        pytest.fail(f"worker job failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    recs = [torch.load(harness / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    proc, recs = run_worker_job(__file__, out)
     return out, proc, recs
 
 
