@@ -21,7 +21,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from torch import nn
-from torchrun_harness import run_worker_job, torchrun
+from torchrun_harness import record_written_files, run_worker_job, torchrun
 
 from ppl_gen.builders import ModelSpec, build_guide, build_model
 from ppl_gen.data import DataSplits
@@ -178,22 +178,12 @@ def ddp_step(net: nn.Module, rows: list[int]) -> None:
 
 def worker(out: Path) -> None:
     """Runs on every rank under torchrun; records results in ``out/harness/rank<r>.pt``."""
-    import ppl_gen.io
     from ppl_gen.cli import main
     from ppl_gen.distributed import RankFailed, init_from_env
 
     ctx = init_from_env("cpu")
     assert ctx.world_size == 2 and ctx.backend == "gloo"
-    written: list[str] = []
-    atomic = ppl_gen.io.atomic_path
-
-    @contextlib.contextmanager
-    def counting(path):  # every file ppl_gen writes goes through atomic_path
-        written.append(str(path))
-        with atomic(path) as tmp:
-            yield tmp
-
-    ppl_gen.io.atomic_path = counting
+    written = record_written_files()
     rec: dict = {"rank": ctx.rank}
 
     # SVI with a deterministic ELBO: losses and parameters against one process (in pytest).

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchrun_harness import run_worker_job
+from torchrun_harness import record_written_files, run_worker_job
 
 from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
 from ppl_gen.adversarial.dann import ArchConfig
@@ -129,23 +129,13 @@ def write_npz(path: Path, n: int, rgb: bool, seed: int) -> None:
 def worker(out: Path) -> None:
     """Runs on every rank under torchrun; records results in ``out/harness/rank<r>.pt``."""
     import ppl_gen.adversarial.dann_trainer as dann_trainer
-    import ppl_gen.io
     from ppl_gen.cli import main
     from ppl_gen.distributed import RankFailed, init_from_env
     from ppl_gen.errors import PplGenError
 
     ctx = init_from_env("cpu")
     assert ctx.world_size == 2 and ctx.backend == "gloo"
-    written: list[str] = []
-    atomic = ppl_gen.io.atomic_path
-
-    @contextlib.contextmanager
-    def counting(path):  # every file ppl_gen writes goes through atomic_path
-        written.append(str(path))
-        with atomic(path) as tmp:
-            yield tmp
-
-    ppl_gen.io.atomic_path = counting
+    written = record_written_files()
     rec: dict = {"rank": ctx.rank}
 
     # DANN: batch norm with per-domain passes, uneven shards (4 + 3 of each half-batch).

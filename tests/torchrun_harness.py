@@ -7,6 +7,7 @@ its records to ``out/harness/rank{r}.pt``, which are returned for the checks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -45,3 +46,21 @@ def run_worker_job(script: str, out: Path) -> tuple[subprocess.CompletedProcess,
         pytest.fail(f"worker job failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     recs = [torch.load(harness / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     return proc, recs
+
+
+def record_written_files() -> list[str]:
+    """Make every file ppl_gen writes from now on (all go through
+    :func:`ppl_gen.io.atomic_path`) append its path to the returned list."""
+    import ppl_gen.io
+
+    written: list[str] = []
+    atomic = ppl_gen.io.atomic_path
+
+    @contextlib.contextmanager
+    def recording(path):
+        written.append(str(path))
+        with atomic(path) as tmp:
+            yield tmp
+
+    ppl_gen.io.atomic_path = recording
+    return written
