@@ -23,11 +23,10 @@ import ppl_gen  # noqa: F401
 
 # isort: split
 import torch
+from gan_stages import benchmark_config, train_in_stages
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
 from ppl_gen.adversarial.data import load_images
-from ppl_gen.adversarial.trainer import GANConfig, load_generator, train_gan
-from ppl_gen.checkpoint import load_checkpoint
 from ppl_gen.classifier import accuracy, load_classifier
 from ppl_gen.generative_metrics import evaluate_generator
 
@@ -50,25 +49,10 @@ def main() -> None:
     test = load_images("mnist", args.data_root, split="test")
     real_acc = accuracy(classifier, test.images, test.labels)
     print(f"classifier accuracy on the real test images: {100 * real_acc:.2f}%")
-    out = REPO / "runs" / "bench_cgan_labels"
-    shutil.rmtree(out, ignore_errors=True)
-    config = GANConfig(
-        model="cgan",
-        latent_dim=64,
-        ngf=32,
-        ndf=32,
-        epochs=max(eval_at),
-        batch_size=64,
-        device="cpu",
-        progress=False,
-        out=str(out),
-        seed=0,
-    )
-    rows, done = [], 0
-    for epoch in eval_at:
-        result = train_gan(data, config, resume=True, stop_after=epoch - done)
-        done = epoch
-        gen = load_generator(load_checkpoint(out / "checkpoint.pt"), "cpu")
+    config = benchmark_config("cgan", max(eval_at), "bench_cgan_labels")
+    out = Path(config.out)
+    rows = []
+    for epoch, result, gen in train_in_stages(data, config, eval_at):
         m = evaluate_generator(gen, classifier, test.images, args.n_samples, seed=123)
         row = {
             "epoch": epoch,

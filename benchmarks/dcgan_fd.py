@@ -25,11 +25,10 @@ import ppl_gen  # noqa: F401
 
 # isort: split
 import torch
+from gan_stages import benchmark_config, train_in_stages
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
 from ppl_gen.adversarial.data import load_images
-from ppl_gen.adversarial.trainer import GANConfig, load_generator, train_gan
-from ppl_gen.checkpoint import load_checkpoint
 from ppl_gen.classifier import load_classifier
 from ppl_gen.generative_metrics import (
     FDLeNet,
@@ -67,26 +66,10 @@ def main() -> None:
         f"floor (FD-LeNet between two halves of the test set): {floor:.3f} "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    out = REPO / "runs" / "bench_dcgan_fd"
-    shutil.rmtree(out, ignore_errors=True)
-    config = GANConfig(
-        model="dcgan",
-        latent_dim=64,
-        ngf=32,
-        ndf=32,
-        epochs=max(eval_at),
-        batch_size=64,
-        device="cpu",
-        progress=False,
-        out=str(out),
-        seed=0,
-    )
+    config = benchmark_config("dcgan", max(eval_at), "bench_dcgan_fd")
+    out = Path(config.out)
     rows = []
-    done = 0
-    for epoch in eval_at:
-        result = train_gan(data, config, resume=True, stop_after=epoch - done)
-        done = epoch
-        gen = load_generator(load_checkpoint(out / "checkpoint.pt"), "cpu")
+    for epoch, result, gen in train_in_stages(data, config, eval_at):
         t1 = time.perf_counter()
         fake = sample_images(gen, args.n_samples, seed=123)
         fd = fd_metric.fd(fake)
