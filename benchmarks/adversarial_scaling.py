@@ -27,17 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 
 # isort: split
 import torch
+import torchrun_launch
 from plain_vae import RESULTS, environment, write_json
 
 DANN_BATCH, DANN_STEPS = 128, 16
@@ -102,30 +100,9 @@ def worker(args) -> None:
     teardown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(model: str, nproc: int, args) -> dict:
-    out = Path(tempfile.mkstemp(suffix=".json")[1])
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), __file__,
-        "--worker", "--model", model, "--worker-out", str(out), "--epochs", str(args.epochs),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{model}: {nproc}-process run failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(out.read_text())
-    out.unlink()
-    return result
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    worker_args = ["--model", model, "--epochs", str(args.epochs)]
+    return torchrun_launch.launch(__file__, nproc, worker_args, f"{model}: ")
 
 
 def gpu_part(models: list[str], epochs: int) -> dict:
@@ -169,7 +146,7 @@ def main() -> None:
     unknown = sorted(set(models) - set(RUNS))
     if unknown:
         sys.exit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(RUNS)})")
-    load_before = load_average()
+    load_before = torchrun_launch.load_average()
     cpu: dict = {}
     for model in models:
         runs: dict[int, list[dict]] = {1: [], 2: []}
@@ -197,7 +174,7 @@ def main() -> None:
             "per_round_ratios": ratios,
             "runs": runs,
         }
-    load_after = load_average()
+    load_after = torchrun_launch.load_average()
     print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores)")
     payload = {
         "models": models,

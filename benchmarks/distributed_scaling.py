@@ -22,11 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +31,7 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 # isort: split
 import pyro
 import torch
+import torchrun_launch
 from plain_vae import RESULTS, add_data_args, environment, load_mnist, ppl_gen_modules, write_json
 
 from ppl_gen.training import TrainConfig, train
@@ -98,31 +95,10 @@ def worker(args) -> None:
     teardown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(nproc: int, args) -> dict:
-    out = Path(tempfile.mkstemp(suffix=".json")[1])
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), __file__,
-        "--worker", "--worker-out", str(out), "--epochs", str(args.epochs),
-        "--data-root", str(args.data_root), *(["--synthetic"] if args.synthetic else []),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{nproc}-process run failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(out.read_text())
-    out.unlink()
-    return result
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    worker_args = ["--epochs", str(args.epochs), "--data-root", str(args.data_root)]
+    worker_args += ["--synthetic"] if args.synthetic else []
+    return torchrun_launch.launch(__file__, nproc, worker_args, "")
 
 
 def gpu_part(args, data) -> dict:
@@ -173,7 +149,7 @@ def main() -> None:
         worker(args)
         return
     data = data_for(args)  # fail early when MNIST is absent
-    load_before = load_average()
+    load_before = torchrun_launch.load_average()
     runs: dict[int, list[dict]] = {1: [], 2: []}
     ratios = []
     for r in range(args.rounds):
@@ -184,7 +160,7 @@ def main() -> None:
             sync = f" (all-reduce {last['allreduce_ms_per_step']:.1f} ms/step)" if p > 1 else ""
             print(f"round {r + 1}: {p} process(es): {last['images_per_s']:,.0f} images/s{sync}")
         ratios.append(runs[2][-1]["images_per_s"] / runs[1][-1]["images_per_s"])
-    load_after = load_average()
+    load_after = torchrun_launch.load_average()
     one = statistics.median(x["images_per_s"] for x in runs[1])
     two = statistics.median(x["images_per_s"] for x in runs[2])
     ratio = statistics.median(ratios)
