@@ -1,10 +1,10 @@
 """Data-parallel throughput of the adversarial trainers: 1 vs 2 CPU processes (and GPU vs
 CPU when CUDA is available).
 
-* ``dann``: :func:`ppl_gen.adversarial.dann_trainer.train_dann`, the ``bn`` network
+* ``dann``: :func:`ppl_gen.adaptation.dann_trainer.train_dann`, the ``bn`` network
   (batch norm synchronised over the processes, separate source / target passes), global
   batch 128 (64 source + 64 target images), 3-channel 28x28 images.
-* ``dcgan``: :func:`ppl_gen.adversarial.trainer.train_gan`, DCGAN (ngf = ndf = 64, batch
+* ``dcgan``: :func:`ppl_gen.gan.trainer.train_gan`, DCGAN (ngf = ndf = 64, batch
   norm synchronised), vanilla loss, global batch 64, 1-channel 28x28 images.
 
 Both use random images of MNIST / MNIST-M's shape (throughput depends on shapes, not
@@ -44,7 +44,7 @@ GAN_BATCH, GAN_STEPS = 64, 16
 
 def dann_run(epochs: int, device: str, precision: str = "fp32") -> dict:
     """Train DANN on random images; global images/s after the first epoch."""
-    from ppl_gen.adversarial.dann_trainer import DANNConfig, DomainData, train_dann
+    from ppl_gen.adaptation.dann_trainer import DANNConfig, DomainData, train_dann
 
     g = torch.Generator().manual_seed(0)
     n = DANN_BATCH // 2 * DANN_STEPS
@@ -67,8 +67,8 @@ def dann_run(epochs: int, device: str, precision: str = "fp32") -> dict:
 
 def dcgan_run(epochs: int, device: str, precision: str = "fp32") -> dict:
     """Train DCGAN on random images; global images/s after the first epoch."""
-    from ppl_gen.adversarial.data import ImageData
-    from ppl_gen.adversarial.trainer import GANConfig, train_gan
+    from ppl_gen.data.images import ImageData
+    from ppl_gen.gan.trainer import GANConfig, train_gan
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(GAN_BATCH * GAN_STEPS, 1, 28, 28, generator=g)
@@ -90,7 +90,7 @@ RUNS = {"dann": dann_run, "dcgan": dcgan_run}
 
 def worker(args) -> None:
     """One torchrun worker: train; rank 0 writes the figures to ``args.worker_out``."""
-    from ppl_gen.distributed import init_from_env, teardown
+    from ppl_gen.core.distributed import init_from_env, teardown
 
     torch.set_num_threads(1)
     ctx = init_from_env("cpu")
@@ -109,7 +109,7 @@ def gpu_part(models: list[str], epochs: int) -> dict:
     if not torch.cuda.is_available():
         print("GPU: skipped (torch.cuda.is_available() is False on this machine)")
         return {"skipped": "no CUDA device"}
-    from ppl_gen.device import describe
+    from ppl_gen.core.device import describe
 
     torch.set_num_threads(os.cpu_count() or 1)
     out: dict = {"device": describe(torch.device("cuda")), "cpu_threads": torch.get_num_threads()}

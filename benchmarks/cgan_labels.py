@@ -1,6 +1,6 @@
 """Quality target: >= 95% of conditional-GAN samples are classified as their requested label.
 
-Conditional GAN (``ppl_gen.adversarial``: DCGAN body, label embedding into G and as an extra
+Conditional GAN (``ppl_gen.gan``: DCGAN body, label embedding into G and as an extra
 input channel of D; ngf = ndf = 32, z of 64, vanilla loss, batch 64, Adam 2e-4 (0.5,
 0.999)) trained on the 14,262 MNIST training images.  After each epoch listed in
 ``--eval-at`` it draws 10,000 samples (1,000 per label) and reports the label agreement of
@@ -26,9 +26,9 @@ import torch
 from gan_stages import benchmark_config, train_in_stages
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
-from ppl_gen.adversarial.data import load_images
-from ppl_gen.classifier import accuracy, load_classifier
-from ppl_gen.generative_metrics import evaluate_generator
+from ppl_gen.data.images import load_images
+from ppl_gen.metrics.classifier import accuracy, load_classifier
+from ppl_gen.metrics.generative import evaluate_generator
 
 
 def main() -> None:

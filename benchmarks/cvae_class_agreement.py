@@ -6,7 +6,7 @@ training images for each latent size in ``--latent-dims`` (default 2 -- the targ
 20, to show how agreement depends on Z: a large latent space lets the encoder carry the
 class in ``z`` too, so prior samples mix classes), draws ``--per-class`` samples of every
 class (``z ~ N(0, I)``, decoder means) and classifies them with the project's
-independently trained LeNet (``ppl_gen.classifier``; ``runs/classifier/lenet_mnist.pt``,
+independently trained LeNet (``ppl_gen.metrics.classifier``; ``runs/classifier/lenet_mnist.pt``,
 trained here when absent).
 Target: >= 90% of the samples of each requested class are classified as that class.
 Also reports the classifier's accuracy on real test images (the reference), and the test
@@ -31,16 +31,16 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 import torch
 
 from ppl_gen.autoencoders.conditional import cvae_bounds, sample_classes, train_cvae
-from ppl_gen.classifier import (
+from ppl_gen.core.io import write_json
+from ppl_gen.data.datasets import load_dataset
+from ppl_gen.infer.training import TrainConfig
+from ppl_gen.metrics.classifier import (
     ClassifierConfig,
     accuracy,
     default_classifier_path,
     load_classifier,
     train_classifier,
 )
-from ppl_gen.data import load_dataset
-from ppl_gen.io import write_json
-from ppl_gen.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

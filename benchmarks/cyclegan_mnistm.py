@@ -1,12 +1,12 @@
 """Quality target: CycleGAN MNIST-M → MNIST translations keep the digit (label preservation
 >= 80%), against the source-only baseline (the MNIST classifier on raw MNIST-M).
 
-CycleGAN (``ppl_gen.adversarial``; ResNet generators with ``--ngf`` filters, ``--n-blocks``
+CycleGAN (``ppl_gen.gan``; ResNet generators with ``--ngf`` filters, ``--n-blocks``
 residual blocks and ``--n-down`` downsamplings, PatchGANs with ``--ndf`` filters and
 ``--n-layers`` layers, instance norm, ``--loss`` (LSGAN), cycle lambda ``--lambda-cycle``,
 identity ``--lambda-identity`` x lambda, image pool 50, Adam 2e-4 (0.5, 0.999), constant then
 linearly decaying learning rate) between MNIST (domain A, grey repeated to 3 channels) and
-MNIST-M (domain B, ``ppl_gen.mnistm.load_mnistm``), each a seeded random subset of
+MNIST-M (domain B, ``ppl_gen.data.mnistm.load_mnistm``), each a seeded random subset of
 ``--n-train`` training images (different subsets, so the domains are unpaired).  Unsupervised
 throughout: no labels, no classifier in the training loop.
 
@@ -39,11 +39,11 @@ import ppl_gen  # noqa: F401
 import torch
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
-from ppl_gen.adversarial.cycle_metrics import evaluate_cyclegan
-from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan, translation_panel
-from ppl_gen.adversarial.data import load_images, to_tanh_range
-from ppl_gen.adversarial.figures import save_sample_grid
-from ppl_gen.classifier import load_classifier
+from ppl_gen.data.images import load_images, to_tanh_range
+from ppl_gen.gan.cycle_trainer import CycleGANConfig, train_cyclegan, translation_panel
+from ppl_gen.metrics.classifier import load_classifier
+from ppl_gen.metrics.cycle import evaluate_cyclegan
+from ppl_gen.viz.gan import save_sample_grid
 
 
 def main() -> None:

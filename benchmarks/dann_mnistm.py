@@ -38,13 +38,13 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 # isort: split
 import torch
 
-from ppl_gen.adversarial.dann_trainer import (
+from ppl_gen.adaptation.dann_trainer import (
     DANNConfig,
     load_domain,
     match_channels,
     run_dann_experiment,
 )
-from ppl_gen.io import write_json, write_text
+from ppl_gen.core.io import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"source_only": 0.5225, "dann": 0.7666, "train_on_target": 0.9596}

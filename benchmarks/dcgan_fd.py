@@ -1,6 +1,6 @@
 """Quality target: DCGAN's FD-LeNet improves with training, reported against the floor.
 
-DCGAN (``ppl_gen.adversarial``; ngf = ndf = 32, z of 64, vanilla loss, batch 64, Adam 2e-4
+DCGAN (``ppl_gen.gan``; ngf = ndf = 32, z of 64, vanilla loss, batch 64, Adam 2e-4
 (0.5, 0.999)) trained on the 14,262 MNIST training images.  After the epochs listed in
 ``--eval-at`` it draws 10,000 samples and measures FD-LeNet (Fréchet distance in the
 project's LeNet feature space; not comparable to Inception FID) against the 10,000 official
@@ -28,9 +28,9 @@ import torch
 from gan_stages import benchmark_config, train_in_stages
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 
-from ppl_gen.adversarial.data import load_images
-from ppl_gen.classifier import load_classifier
-from ppl_gen.generative_metrics import (
+from ppl_gen.data.images import load_images
+from ppl_gen.metrics.classifier import load_classifier
+from ppl_gen.metrics.generative import (
     FDLeNet,
     classifier_inception_score,
     mode_coverage,

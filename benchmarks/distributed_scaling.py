@@ -34,7 +34,7 @@ import torch
 import torchrun_launch
 from plain_vae import RESULTS, add_data_args, environment, load_mnist, ppl_gen_modules, write_json
 
-from ppl_gen.training import TrainConfig, train
+from ppl_gen.infer.training import TrainConfig, train
 
 BATCH = 128
 
@@ -70,8 +70,8 @@ def train_once(data, epochs: int, device: str, seed: int = 0) -> dict:
 
 def worker(args) -> None:
     """One torchrun worker: train, rank 0 writes the figures to ``args.worker_out``."""
-    from ppl_gen import training
-    from ppl_gen.distributed import init_from_env, teardown
+    from ppl_gen.core.distributed import init_from_env, teardown
+    from ppl_gen.infer import training
 
     torch.set_num_threads(1)
     ctx = init_from_env("cpu")
@@ -105,8 +105,8 @@ def gpu_part(args, data) -> dict:
     if not torch.cuda.is_available():
         print("GPU: skipped (torch.cuda.is_available() is False on this machine)")
         return {"skipped": "no CUDA device"}
-    from ppl_gen.bounds import evaluate_bounds
-    from ppl_gen.device import describe
+    from ppl_gen.core.device import describe
+    from ppl_gen.infer.bounds import evaluate_bounds
 
     torch.set_num_threads(os.cpu_count() or 1)
     cpu = train_once(data, args.epochs, "cpu")

@@ -9,9 +9,9 @@ from collections.abc import Iterator, Sequence
 from plain_vae import REPO
 from torch import nn
 
-from ppl_gen.adversarial.data import ImageData
-from ppl_gen.adversarial.trainer import GANConfig, load_generator, train_gan
-from ppl_gen.checkpoint import load_checkpoint
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.data.images import ImageData
+from ppl_gen.gan.trainer import GANConfig, load_generator, train_gan
 
 
 def benchmark_config(model: str, epochs: int, name: str) -> GANConfig:

@@ -1,7 +1,7 @@
 """Speed target: the DCGAN trainer's step within 1.1x of a minimal hand-written loop over
 the same networks; training throughput (images/s) of every adversarial trainer.
 
-* ``dcgan`` trainer (:func:`ppl_gen.adversarial.trainer.train_gan`, one epoch per round,
+* ``dcgan`` trainer (:func:`ppl_gen.gan.trainer.train_gan`, one epoch per round,
   no output folder) vs a minimal hand-written PyTorch loop (the PyTorch DCGAN example's
   step: D on real and detached fakes with BCE-with-logits, then G with the non-saturating
   loss; Adam 2e-4 (0.5, 0.999)) over the same networks (same initial weights), the same
@@ -31,9 +31,9 @@ import torch
 from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
 from torch.nn import functional as F
 
-from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
-from ppl_gen.adversarial.data import load_images, to_tanh_range
-from ppl_gen.adversarial.trainer import GANConfig, build_gan, train_gan
+from ppl_gen.data.images import load_images, to_tanh_range
+from ppl_gen.gan.cycle_trainer import CycleGANConfig, train_cyclegan
+from ppl_gen.gan.trainer import GANConfig, build_gan, train_gan
 
 
 def plain_dcgan_epoch(config: GANConfig, images: torch.Tensor, seed: int) -> float:

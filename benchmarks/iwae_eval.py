@@ -89,7 +89,7 @@ def _reset_peak_rss() -> bool:
 
 def worker(args: argparse.Namespace) -> None:
     """Evaluate once in this (fresh) process and write a JSON result."""
-    from ppl_gen.bounds import evaluate_bounds
+    from ppl_gen.infer.bounds import evaluate_bounds
 
     state = torch.load(args.worker, weights_only=False)
     x = state["x"][: args.n_test]
@@ -189,8 +189,8 @@ def run_worker(
 
 def prepare_state(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict]:
     """Train (or load) the VAE; save its weights and the test images for the workers."""
-    from ppl_gen.checkpoint import load_checkpoint
-    from ppl_gen.training import TrainConfig, train
+    from ppl_gen.core.checkpoint import load_checkpoint
+    from ppl_gen.infer.training import TrainConfig, train
 
     data = load_mnist(args.data_root)
     torch.manual_seed(args.seed)

@@ -4,7 +4,7 @@ For each model -- the plain (``ae``), denoising (``dae``, Gaussian noise 0.3), s
 (``sae``, L1 0.05) and contractive (``cae``, 0.05) autoencoders (MLP 784-256-16, sigmoid
 output, cross-entropy) and the VAE (784-256-16, Bernoulli, dynamic binarisation) -- train on
 the MNIST training images without each of ``--holdout-classes`` (default 9, then 0;
-``ppl_gen.novelty.run_novelty``), score the 10,000 test images and report the AUROC of
+``ppl_gen.jobs.novelty.run_novelty``), score the 10,000 test images and report the AUROC of
 the held-out class: by squared reconstruction error for every model, and for the VAE also
 by ``-IWAE-K`` (nats).
 
@@ -26,8 +26,8 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 # isort: split
 import torch
 
-from ppl_gen.io import write_json
-from ppl_gen.novelty import MODELS, NoveltyConfig, run_novelty
+from ppl_gen.core.io import write_json
+from ppl_gen.jobs.novelty import MODELS, NoveltyConfig, run_novelty
 
 REPO = Path(__file__).resolve().parents[1]
 

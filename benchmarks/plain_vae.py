@@ -7,9 +7,9 @@ whose scale is ``min_scale + softplus(raw)`` exactly like
 The module layout mirrors ppl_gen's so that the weights load straight into
 ``ppl_gen.models.VAE(784, 20, (400,))`` (``decoder.*``) and
 ``ppl_gen.guides.AmortisedGaussianGuide(model, (400,))`` (``body.*``, ``heads.z.*``), and
-both are evaluated with the same code (:func:`ppl_gen.bounds.evaluate_bounds`).
+both are evaluated with the same code (:func:`ppl_gen.infer.bounds.evaluate_bounds`).
 
-The training loop does what :func:`ppl_gen.training.train` does with
+The training loop does what :func:`ppl_gen.infer.training.train` does with
 ``elbo="analytic-kl"``: same minibatch order (CPU generator seeded ``seed``), same dynamic
 binarisation stream (generator seeded ``seed + 1``), loss = ``-(N / batch) * sum_i ELBO_i``
 (the scaling Pyro's subsampled plate applies), ``zero_grad(set_to_none=True)``, backward,
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_gen.data import binarize_batch, iterate_minibatches
+from ppl_gen.data.datasets import binarize_batch, iterate_minibatches
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "mnist"
@@ -124,7 +124,7 @@ def train_plain(
     dynamic: bool = True,
     progress: bool = False,
 ) -> PlainResult:
-    """Train like ``ppl_gen.training.train(..., TrainConfig(elbo="analytic-kl"))``.
+    """Train like ``ppl_gen.infer.training.train(..., TrainConfig(elbo="analytic-kl"))``.
 
     ``seconds`` is the wall time of the epoch loops only (as ``TrainResult.seconds``).
     """
@@ -162,7 +162,7 @@ def plain_iwae(
     plain: PlainVAE, x: torch.Tensor, k: int, max_samples_per_chunk: int = 50_000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hand-written IWAE-K and ELBO per datapoint, ``(N,)`` each (nats): the timing reference
-    for :func:`ppl_gen.bounds.evaluate_bounds` (same chunking rule: ``max_samples_per_chunk //
+    for :func:`ppl_gen.infer.bounds.evaluate_bounds` (same chunking rule: ``max_samples_per_chunk //
     K`` rows at a time, all K samples at once when they fit, running log-sum-exp)."""
     n = x.shape[0]
     rows = max(1, min(n, max_samples_per_chunk // min(k, max_samples_per_chunk)))
@@ -205,7 +205,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def load_mnist(root: Path, *, required: bool = True):
     """``load_dataset("mnist", root, binarize="dynamic")``, or exit with a clear message."""
-    from ppl_gen.data import load_dataset
+    from ppl_gen.data.datasets import load_dataset
 
     if not (Path(root) / "MNIST" / "raw").is_dir():
         if not required:
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="5,000 train rows, 1 epoch")
     args = parser.parse_args()
-    from ppl_gen.bounds import evaluate_bounds
+    from ppl_gen.infer.bounds import evaluate_bounds
 
     data = load_mnist(args.data_root)
     x = data.train[:5000] if args.quick else data.train

@@ -9,7 +9,7 @@ On the digits (default) or MNIST (``--data mnist``, grey levels, no binarisation
 2. **Mean-field bounds vs exact log p(x)**: mean-field variational EM (``mean_field``) on the
    training split, then on the test split the coordinate-ascent ``q`` for the fitted model
    (``mean_field_bounds``: IWAE-K and the Monte Carlo ELBO with ``MeanFieldGuide`` through
-   ``ppl_gen.bounds.evaluate_bounds``) against the model's exact ``log p(x)``; target
+   ``ppl_gen.infer.bounds.evaluate_bounds``) against the model's exact ``log p(x)``; target
    ``exact - IWAE-K <= 0.05`` nats/point.  The same for factor analysis, and for the
    EM-fitted PPCA (whose ``W`` carries an arbitrary rotation, so its posterior is correlated).
 
@@ -34,7 +34,7 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 import pyro
 import torch
 
-from ppl_gen.data import load_dataset
+from ppl_gen.data.datasets import load_dataset
 from ppl_gen.models import PPCA, FactorAnalysis
 
 REPO = Path(__file__).resolve().parents[1]

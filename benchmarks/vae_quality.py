@@ -5,10 +5,10 @@ images, batch 128, Adam 1e-3, ``--epochs`` (default 100), same seed and same ini
 weights for both:
 
 * ``ppl_gen`` -- ``ppl_gen.models.VAE`` + ``AmortisedGaussianGuide`` trained by
-  ``ppl_gen.training.train(TrainConfig(elbo="analytic-kl"))``;
+  ``ppl_gen.infer.training.train(TrainConfig(elbo="analytic-kl"))``;
 * ``plain``   -- :class:`plain_vae.PlainVAE` trained by :func:`plain_vae.train_plain` (no Pyro).
 
-Both are then evaluated with ``ppl_gen.bounds.evaluate_bounds`` (the plain weights are
+Both are then evaluated with ``ppl_gen.infer.bounds.evaluate_bounds`` (the plain weights are
 loaded into ppl_gen modules of identical layout) on the official 10,000 MNIST test images,
 binarised once (``load_dataset(..., binarize="dynamic")`` fixes the test images): test
 IWAE-K (K = 5000 by default) and test ELBO, nats per image, with standard errors, and the
@@ -46,7 +46,7 @@ from plain_vae import (
 def evaluate(model, guide, x: torch.Tensor, k: int, seed: int, chunk: int):
     import pyro
 
-    from ppl_gen.bounds import evaluate_bounds
+    from ppl_gen.infer.bounds import evaluate_bounds
 
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
     if args.quick:
         args.epochs, args.k, args.n_test = 2, 500, args.n_test or 1000
 
-    from ppl_gen.training import TrainConfig, train
+    from ppl_gen.infer.training import TrainConfig, train
 
     data = load_mnist(args.data_root)
     if args.n_train:
@@ -210,7 +210,7 @@ def main() -> None:
         {
             "benchmark": "vae_quality",
             "description": "MNIST 784-400-20 VAE, Bernoulli, dynamic binarisation, batch 128, "
-            "Adam 1e-3; test bounds by ppl_gen.bounds.evaluate_bounds on fixed-binarised "
+            "Adam 1e-3; test bounds by ppl_gen.infer.bounds.evaluate_bounds on fixed-binarised "
             "official test images (nats per image)",
             "epochs": args.epochs,
             "k": args.k,

@@ -4,7 +4,7 @@
 Variants, each timed over the same number of epochs on the same data:
 
 * ``plain``             -- :func:`plain_vae.train_plain`, the no-Pyro yardstick;
-* ``ppl_gen``           -- ``ppl_gen.training.train`` with ``TrainConfig(elbo="analytic-kl")``
+* ``ppl_gen``           -- ``ppl_gen.infer.training.train`` with ``TrainConfig(elbo="analytic-kl")``
                            (the default; the target is ``ppl_gen / plain <= 1.15``);
 * ``ppl_gen-jit``       -- the same with ``elbo="jit-analytic-kl"`` (compiled per call);
 * ``ppl_gen-trace``     -- the same with ``elbo="trace"`` (Monte Carlo KL);
@@ -52,8 +52,8 @@ from plain_vae import (
 )
 from pyro.infer import SVI, Trace_ELBO
 
-from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
-from ppl_gen.training import TrainConfig, train
+from ppl_gen.data.datasets import DataSplits, binarize_batch, iterate_minibatches
+from ppl_gen.infer.training import TrainConfig, train
 
 # The JIT ELBO re-traces on every train() call; its tracer warnings are not our subject.
 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

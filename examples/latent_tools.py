@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 import ppl_gen
-from ppl_gen import reports
 from ppl_gen.autoencoders import (
     MLPAutoencoder,
     fit_latent_gaussian,
@@ -26,8 +25,10 @@ from ppl_gen.autoencoders import (
 )
 from ppl_gen.autoencoders.conditional import sample_classes, train_cvae
 from ppl_gen.guides import AmortisedGaussianGuide
-from ppl_gen.latent import EncoderDecoder, jobs
+from ppl_gen.jobs import latent as jobs
+from ppl_gen.latent import EncoderDecoder
 from ppl_gen.models import VAE
+from ppl_gen.viz import report as reports
 
 OUT = Path("runs/latent_example")
 torch.manual_seed(0)

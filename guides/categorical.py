@@ -8,7 +8,7 @@
 
 Both mark ``c`` with ``infer={"enumerate": "parallel"}``, so ``TraceEnum_ELBO`` sums over
 the K values exactly instead of sampling (no score-function variance); outside enumeration
-(e.g. in :func:`ppl_gen.bounds.evaluate_bounds`) ``c`` is sampled.
+(e.g. in :func:`ppl_gen.infer.bounds.evaluate_bounds`) ``c`` is sampled.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_gen.errors import require_positive_int
-from ppl_gen.naming import unique_scope
-from ppl_gen.nets import mlp
-from ppl_gen.plates import data_plate
+from ppl_gen.core.errors import require_positive_int
+from ppl_gen.core.naming import unique_scope
+from ppl_gen.lvm.nets import mlp
+from ppl_gen.lvm.plates import data_plate
 
 
 def _sample(model: Callable, x: torch.Tensor, logits: torch.Tensor, indices, size):

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_gen.naming import unique_scope
-from ppl_gen.nets import mlp
-from ppl_gen.plates import data_plate
+from ppl_gen.core.naming import unique_scope
+from ppl_gen.lvm.nets import mlp
+from ppl_gen.lvm.plates import data_plate
 
 
 class ConditionalEncoderGuide(nn.Module):

@@ -1,4 +1,4 @@
-"""The exact posterior as a guide, for models that offer one (:mod:`ppl_gen.tractable`).
+"""The exact posterior as a guide, for models that offer one (:mod:`ppl_gen.lvm.tractable`).
 
 ``q(z | x) = p(z | x; theta)`` computed in closed form by ``model.exact_posterior(x)`` and
 detached from the model's parameters.  With it the importance weights are constant and
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pyro
 import torch
 
-from ppl_gen.plates import data_plate
+from ppl_gen.lvm.plates import data_plate
 
 
 class ExactPosteriorGuide:

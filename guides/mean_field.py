@@ -11,7 +11,7 @@ updates only rows ``indices`` of the tables, and the data plate scales the ELBO 
 
 Test-time evaluation: a non-amortised guide knows nothing about new datapoints, so bounds
 on test data are computed with a *fresh* guide whose local parameters are fitted to the
-test points by SVI while the model is frozen (:func:`ppl_gen.training.fit_local_guide`).
+test points by SVI while the model is frozen (:func:`ppl_gen.infer.training.fit_local_guide`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.naming import unique_scope
 from ppl_gen.guides.sites import local_latent_shapes
-from ppl_gen.naming import unique_scope
-from ppl_gen.plates import data_plate
+from ppl_gen.lvm.plates import data_plate
 
 
 class MeanFieldGuide(nn.Module):

@@ -9,8 +9,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.subsample_messenger import _Subsample
 
-from ppl_gen.errors import PplGenError
-from ppl_gen.plates import DATA_PLATE
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.lvm.plates import DATA_PLATE
 
 
 def local_latent_shapes(

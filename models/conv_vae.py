@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ppl_gen.declare import LatentVariableModel
-from ppl_gen.likelihoods import make_likelihood
+from ppl_gen.lvm.declare import LatentVariableModel
+from ppl_gen.lvm.likelihoods import make_likelihood
 
 
 class _ConvDecoder(nn.Module):
@@ -59,7 +59,7 @@ class ConvVAE(LatentVariableModel):
 
     Args:
         latent_dim: ``Z``.
-        likelihood: ``bernoulli`` or ``gaussian`` (any family of :mod:`ppl_gen.likelihoods`;
+        likelihood: ``bernoulli`` or ``gaussian`` (any family of :mod:`ppl_gen.lvm.likelihoods`;
             categorical stores its levels last).
 
     Shapes: ``x: (batch, 784)``, ``z: (batch, Z)``.

@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_gen.data import DataSplits
-from ppl_gen.errors import PplGenError, require_positive_int
-from ppl_gen.likelihoods import make_likelihood
-from ppl_gen.naming import unique_scope
-from ppl_gen.nets import mlp
-from ppl_gen.plates import data_plate
-from ppl_gen.priors import make_prior
+from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.naming import unique_scope
+from ppl_gen.data.datasets import DataSplits
+from ppl_gen.lvm.likelihoods import make_likelihood
+from ppl_gen.lvm.nets import mlp
+from ppl_gen.lvm.plates import data_plate
+from ppl_gen.lvm.priors import make_prior
 
 
 def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,7 +60,8 @@ def with_label_columns(splits: DataSplits, num_classes: int | None = None) -> Da
         num_classes: ``C`` (default ``max label + 1`` over all splits).
 
     Returns:
-        A :class:`~ppl_gen.data.DataSplits` with the label columns appended, the same labels
+        A :class:`~ppl_gen.data.datasets.DataSplits` with the label columns appended, the same
+        labels
         and binarisation, and ``image_shape = (D + C,)``.
 
     Raises:

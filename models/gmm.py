@@ -2,7 +2,7 @@
 
 The generative model is ``c_i ~ Categorical(pi)``, ``x_i | c_i = k ~ N(mu_k, Sigma_k)`` with
 ``K`` components in ``D`` dimensions, ``Sigma_k`` full or diagonal.  Everything the
-tractable-model interface (:mod:`ppl_gen.tractable`) asks for is closed form here:
+tractable-model interface (:mod:`ppl_gen.lvm.tractable`) asks for is closed form here:
 
 * ``log_marginal(x)`` -- ``log p(x_i) = logsumexp_k [log pi_k + log N(x_i | mu_k, Sigma_k)]``
   (PRML 9.7), ``(N,)`` nats;
@@ -46,13 +46,13 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_gen.bounds import BoundEstimate
-from ppl_gen.distributed import DistributedContext
-from ppl_gen.errors import PplGenError, require, require_positive_int
-from ppl_gen.naming import unique_scope
-from ppl_gen.plates import data_plate, flatten_rows
-from ppl_gen.threads import num_threads, one_thread, single_thread
-from ppl_gen.tractable import FitHistory
+from ppl_gen.core.distributed import DistributedContext
+from ppl_gen.core.errors import PplGenError, require, require_positive_int
+from ppl_gen.core.naming import unique_scope
+from ppl_gen.core.threads import num_threads, one_thread, single_thread
+from ppl_gen.infer.bounds import BoundEstimate
+from ppl_gen.lvm.plates import data_plate, flatten_rows
+from ppl_gen.lvm.tractable import FitHistory
 
 COVARIANCES = ("full", "diag")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -604,7 +604,7 @@ class GaussianMixture(nn.Module):
             self.scale_tril_raw.copy_(raw.to(self.scale_tril_raw))
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.plates.flatten_rows`."""
+        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.lvm.plates.flatten_rows`."""
         return flatten_rows(x, self.data_dim, type(self).__name__)
 
     def _fit_data(self, x: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
@@ -632,7 +632,7 @@ class GaussianMixture(nn.Module):
 
         Args:
             x: ``(batch, D)`` (or ``(batch, *image_shape)``) observed rows.
-            indices, size: data plate subsampling (see :mod:`ppl_gen.plates`).
+            indices, size: data plate subsampling (see :mod:`ppl_gen.lvm.plates`).
 
         Returns:
             ``c``: ``(..., batch)`` int64 (``(K, 1)``-shaped when enumerated).
@@ -868,8 +868,8 @@ class GaussianMixture(nn.Module):
             seed: seed of the first restart.
             init: initialise with :meth:`init_from_data`; ``False`` starts from the current
                 parameters (then ``n_init`` must be 1).
-            dist: data-parallel EM (:mod:`ppl_gen.distributed`): ``x`` is this rank's shard
-                (:meth:`~ppl_gen.distributed.DistributedContext.shard` of the full data);
+            dist: data-parallel EM (:mod:`ppl_gen.core.distributed`): ``x`` is this rank's shard
+                (:meth:`~ppl_gen.core.distributed.DistributedContext.shard` of the full data);
                 each E-step's statistics ``R^T Z`` and log-likelihood are all-reduced, so
                 every rank takes the same M-step.  k-means++ is sequential over the whole
                 data: the initialisation runs on the gathered rows (identically on every

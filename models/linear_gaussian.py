@@ -36,12 +36,12 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_gen.bounds import BoundEstimate
-from ppl_gen.errors import PplGenError, require, require_positive_int
-from ppl_gen.naming import unique_scope
-from ppl_gen.plates import data_plate, flatten_rows
-from ppl_gen.threads import single_thread
-from ppl_gen.tractable import FitHistory
+from ppl_gen.core.errors import PplGenError, require, require_positive_int
+from ppl_gen.core.naming import unique_scope
+from ppl_gen.core.threads import single_thread
+from ppl_gen.infer.bounds import BoundEstimate
+from ppl_gen.lvm.plates import data_plate, flatten_rows
+from ppl_gen.lvm.tractable import FitHistory
 
 NOISE_FLOOR = 1e-6
 """Lower bound on every noise variance (``sigma^2`` or ``Psi_dd``) set by a closed-form step."""
@@ -141,7 +141,7 @@ class LinearGaussianModel(nn.Module):
         return {self.latent_site: (self.latent_dim,)}
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.plates.flatten_rows`."""
+        """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.lvm.plates.flatten_rows`."""
         return flatten_rows(x, self.data_dim, type(self).__name__)
 
     def _fit_data(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ class LinearGaussianModel(nn.Module):
 
         Args:
             x: ``(batch, D)`` (or ``(batch, *image_shape)``) observed rows.
-            indices, size: data plate subsampling (see :mod:`ppl_gen.plates`).
+            indices, size: data plate subsampling (see :mod:`ppl_gen.lvm.plates`).
 
         Returns:
             ``z: (..., batch, Q)``; extra leading dims come from enclosing (particle) plates.
@@ -378,7 +378,7 @@ class LinearGaussianModel(nn.Module):
             SK = S @ K
             return K, L, SK, self._avg_loglik_from_moments(W, mu, psi, x_bar, S, SK)
 
-        with single_thread():  # O(D^2 Q) per iteration: latency-bound, see ppl_gen.threads
+        with single_thread():  # O(D^2 Q) per iteration: latency-bound, see ppl_gen.core.threads
             K, L, SK, ll_prev = stats(W, mu, psi)
             history = FitHistory(extra={"initial_objective": ll_prev})
             for _ in range(max_iter):
@@ -598,7 +598,7 @@ class LinearGaussianModel(nn.Module):
         Builds a :class:`ppl_gen.guides.MeanFieldGuide` over the rows of ``x`` whose tables
         hold the coordinate-ascent solution (``locs = loc``,
         ``raw_scales = softplus^-1(scale - min_scale)``) and calls
-        :func:`ppl_gen.bounds.evaluate_bounds` with ``keep_log_weights=True``.
+        :func:`ppl_gen.infer.bounds.evaluate_bounds` with ``keep_log_weights=True``.
 
         Args:
             x: ``(N, D)`` (test) rows.
@@ -607,8 +607,8 @@ class LinearGaussianModel(nn.Module):
         Returns:
             :class:`BoundEstimate` (``(N,)`` ELBO and IWAE-K in nats, ``(N, K)`` log-weights).
         """
-        from ppl_gen.bounds import evaluate_bounds
         from ppl_gen.guides import MeanFieldGuide
+        from ppl_gen.infer.bounds import evaluate_bounds
 
         flat = self.flatten(x)
         loc, scale = self.mean_field_posterior(flat)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ppl_gen.core.threads import single_thread
 from ppl_gen.models.linear_gaussian import NOISE_FLOOR, LinearGaussianModel
 from ppl_gen.models.sharded_moments import ShardedMoments
-from ppl_gen.threads import single_thread
 
 
 class PPCA(ShardedMoments, LinearGaussianModel):

@@ -3,7 +3,7 @@
 Their EM touches the data only through the sufficient statistics ``N``, the mean
 ``x_bar`` and the biased covariance ``S`` (the "EM using S" form of
 :meth:`~ppl_gen.models.linear_gaussian.LinearGaussianModel.em`).  With the rows split over
-the ranks of a ``torchrun`` job (:meth:`ppl_gen.distributed.DistributedContext.shard`),
+the ranks of a ``torchrun`` job (:meth:`ppl_gen.core.distributed.DistributedContext.shard`),
 ``sum x`` and then ``sum (x - x_bar)(x - x_bar)^T`` are all-reduced (two passes, so the
 covariance is accumulated about the global mean with no cancellation), and every rank runs
 the same ``O(D^2 Q)`` iterations on the same ``(x_bar, S)``: the fit equals the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ppl_gen.distributed import DistributedContext
+from ppl_gen.core.distributed import DistributedContext
 
 
 def sharded_moments(

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ppl_gen.declare import LatentVariableModel
-from ppl_gen.nets import mlp
+from ppl_gen.lvm.declare import LatentVariableModel
+from ppl_gen.lvm.nets import mlp
 
 
 class VAE(LatentVariableModel):
@@ -24,7 +24,7 @@ class VAE(LatentVariableModel):
         latent_dim: ``Z`` (20 in the paper's MNIST runs).
         hidden: hidden layer widths of the decoder (the guide mirrors them).
         likelihood: ``bernoulli`` (binary data) or ``gaussian`` (continuous), or any family
-            of :mod:`ppl_gen.likelihoods`.
+            of :mod:`ppl_gen.lvm.likelihoods`.
         image_shape: display shape of a row of ``x``.
 
     Shapes: ``x: (batch, D)``, ``z: (batch, Z)``.
@@ -40,8 +40,8 @@ class VAE(LatentVariableModel):
         prior: str | nn.Module = "normal",
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
-        from ppl_gen.errors import require_positive_int
-        from ppl_gen.likelihoods import make_likelihood
+        from ppl_gen.core.errors import require_positive_int
+        from ppl_gen.lvm.likelihoods import make_likelihood
 
         require_positive_int("--latent-dim", latent_dim)
         lik = make_likelihood(likelihood, data_dim)

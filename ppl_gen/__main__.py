@@ -1,7 +1,7 @@
 """``python -m ppl_gen`` runs the ``ppl-gen`` command line, also as a ``torchrun`` worker.
 
 Under ``torchrun --nproc-per-node N -m ppl_gen ...`` every process runs the same command
-(:mod:`ppl_gen.distributed`): only rank 0 prints to stdout; errors go to stderr from the
+(:mod:`ppl_gen.core.distributed`): only rank 0 prints to stdout; errors go to stderr from the
 rank that hit them.  A rank whose partner crashed stops with ``error: rank R of N: ...``
 (exit status 1) and torchrun reports the crashed rank's own error (recorded with
 ``torch.distributed.elastic``'s ``record``).  The process group is left cleanly at exit.
@@ -12,8 +12,8 @@ import sys
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from ppl_gen import distributed
 from ppl_gen.cli import main
+from ppl_gen.core import distributed
 
 
 @record

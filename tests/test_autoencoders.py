@@ -26,8 +26,8 @@ from ppl_gen.autoencoders import (
     train_autoencoder,
     variant_config,
 )
-from ppl_gen.data import load_dataset
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for ppl_gen.bounds: per-datapoint ELBO and IWAE-K against an exact log p(x).
+"""Tests for ppl_gen.infer.bounds: per-datapoint ELBO and IWAE-K against an exact log p(x).
 
 The reference model is linear-Gaussian, ``z ~ N(0, I_2)``, ``x | z ~ N(W z + b, s^2 I_5)``,
 whose marginal ``x ~ N(b, W W^T + s^2 I)`` and posterior are known in closed form, so the
@@ -15,11 +15,11 @@ import pytest
 import torch
 from pyro.infer import RenyiELBO
 
-from ppl_gen.bounds import BoundEstimate, evaluate_bounds, log_importance_weights
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 from ppl_gen.guides import AmortisedGaussianGuide, MeanFieldGuide
+from ppl_gen.infer.bounds import BoundEstimate, evaluate_bounds, log_importance_weights
+from ppl_gen.lvm.plates import data_plate
 from ppl_gen.models import VAE
-from ppl_gen.plates import data_plate
 
 D, Z = 5, 2
 

@@ -1,4 +1,4 @@
-"""Tests for the MNIST judge classifier (ppl_gen.classifier) and its CLI command."""
+"""Tests for the MNIST judge classifier (ppl_gen.metrics.classifier) and its CLI command."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppl_gen.checkpoint import save_checkpoint
-from ppl_gen.classifier import (
+from ppl_gen.cli import main
+from ppl_gen.core.checkpoint import save_checkpoint
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.metrics.classifier import (
     ClassifierConfig,
     LeNet,
     accuracy,
@@ -18,8 +20,6 @@ from ppl_gen.classifier import (
     to_classifier_input,
     train_classifier,
 )
-from ppl_gen.cli import main
-from ppl_gen.errors import PplGenError
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import ppl_gen.training
-from ppl_gen.checkpoint import load_checkpoint
+import ppl_gen.infer.training
 from ppl_gen.cli import main
-from ppl_gen.training import TrainingDiverged
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.infer.training import TrainingDiverged
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -243,7 +243,7 @@ def test_diverged_training_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     def diverge(*args, **kwargs):
         raise TrainingDiverged("non-finite loss at epoch 3, batch 2")
 
-    monkeypatch.setattr(ppl_gen.training, "train", diverge)
+    monkeypatch.setattr(ppl_gen.infer.training, "train", diverge)
     code, _, err = run(capsys, [*TINY_TRAIN, "--out", tmp_path / "out"])
     assert code == 1
     assert_one_line_error(err, "epoch 3, batch 2")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppl_gen.checkpoint import load_checkpoint
 from ppl_gen.cli import main
+from ppl_gen.core.checkpoint import load_checkpoint
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -177,7 +177,7 @@ def test_evaluate_refuses_generators_of_other_sizes(capsys, tmp_path):
 
 @needs_mnist
 def test_train_and_evaluate_cgan_on_mnist(capsys, tmp_path):
-    from ppl_gen.classifier import ClassifierConfig, LeNet, save_classifier
+    from ppl_gen.metrics.classifier import ClassifierConfig, LeNet, save_classifier
 
     clf = tmp_path / "lenet.pt"
     save_classifier(clf, LeNet(), {}, ClassifierConfig())  # untrained judge: smoke test only

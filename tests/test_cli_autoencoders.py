@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppl_gen.checkpoint import load_checkpoint
 from ppl_gen.cli import main
+from ppl_gen.core.checkpoint import load_checkpoint
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),

@@ -18,8 +18,8 @@ from ppl_gen.autoencoders.conditional import (
     sample_classes,
     train_cvae,
 )
-from ppl_gen.data import binarize_batch
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import binarize_batch
 from ppl_gen.guides import ConditionalEncoderGuide
 from ppl_gen.models import CVAE
 from ppl_gen.models.cvae import one_hot, with_label_columns
@@ -119,7 +119,7 @@ def test_conditioning_changes_the_samples(digits):
 
 def test_samples_fit_the_lenet_classifier_input():
     """Shape-only check of the class-agreement pipeline (an untrained LeNet)."""
-    from ppl_gen.classifier import LeNet
+    from ppl_gen.metrics.classifier import LeNet
 
     model = CVAE(784, 10, 4, (16,), image_shape=(28, 28))
     images, _ = sample_classes(model, range(10), 2)

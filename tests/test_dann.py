@@ -4,9 +4,9 @@ beats the source-only baseline on a tiny synthetic domain shift."""
 import pytest
 import torch
 
-import ppl_gen.adversarial.dann_trainer as trainer
-from ppl_gen.adversarial.dann import ArchConfig, build_dann
-from ppl_gen.adversarial.dann_trainer import (
+import ppl_gen.adaptation.dann_trainer as trainer
+from ppl_gen.adaptation.dann import ArchConfig, build_dann
+from ppl_gen.adaptation.dann_trainer import (
     DANNConfig,
     DomainData,
     accuracy,
@@ -16,8 +16,8 @@ from ppl_gen.adversarial.dann_trainer import (
     model_from_checkpoint,
     train_dann,
 )
-from ppl_gen.checkpoint import load_checkpoint
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.core.errors import PplGenError
 
 TINY = ArchConfig(
     image_size=12,

@@ -1,4 +1,4 @@
-"""Tests for ppl_gen.data: real datasets, seeded splits, binarisation, minibatch indices."""
+"""Tests for ppl_gen.data.datasets: real datasets, seeded splits, binarisation, minibatches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_gen.data import (
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import (
     BINARIZE_MODES,
     DATASETS,
     DataSplits,
@@ -17,7 +18,6 @@ from ppl_gen.data import (
     iterate_minibatches,
     load_dataset,
 )
-from ppl_gen.errors import PplGenError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MNIST_ROOT = SHARED_DATA / "mnist"

@@ -1,4 +1,4 @@
-"""Tests for ppl_gen.device and for models building every tensor on the data's device."""
+"""Tests for ppl_gen.core.device and for models building every tensor on the data's device."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ppl_gen.bounds import evaluate_bounds, log_importance_weights
-from ppl_gen.data import DataSplits
-from ppl_gen.declare import LatentVariableModel
-from ppl_gen.device import describe, module_device, resolve_device, to_device
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.device import describe, module_device, resolve_device, to_device
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import DataSplits
 from ppl_gen.guides import AmortisedGaussianGuide, MeanFieldGuide
+from ppl_gen.infer.bounds import evaluate_bounds, log_importance_weights
+from ppl_gen.infer.training import TrainConfig, train
+from ppl_gen.lvm.declare import LatentVariableModel
+from ppl_gen.lvm.nets import mlp
 from ppl_gen.models import VAE
-from ppl_gen.nets import mlp
-from ppl_gen.training import TrainConfig, train
 
 CUDA = torch.cuda.is_available()
 

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from torchrun_harness import record_written_files, run_worker_job, torchrun
 
-from ppl_gen.builders import ModelSpec, build_guide, build_model
-from ppl_gen.data import DataSplits
-from ppl_gen.distributed import DistributedContext, single_process
-from ppl_gen.plates import data_plate
-from ppl_gen.training import TrainConfig, train
+from ppl_gen.core.distributed import DistributedContext, single_process
+from ppl_gen.data.datasets import DataSplits
+from ppl_gen.infer.training import TrainConfig, train
+from ppl_gen.lvm.builders import ModelSpec, build_guide, build_model
+from ppl_gen.lvm.plates import data_plate
 
 N_DELTA = 11  # global batches of 5, 5, 1: uneven shards, and an empty one on rank 1
 CRASH_AFTER_CALLS = 7  # 1 discovery trace + 2 epochs x 3 batches: rank 1 dies in epoch 3
@@ -142,7 +142,7 @@ def em_fits(dist_ctx: DistributedContext | None) -> dict[str, list[float]]:
 
 def scheme_em(dist_ctx: DistributedContext | None) -> dict[str, list[float]]:
     """The ``em`` scheme of ``ppl-gen compare`` on PPCA: training objective, test IWAE."""
-    from ppl_gen.inference import SchemeSettings, fit_em
+    from ppl_gen.infer.schemes import SchemeSettings, fit_em
     from ppl_gen.models import PPCA
 
     _, x = em_data()
@@ -153,8 +153,8 @@ def scheme_em(dist_ctx: DistributedContext | None) -> dict[str, list[float]]:
 
 def ppca_bounds(dist_ctx: DistributedContext | None):
     """IWAE-7 of 13 rows under PPCA with its exact posterior as the proposal."""
-    from ppl_gen.evaluation import evaluate_on
     from ppl_gen.guides.exact import ExactPosteriorGuide
+    from ppl_gen.infer.evaluation import evaluate_on
     from ppl_gen.models import PPCA
 
     _, x = em_data()
@@ -179,7 +179,7 @@ def ddp_step(net: nn.Module, rows: list[int]) -> None:
 def worker(out: Path) -> None:
     """Runs on every rank under torchrun; records results in ``out/harness/rank<r>.pt``."""
     from ppl_gen.cli import main
-    from ppl_gen.distributed import RankFailed, init_from_env
+    from ppl_gen.core.distributed import RankFailed, init_from_env
 
     ctx = init_from_env("cpu")
     assert ctx.world_size == 2 and ctx.backend == "gloo"
@@ -365,7 +365,7 @@ def test_a_crashed_rank_ends_the_job_with_a_clear_error_and_resume_continues(job
     if "error: rank 0 of 2" in text:
         assert "another rank crashed" in text and "checkpoint" in text
     ckpt = out / "crash" / "checkpoint.pt"
-    from ppl_gen.checkpoint import load_checkpoint
+    from ppl_gen.core.checkpoint import load_checkpoint
 
     state = load_checkpoint(ckpt)
     assert state["epoch"] == 2 and state["world_size"] == 2
@@ -410,7 +410,7 @@ def test_shard_follows_distributed_sampler_and_gather_inverts_it(n):
 
 
 def test_without_torchrun_everything_is_one_process(monkeypatch):
-    from ppl_gen.distributed import init_from_env
+    from ppl_gen.core.distributed import init_from_env
 
     for var in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
@@ -424,7 +424,7 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
 
 
 def test_bf16_runs_matrix_products_in_bf16_and_hands_on_float32():
-    from ppl_gen.precision import bf16_networks
+    from ppl_gen.core.precision import bf16_networks
 
     torch.manual_seed(0)
     layer, x = nn.Linear(64, 64), torch.randn(8, 64)
@@ -437,7 +437,7 @@ def test_bf16_runs_matrix_products_in_bf16_and_hands_on_float32():
 
 
 def test_bf16_trains_and_the_bounds_stay_fp32():
-    from ppl_gen.bounds import evaluate_bounds
+    from ppl_gen.infer.bounds import evaluate_bounds
 
     data = synthetic(binarize="static")
     model, guide = vae(24, "amortised")

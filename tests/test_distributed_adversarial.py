@@ -25,12 +25,12 @@ import pytest
 import torch
 from torchrun_harness import record_written_files, run_worker_job
 
-from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
-from ppl_gen.adversarial.dann import ArchConfig
-from ppl_gen.adversarial.dann_trainer import DANNConfig, DomainData, train_dann
-from ppl_gen.adversarial.data import ImageData
-from ppl_gen.adversarial.trainer import GANConfig, train_gan
-from ppl_gen.distributed import DistributedContext, GlobalBatchNorm, single_process
+from ppl_gen.adaptation.dann import ArchConfig
+from ppl_gen.adaptation.dann_trainer import DANNConfig, DomainData, train_dann
+from ppl_gen.core.distributed import DistributedContext, GlobalBatchNorm, single_process
+from ppl_gen.data.images import ImageData
+from ppl_gen.gan.cycle_trainer import CycleGANConfig, train_cyclegan
+from ppl_gen.gan.trainer import GANConfig, train_gan
 
 # Batch norm everywhere, no dropout: a 2-rank step can then equal one process exactly.
 TINY_BN = ArchConfig(
@@ -128,10 +128,10 @@ def write_npz(path: Path, n: int, rgb: bool, seed: int) -> None:
 
 def worker(out: Path) -> None:
     """Runs on every rank under torchrun; records results in ``out/harness/rank<r>.pt``."""
-    import ppl_gen.adversarial.dann_trainer as dann_trainer
+    import ppl_gen.adaptation.dann_trainer as dann_trainer
     from ppl_gen.cli import main
-    from ppl_gen.distributed import RankFailed, init_from_env
-    from ppl_gen.errors import PplGenError
+    from ppl_gen.core.distributed import RankFailed, init_from_env
+    from ppl_gen.core.errors import PplGenError
 
     ctx = init_from_env("cpu")
     assert ctx.world_size == 2 and ctx.backend == "gloo"
@@ -304,7 +304,7 @@ def test_cyclegan_on_two_ranks_matches_one_process_without_pool(job):
 
 
 def test_cyclegan_checkpoint_holds_every_ranks_pool(job):
-    from ppl_gen.checkpoint import load_checkpoint
+    from ppl_gen.core.checkpoint import load_checkpoint
 
     out, _, _ = job
     state = load_checkpoint(out / "rank0" / "cycle" / "checkpoint.pt")
@@ -348,7 +348,7 @@ def test_only_rank_zero_writes_files_and_prints(job):
 
 
 def test_a_crashed_rank_ends_the_job_with_a_clear_error_and_resume_continues(job):
-    from ppl_gen.checkpoint import load_checkpoint
+    from ppl_gen.core.checkpoint import load_checkpoint
 
     out, proc, _ = job
     text = proc.stdout + proc.stderr
@@ -379,7 +379,7 @@ def test_global_batch_norm_is_plain_batch_norm_in_one_process():
     ours = GlobalBatchNorm(3)
     torch.testing.assert_close(ours(x), plain(x))
     torch.testing.assert_close(ours.running_var, plain.running_var)
-    from ppl_gen.distributed import sync_batchnorm
+    from ppl_gen.core.distributed import sync_batchnorm
 
     assert sync_batchnorm(plain, single_process("cpu")) is plain
 
@@ -471,7 +471,7 @@ def test_cli_dann_refuses_bad_precision(tmp_path, capsys):
 
 
 def test_dann_refuses_more_processes_than_images_per_half_batch():
-    from ppl_gen.errors import PplGenError
+    from ppl_gen.core.errors import PplGenError
 
     source, target = domains()
     ctx = DistributedContext(rank=0, world_size=8, device=torch.device("cpu"))

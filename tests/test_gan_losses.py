@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from ppl_gen.adversarial.losses import GANLoss, gradient_penalty
-from ppl_gen.adversarial.schedules import LinearDecay, constant_then_linear_decay
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.gan.losses import GANLoss, gradient_penalty
+from ppl_gen.gan.schedules import LinearDecay, constant_then_linear_decay
 
 
 def softplus(v: float) -> float:

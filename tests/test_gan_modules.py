@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from ppl_gen.adversarial.cgan import ConditionalDiscriminator, ConditionalGenerator
-from ppl_gen.adversarial.cyclegan import PatchDiscriminator, ResnetGenerator
-from ppl_gen.adversarial.data import ImageData, load_images, with_channels
-from ppl_gen.adversarial.dcgan import DCDiscriminator, DCGenerator
-from ppl_gen.adversarial.image_pool import ImagePool
-from ppl_gen.adversarial.init import init_weights_normal
-from ppl_gen.adversarial.mlp_gan import MLPDiscriminator, MLPGenerator
-from ppl_gen.adversarial.trainer import GANConfig, build_gan
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.images import ImageData, load_images, with_channels
+from ppl_gen.gan.cgan import ConditionalDiscriminator, ConditionalGenerator
+from ppl_gen.gan.cyclegan import PatchDiscriminator, ResnetGenerator
+from ppl_gen.gan.dcgan import DCDiscriminator, DCGenerator
+from ppl_gen.gan.image_pool import ImagePool
+from ppl_gen.gan.init import init_weights_normal
+from ppl_gen.gan.mlp_gan import MLPDiscriminator, MLPGenerator
+from ppl_gen.gan.trainer import GANConfig, build_gan
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -8,16 +8,18 @@ import warnings
 import pytest
 import torch
 
-from ppl_gen.adversarial.cycle_trainer import (
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.images import ImageData, load_images
+from ppl_gen.gan.cycle_trainer import (
     CycleGANConfig,
     build_cyclegan,
     cycle_generator_step,
     train_cyclegan,
 )
-from ppl_gen.adversarial.data import ImageData, load_images
-from ppl_gen.adversarial.losses import GANLoss
-from ppl_gen.adversarial.monitor import CollapseMonitor, GANTrainingWarning
-from ppl_gen.adversarial.trainer import (
+from ppl_gen.gan.losses import GANLoss
+from ppl_gen.gan.monitor import CollapseMonitor, GANTrainingWarning
+from ppl_gen.gan.trainer import (
     GANConfig,
     build_gan,
     discriminator_step,
@@ -26,10 +28,8 @@ from ppl_gen.adversarial.trainer import (
     make_optimizers,
     train_gan,
 )
-from ppl_gen.checkpoint import load_checkpoint
-from ppl_gen.errors import PplGenError
 
-pytestmark = pytest.mark.filterwarnings("ignore::ppl_gen.adversarial.monitor.GANTrainingWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::ppl_gen.gan.monitor.GANTrainingWarning")
 
 
 def digits(n: int = 256) -> ImageData:

@@ -22,11 +22,11 @@ from sklearn.mixture import BayesianGaussianMixture
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
 
-from ppl_gen.bounds import evaluate_bounds
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.infer.bounds import evaluate_bounds
+from ppl_gen.lvm.plates import data_plate
 from ppl_gen.models import GaussianMixture
 from ppl_gen.models.gmm import ComponentGaussian, kmeans_plusplus
-from ppl_gen.plates import data_plate
 
 K, D = 3, 3
 

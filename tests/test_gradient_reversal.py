@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from ppl_gen.adversarial.gradient_reversal import (
+from ppl_gen.adaptation.gradient_reversal import (
     GradientReversal,
     dann_lambda,
     grad_reverse,
 )
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 2.5])

@@ -11,15 +11,15 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ppl_gen.bounds import evaluate_bounds, log_importance_weights
-from ppl_gen.data import DataSplits
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import DataSplits
 from ppl_gen.guides import GUIDES, AmortisedGaussianGuide, MeanFieldGuide
 from ppl_gen.guides.sites import local_latent_shapes
+from ppl_gen.infer.bounds import evaluate_bounds, log_importance_weights
+from ppl_gen.infer.training import TrainConfig, fit_local_guide, train
+from ppl_gen.lvm.nets import mlp
+from ppl_gen.lvm.plates import data_plate
 from ppl_gen.models import VAE
-from ppl_gen.nets import mlp
-from ppl_gen.plates import data_plate
-from ppl_gen.training import TrainConfig, fit_local_guide, train
 
 D, Z, N = 12, 2, 40
 

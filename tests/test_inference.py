@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from ppl_gen.cli import main
-from ppl_gen.compare import CompareConfig, run_compare
-from ppl_gen.data import load_dataset
-from ppl_gen.diagnostics import psis_khat
-from ppl_gen.errors import PplGenError
-from ppl_gen.inference import (
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import load_dataset
+from ppl_gen.infer.diagnostics import psis_khat
+from ppl_gen.infer.schemes import (
     SchemeSettings,
     check_em,
     check_nuts,
@@ -22,6 +21,7 @@ from ppl_gen.inference import (
     fit_semi_amortised,
     fit_svi_local,
 )
+from ppl_gen.jobs.compare import CompareConfig, run_compare
 from ppl_gen.models import PPCA, VAE, FactorAnalysis, GaussianMixture
 
 SMALL = SchemeSettings(
@@ -223,7 +223,7 @@ def test_compare_bad_arrays_exit_2(tmp_path, capsys, array, flag):
 
 
 def test_a_scheme_that_fails_numerically_is_reported_not_fatal(tmp_path, monkeypatch):
-    import ppl_gen.compare as compare_module
+    import ppl_gen.jobs.compare as compare_module
 
     def broken(model, data, settings):
         raise PplGenError("covariance of component 0 is not positive definite")

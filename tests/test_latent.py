@@ -11,14 +11,14 @@ import torch
 
 import ppl_gen
 from ppl_gen.autoencoders import MLPAutoencoder, train_autoencoder, variant_config
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.jobs import latent as jobs
 from ppl_gen.latent import (
     EncoderDecoder,
     apply_attribute,
     attribute_mask,
     attribute_vector,
     corner_grid,
-    jobs,
     lerp,
     load_pair,
     manifold,
@@ -28,7 +28,7 @@ from ppl_gen.latent import (
     tsne,
 )
 from ppl_gen.latent.pairs import PAIR_LOADERS
-from ppl_gen.reports import latent_manifold_grid
+from ppl_gen.viz.report import latent_manifold_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -161,7 +161,7 @@ def test_pair_checks_latent_dimensions_and_missing_encoders():
 
 
 def test_registered_decoder_only_loader(tmp_path):
-    from ppl_gen.checkpoint import save_checkpoint
+    from ppl_gen.core.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "g.pt", {"kind": "test-generator"})
     register_pair_loader("test-generator", lambda path, state, dev: _pair(2, encode=False))

@@ -13,13 +13,13 @@ import pytest
 import torch
 from pyro import poutine
 
-from ppl_gen.bounds import PARTICLE_PLATE, evaluate_bounds
-from ppl_gen.data import load_dataset
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import load_dataset
+from ppl_gen.infer.bounds import PARTICLE_PLATE, evaluate_bounds
+from ppl_gen.lvm.plates import data_plate
+from ppl_gen.lvm.tractable import has_exact_posterior
 from ppl_gen.models import PPCA, FactorAnalysis
 from ppl_gen.models.linear_gaussian import NOISE_FLOOR
-from ppl_gen.plates import data_plate
-from ppl_gen.tractable import has_exact_posterior
 
 MODELS = [PPCA, FactorAnalysis]
 D, Q, N = 7, 3, 50

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ppl_gen.errors import PplGenError
-from ppl_gen.mnistm import MNISTM, blend_digits, load_mnistm
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.mnistm import MNISTM, blend_digits, load_mnistm
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

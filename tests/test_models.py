@@ -11,12 +11,13 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ppl_gen.bounds import evaluate_bounds
-from ppl_gen.data import DataSplits
-from ppl_gen.declare import LatentVariableModel
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import DataSplits
 from ppl_gen.guides import AmortisedGaussianGuide
-from ppl_gen.likelihoods import (
+from ppl_gen.infer.bounds import evaluate_bounds
+from ppl_gen.infer.training import TrainConfig, train
+from ppl_gen.lvm.declare import LatentVariableModel
+from ppl_gen.lvm.likelihoods import (
     LIKELIHOODS,
     Bernoulli,
     BernoulliImage,
@@ -24,11 +25,10 @@ from ppl_gen.likelihoods import (
     Gaussian,
     make_likelihood,
 )
+from ppl_gen.lvm.nets import mlp
+from ppl_gen.lvm.plates import data_plate
+from ppl_gen.lvm.priors import MixtureOfGaussiansPrior, StandardNormalPrior, make_prior
 from ppl_gen.models import VAE, ConvVAE
-from ppl_gen.nets import mlp
-from ppl_gen.plates import data_plate
-from ppl_gen.priors import MixtureOfGaussiansPrior, StandardNormalPrior, make_prior
-from ppl_gen.training import TrainConfig, train
 
 D, Z, B = 6, 3, 5
 NUM_CLASSES = 4

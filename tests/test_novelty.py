@@ -9,15 +9,15 @@ import torch
 
 import ppl_gen
 from ppl_gen.autoencoders import MLPAutoencoder
-from ppl_gen.errors import PplGenError
-from ppl_gen.latent import load_pair
-from ppl_gen.novelty import (
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.jobs.novelty import (
     NoveltyConfig,
     auroc,
     holdout_class,
     reconstruction_scores,
     run_novelty,
 )
+from ppl_gen.latent import load_pair
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,4 +1,4 @@
-"""Tests for ppl_gen.reports: figures, image grids, the latent manifold and the report."""
+"""Tests for ppl_gen.viz.report: figures, image grids, the latent manifold and the report."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from ppl_gen import reports
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.viz import report as reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

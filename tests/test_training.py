@@ -1,4 +1,4 @@
-"""Tests for ppl_gen.training (SVI trainer), ppl_gen.checkpoint and ppl_gen.io.
+"""Tests for ppl_gen.infer.training (SVI trainer), ppl_gen.core.checkpoint and ppl_gen.core.io.
 
 Exact resume, seeded reproducibility, divergence handling with the last good checkpoint
 kept, the loss going the right way, the ELBO flavours, bad configurations, atomic writes
@@ -17,13 +17,13 @@ import pyro
 import pytest
 import torch
 
-import ppl_gen.training as training
-from ppl_gen.builders import GUIDES, ModelSpec, build_guide, build_model
-from ppl_gen.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from ppl_gen.data import DataSplits, load_dataset
-from ppl_gen.errors import PplGenError
-from ppl_gen.io import save_with, torch_save, write_json
-from ppl_gen.training import ELBOS, TrainConfig, TrainingDiverged, make_elbo, train
+import ppl_gen.infer.training as training
+from ppl_gen.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.core.io import save_with, torch_save, write_json
+from ppl_gen.data.datasets import DataSplits, load_dataset
+from ppl_gen.infer.training import ELBOS, TrainConfig, TrainingDiverged, make_elbo, train
+from ppl_gen.lvm.builders import GUIDES, ModelSpec, build_guide, build_model
 
 N_TRAIN = 200  # 4 minibatches of 64, 64, 64, 8
 SPEC = ModelSpec("vae", 64, 2, (32,), "bernoulli", (8, 8))

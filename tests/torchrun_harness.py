@@ -50,11 +50,11 @@ def run_worker_job(script: str, out: Path) -> tuple[subprocess.CompletedProcess,
 
 def record_written_files() -> list[str]:
     """Make every file ppl_gen writes from now on (all go through
-    :func:`ppl_gen.io.atomic_path`) append its path to the returned list."""
-    import ppl_gen.io
+    :func:`ppl_gen.core.io.atomic_path`) append its path to the returned list."""
+    import ppl_gen.core.io
 
     written: list[str] = []
-    atomic = ppl_gen.io.atomic_path
+    atomic = ppl_gen.core.io.atomic_path
 
     @contextlib.contextmanager
     def recording(path):
@@ -62,5 +62,5 @@ def record_written_files() -> list[str]:
         with atomic(path) as tmp:
             yield tmp
 
-    ppl_gen.io.atomic_path = recording
+    ppl_gen.core.io.atomic_path = recording
     return written

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 OUTPUTS = ("sigmoid", "linear")
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU}
@@ -34,7 +34,7 @@ def check_output(output: str) -> str:
         PplGenError: naming ``--output`` otherwise.
     """
     if output not in OUTPUTS:
-        raise PplGenError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        raise PplGenError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     return output
 
 
@@ -45,7 +45,7 @@ def activation_class(name: str) -> type[nn.Module]:
         PplGenError: naming ``--activation`` for an unknown name.
     """
     if name not in ACTIVATIONS:
-        raise PplGenError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+        raise PplGenError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
 
 
@@ -89,7 +89,7 @@ class Autoencoder(nn.Module):
         if not torch.is_tensor(h) or h.dim() != 2 or h.shape[-1] != self.latent_dim:
             got = tuple(h.shape) if torch.is_tensor(h) else type(h).__name__
             raise PplGenError(
-                f"latent: expected codes of shape (N, {self.latent_dim}) (--latent-dim "
+                f"latent: expected codes of shape (N, {self.latent_dim}) (latent_dim "
                 f"{self.latent_dim}), got {got}"
             )
         return self.decoder(h)

@@ -15,9 +15,9 @@ import torch
 from ppl_gen.autoencoders.base import Autoencoder
 from ppl_gen.autoencoders.conv import ConvAutoencoder
 from ppl_gen.autoencoders.mlp import MLPAutoencoder
-from ppl_gen.checkpoint import load_checkpoint
-from ppl_gen.device import resolve_device
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.core.device import resolve_device
+from ppl_gen.core.errors import PplGenError
 
 ARCHS = ("mlp", "conv")
 KIND = "autoencoder"
@@ -44,7 +44,7 @@ def make_autoencoder(
         return MLPAutoencoder(data_dim, latent_dim, hidden, activation, output, image_shape)
     if arch == "conv":
         return ConvAutoencoder(image_shape, latent_dim, channels, output)
-    raise PplGenError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    raise PplGenError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
 
 
 def build_autoencoder(spec: dict) -> Autoencoder:

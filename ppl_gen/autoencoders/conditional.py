@@ -1,7 +1,7 @@
 """Training, reloading and class-conditional sampling of the conditional VAE
 (:class:`ppl_gen.models.CVAE` with :class:`ppl_gen.guides.ConditionalEncoderGuide`).
 
-Training is :func:`ppl_gen.training.train` (SVI, checkpoints, exact resume) unchanged, on
+Training is :func:`ppl_gen.infer.training.train` (SVI, checkpoints, exact resume) unchanged, on
 rows ``[x | one_hot(y)]`` (:func:`ppl_gen.models.cvae.with_label_columns`); its spec's
 ``kind = "cvae"`` is stored in every checkpoint, so that ``ppl-gen evaluate`` and the latent tools
 recognise it.  Its ELBO and IWAE-K (:func:`ppl_gen.evaluate_bounds`) bound
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ppl_gen.bounds import BoundEstimate, evaluate_bounds
-from ppl_gen.checkpoint import load_checkpoint
-from ppl_gen.data import DataSplits
-from ppl_gen.device import resolve_device
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.core.device import resolve_device
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.data.datasets import DataSplits
 from ppl_gen.guides.conditional_encoder import ConditionalEncoderGuide
+from ppl_gen.infer.bounds import BoundEstimate, evaluate_bounds
 from ppl_gen.models.cvae import CVAE, with_label_columns
 
 KIND = "cvae"
@@ -34,7 +34,7 @@ class CVAEFit:
         model: the :class:`~ppl_gen.models.CVAE`.
         guide: its :class:`~ppl_gen.guides.ConditionalEncoderGuide`.
         data: the label-augmented splits it was trained on (rows ``D + C``).
-        result: the :class:`ppl_gen.training.TrainResult` (ELBO in nats per image).
+        result: the :class:`ppl_gen.infer.training.TrainResult` (ELBO in nats per image).
     """
 
     model: CVAE
@@ -71,11 +71,11 @@ def train_cvae(
     data_spec: dict | None = None,
     resume: bool = False,
 ) -> CVAEFit:
-    """Fit a CVAE to labelled ``splits`` with :func:`ppl_gen.training.train`.
+    """Fit a CVAE to labelled ``splits`` with :func:`ppl_gen.infer.training.train`.
 
     Args:
         splits: image rows ``(n, D)`` with labels.
-        config: a :class:`ppl_gen.training.TrainConfig` (every checkpoint it writes has
+        config: a :class:`ppl_gen.infer.training.TrainConfig` (every checkpoint it writes has
             ``kind = "cvae"``, taken from the spec).
         latent_dim, hidden, likelihood: the model (see :class:`~ppl_gen.models.CVAE`).
         data_spec: how the data was loaded (stored in the checkpoint for the tools).
@@ -84,7 +84,7 @@ def train_cvae(
     Returns:
         :class:`CVAEFit`.
     """
-    from ppl_gen.training import train
+    from ppl_gen.infer.training import train
 
     model, guide, aug = build_cvae(splits, latent_dim, hidden, likelihood)
     spec = {
@@ -159,7 +159,7 @@ def sample_classes(
     """
     for c in classes:
         if not 0 <= int(c) < model.num_classes:
-            raise PplGenError(f"--classes: classes must be in 0..{model.num_classes - 1}, got {c}")
+            raise PplGenError(f"classes: classes must be in 0..{model.num_classes - 1}, got {c}")
     device = next(model.parameters()).device
     y = torch.tensor([int(c) for c in classes], device=device).repeat_interleave(per_class)
     return model.sample(y, generator), y

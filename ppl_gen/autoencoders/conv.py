@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ppl_gen.autoencoders.base import Autoencoder, check_output
-from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.core.errors import PplGenError, require_positive_int
 
 
 class _Encoder(nn.Module):
@@ -82,7 +82,7 @@ class ConvAutoencoder(Autoencoder):
         shape = tuple(int(s) for s in image_shape)
         if len(shape) != 2 or any(s < 4 or s % 4 for s in shape):
             raise PplGenError(
-                "--arch conv needs (H, W) grey images with H and W multiples of 4 "
+                "arch conv needs (H, W) grey images with H and W multiples of 4 "
                 f"(e.g. 28x28 MNIST, 8x8 digits), got image shape {tuple(image_shape)}"
             )
         if len(channels) != 2:
@@ -90,7 +90,7 @@ class ConvAutoencoder(Autoencoder):
         self.channels = tuple(require_positive_int("channels", int(c)) for c in channels)
         self.image_shape = shape
         self.data_dim = shape[0] * shape[1]
-        self.latent_dim = require_positive_int("--latent-dim", latent_dim)
+        self.latent_dim = require_positive_int("latent_dim", latent_dim)
         self.output = check_output(output)
         self.encoder = _Encoder(shape, self.channels, latent_dim)
         self.decoder = _Decoder(shape, self.channels, latent_dim)

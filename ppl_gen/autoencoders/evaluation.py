@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ppl_gen.autoencoders.base import Autoencoder
-from ppl_gen.device import module_device
+from ppl_gen.core.device import module_device
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ppl_gen.autoencoders.base import Autoencoder
-from ppl_gen.errors import require_positive_int
+from ppl_gen.core.errors import require_positive_int
 
 
 def fit_full_batch(

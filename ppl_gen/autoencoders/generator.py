@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.core.errors import PplGenError, require_positive_int
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class LatentGaussian:
         Raises:
             PplGenError: if ``n`` is not a positive integer (``--n-samples``).
         """
-        require_positive_int("--n-samples", n)
+        require_positive_int("n_samples", n)
         eps = torch.randn(
             n, self.latent_dim, generator=generator, device=self.mean.device, dtype=self.mean.dtype
         )

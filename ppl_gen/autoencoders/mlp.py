@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 
 from ppl_gen.autoencoders.base import Autoencoder, activation_class, check_output
-from ppl_gen.errors import require_positive_int
-from ppl_gen.nets import mlp
+from ppl_gen.core.errors import require_positive_int
+from ppl_gen.lvm.nets import mlp
 
 
 class MLPAutoencoder(Autoencoder):
@@ -45,8 +45,8 @@ class MLPAutoencoder(Autoencoder):
     ) -> None:
         super().__init__()
         self.data_dim = require_positive_int("data_dim", data_dim)
-        self.latent_dim = require_positive_int("--latent-dim", latent_dim)
-        self.hidden = tuple(require_positive_int("--hidden", int(w)) for w in hidden)
+        self.latent_dim = require_positive_int("latent_dim", latent_dim)
+        self.hidden = tuple(require_positive_int("hidden", int(w)) for w in hidden)
         self.activation = activation
         act = activation_class(activation)
         self.output = check_output(output)

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 NOISES = ("gaussian", "masking")
 
@@ -28,11 +28,11 @@ def check_noise(kind: str, level: float) -> tuple[str, float]:
             outside ``[0, inf)`` (gaussian) or ``[0, 1)`` (masking).
     """
     if kind not in NOISES:
-        raise PplGenError(f"--noise must be one of {', '.join(NOISES)}, got {kind!r}")
+        raise PplGenError(f"noise must be one of {', '.join(NOISES)}, got {kind!r}")
     ok = isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level)
     if not ok or level < 0 or (kind == "masking" and level >= 1):
         accepted = "a number >= 0" if kind == "gaussian" else "a probability in [0, 1)"
-        raise PplGenError(f"--noise-level for {kind} noise must be {accepted}, got {level!r}")
+        raise PplGenError(f"noise_level for {kind} noise must be {accepted}, got {level!r}")
     return kind, float(level)
 
 

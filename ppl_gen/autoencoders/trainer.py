@@ -10,12 +10,12 @@ al. 2010, eq. 5 with the clean ``x`` as target), ``loss`` the model's reconstruc
 penalty of the sparse autoencoder and the exact contractive penalty of Rifai et al. (2011,
 eq. 3) (:mod:`ppl_gen.autoencoders.penalties`).  The minibatch mean of ``L`` is minimised.
 
-Like :func:`ppl_gen.training.train`: a progress bar, the validation reconstruction loss
+Like :func:`ppl_gen.infer.training.train`: a progress bar, the validation reconstruction loss
 after every epoch, an atomic checkpoint after every epoch (``kind = "autoencoder"``) and an
 exact resume -- model, optimiser, epoch, history and the random streams of the minibatch
 order, the corruption noise and dynamic binarisation are restored, so a resumed run
 continues exactly as an uninterrupted one.  A non-finite loss raises
-:class:`ppl_gen.training.TrainingDiverged` and keeps the last good checkpoint.
+:class:`ppl_gen.infer.training.TrainingDiverged` and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from ppl_gen.autoencoders.build import KIND
 from ppl_gen.autoencoders.evaluation import reconstruction_errors
 from ppl_gen.autoencoders.noise import check_noise, corrupt
 from ppl_gen.autoencoders.penalties import sparsity_penalty
-from ppl_gen.checkpoint import load_checkpoint, save_checkpoint
-from ppl_gen.data import DataSplits, binarize_batch, iterate_minibatches
-from ppl_gen.device import resolve_device, to_device
-from ppl_gen.errors import PplGenError, require_positive_int
+from ppl_gen.core.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.core.device import resolve_device, to_device
+from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.data.datasets import DataSplits, binarize_batch, iterate_minibatches
 
 VARIANTS = ("ae", "dae", "sae", "cae")
 VARIANT_NAMES = {
@@ -81,21 +81,21 @@ class AutoencoderTrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad field (its CLI flag)."""
-        require_positive_int("--epochs", self.epochs)
-        require_positive_int("--batch-size", self.batch_size)
+        require_positive_int("epochs", self.epochs)
+        require_positive_int("batch_size", self.batch_size)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise PplGenError(f"--lr must be a positive number, got {self.lr!r}")
+            raise PplGenError(f"lr must be a positive number, got {self.lr!r}")
         for flag, value in (
-            ("--weight-decay", self.weight_decay),
-            ("--sparsity", self.sparsity),
-            ("--contractive", self.contractive),
+            ("weight_decay", self.weight_decay),
+            ("sparsity", self.sparsity),
+            ("contractive", self.contractive),
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise PplGenError(f"{flag} must be a number >= 0, got {value!r}")
         if self.noise is not None:
             check_noise(self.noise, self.noise_level)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise PplGenError(f"--seed must be a non-negative integer, got {self.seed!r}")
+            raise PplGenError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 def variant_config(variant: str, **overrides) -> AutoencoderTrainConfig:
@@ -122,11 +122,11 @@ def variant_config(variant: str, **overrides) -> AutoencoderTrainConfig:
         given["noise_level"] = 0.25
     config = AutoencoderTrainConfig(**{**defaults, **given})
     if variant != "dae" and config.noise is not None:
-        raise PplGenError(f"--noise applies to dae only, not {variant}")
+        raise PplGenError(f"noise applies to dae only, not {variant}")
     if variant != "sae" and config.sparsity:
-        raise PplGenError(f"--sparsity applies to sae only, not {variant}")
+        raise PplGenError(f"sparsity applies to sae only, not {variant}")
     if variant != "cae" and config.contractive:
-        raise PplGenError(f"--contractive applies to cae only, not {variant}")
+        raise PplGenError(f"contractive applies to cae only, not {variant}")
     return config
 
 
@@ -204,13 +204,13 @@ def train_autoencoder(
             not match.
         TrainingDiverged: a non-finite loss (the last checkpoint is left as it was).
     """
-    from ppl_gen.training import TrainingDiverged
+    from ppl_gen.infer.training import TrainingDiverged
 
     config = config or AutoencoderTrainConfig()
     config.validate()
     if data.data_dim != model.data_dim:
         raise PplGenError(
-            f"--data: the autoencoder takes {model.data_dim} values per datapoint, "
+            f"data: the autoencoder takes {model.data_dim} values per datapoint, "
             f"{data.name} has {data.data_dim}"
         )
     device = resolve_device(config.device)
@@ -232,14 +232,12 @@ def train_autoencoder(
     if resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt, map_location=device)
         if state.get("kind") != KIND:
-            raise PplGenError(f"--resume: {str(ckpt)!r} is not an autoencoder checkpoint")
+            raise PplGenError(f"resume: {str(ckpt)!r} is not an autoencoder checkpoint")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
-            raise PplGenError(
-                f"--resume: the model does not match {str(ckpt)!r} ({first})"
-            ) from None
+            raise PplGenError(f"resume: the model does not match {str(ckpt)!r} ({first})") from None
         optimizer.load_state_dict(state["optimizer"])
         result = AutoencoderTrainResult(
             history=state["history"],

@@ -10,6 +10,8 @@ training run exits with status 1.
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 
 import typer
@@ -23,7 +25,7 @@ from ppl_gen.cli import (  # noqa: F401
     latent_variable,
 )
 from ppl_gen.cli.common import app
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 __all__ = ["app", "main", "console"]
 
@@ -35,14 +37,42 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@functools.cache
+def _option_flags() -> dict[str, str]:
+    """Every option of every command: parameter name -> its long flag (``batch_size`` ->
+    ``--batch-size``)."""
+    import click
+
+    flags: dict[str, str] = {}
+    stack = [typer.main.get_command(app)]
+    while stack:
+        command = stack.pop()
+        stack += list(getattr(command, "commands", {}).values())
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name:
+                longs = [o for o in param.opts if o.startswith("--")]
+                if longs:
+                    flags.setdefault(param.name, longs[0])
+    return flags
+
+
+def flag_message(message: str) -> str:
+    """The library names parameters (``epochs must be ...``); the command line names flags
+    (``--epochs must be ...``): map a leading parameter name to its flag."""
+    match = re.match(r"([a-z][a-z0-9_]*)\b", message)
+    if match and match.group(1) in _option_flags():
+        return _option_flags()[match.group(1)] + message[match.end() :]
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ppl-gen`` console script; returns the exit status."""
-    from ppl_gen.training import TrainingDiverged
+    from ppl_gen.infer.training import TrainingDiverged
 
     try:
         app(args=argv, prog_name="ppl-gen", standalone_mode=False)
     except PplGenError as exc:
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        print(f"error: {flag_message(_first_line(exc))}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"error: {_first_line(exc)}", file=sys.stderr)

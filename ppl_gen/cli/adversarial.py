@@ -1,11 +1,11 @@
 """CLI commands for the adversarial generators: ``ppl-gen train gan|dcgan|cgan|cyclegan``
 and the ``evaluate`` handlers of their checkpoints.
 
-``train gan|dcgan|cgan`` is :func:`ppl_gen.adversarial.trainer.train_gan`, ``train
-cyclegan`` is :func:`ppl_gen.adversarial.cycle_trainer.train_cyclegan`; ``evaluate`` on
-their checkpoints is :func:`ppl_gen.generative_metrics.evaluate_generator` and
-:func:`ppl_gen.adversarial.cycle_metrics.evaluate_cyclegan` with the cached MNIST
-classifier (:func:`ppl_gen.classifier.load_classifier`).  GAN checkpoints are also
+``train gan|dcgan|cgan`` is :func:`ppl_gen.gan.trainer.train_gan`, ``train
+cyclegan`` is :func:`ppl_gen.gan.cycle_trainer.train_cyclegan`; ``evaluate`` on
+their checkpoints is :func:`ppl_gen.metrics.generative.evaluate_generator` and
+:func:`ppl_gen.metrics.cycle.evaluate_cyclegan` with the cached MNIST
+classifier (:func:`ppl_gen.metrics.classifier.load_classifier`).  GAN checkpoints are also
 registered as decoder-only pairs for ``ppl-gen latent`` (:mod:`ppl_gen.latent.pairs`).
 
 The training commands are data-parallel under ``torchrun --nproc-per-node N -m ppl_gen
@@ -32,7 +32,7 @@ from ppl_gen.cli.common import (
     parse_hidden,
     train_app,
 )
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 GAN_DATA_HELP = "mnist, digits, mnistm, or a folder of images (class subfolders = labels)"
 BSDS_ROOT = typer.Option(None, help="mnistm: folder of colour photographs (BSDS500 train)")
@@ -98,9 +98,9 @@ def _gan_command(model: str, default_data: str):
         resume: bool = RESUME,
         as_json: bool = JSON,
     ) -> None:
-        from ppl_gen.adversarial.data import load_images
-        from ppl_gen.adversarial.trainer import GANConfig, train_gan
-        from ppl_gen.io import check_output_dir, write_json
+        from ppl_gen.core.io import check_output_dir, write_json
+        from ppl_gen.data.images import load_images
+        from ppl_gen.gan.trainer import GANConfig, train_gan
 
         config = GANConfig(
             model=model,
@@ -122,8 +122,8 @@ def _gan_command(model: str, default_data: str):
             deterministic=deterministic,
         )
         config.validate()
-        from ppl_gen.device import resolve_device
-        from ppl_gen.distributed import init_from_env
+        from ppl_gen.core.device import resolve_device
+        from ppl_gen.core.distributed import init_from_env
 
         resolve_device(device)
         ch = _channels(channels)
@@ -214,11 +214,11 @@ def train_cyclegan_command(
 
     Zhu et al. 2017: ResNet generators, PatchGAN discriminators, cycle and identity losses.
     """
-    from ppl_gen.adversarial.cycle_trainer import CycleGANConfig, train_cyclegan
-    from ppl_gen.adversarial.data import load_images, with_channels
-    from ppl_gen.device import resolve_device
-    from ppl_gen.distributed import init_from_env
-    from ppl_gen.io import check_output_dir, write_json
+    from ppl_gen.core.device import resolve_device
+    from ppl_gen.core.distributed import init_from_env
+    from ppl_gen.core.io import check_output_dir, write_json
+    from ppl_gen.data.images import load_images, with_channels
+    from ppl_gen.gan.cycle_trainer import CycleGANConfig, train_cyclegan
 
     config = CycleGANConfig(
         loss=loss,
@@ -282,7 +282,7 @@ def train_cyclegan_command(
 
 
 def _mnist_root(spec: dict, opts: EvaluateOptions) -> str | None:
-    from ppl_gen.data import default_data_root
+    from ppl_gen.data.datasets import default_data_root
 
     root = opts.data_root or spec.get("root") or default_data_root()
     if root is None:
@@ -291,13 +291,13 @@ def _mnist_root(spec: dict, opts: EvaluateOptions) -> str | None:
 
 
 def _evaluate_gan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
-    from ppl_gen.adversarial.data import load_images
-    from ppl_gen.adversarial.figures import save_sample_grid
-    from ppl_gen.adversarial.trainer import load_generator
-    from ppl_gen.classifier import load_classifier
-    from ppl_gen.device import resolve_device
-    from ppl_gen.generative_metrics import balanced_labels, evaluate_generator, sample_images
-    from ppl_gen.io import write_json
+    from ppl_gen.core.device import resolve_device
+    from ppl_gen.core.io import write_json
+    from ppl_gen.data.images import load_images
+    from ppl_gen.gan.trainer import load_generator
+    from ppl_gen.metrics.classifier import load_classifier
+    from ppl_gen.metrics.generative import balanced_labels, evaluate_generator, sample_images
+    from ppl_gen.viz.gan import save_sample_grid
 
     device = resolve_device(opts.device)
     generator = load_generator(state, device)
@@ -358,13 +358,13 @@ for _kind in ("gan", "dcgan", "cgan"):
 
 @evaluator("cyclegan")
 def _evaluate_cyclegan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
-    from ppl_gen.adversarial.cycle_metrics import evaluate_cyclegan
-    from ppl_gen.adversarial.cycle_trainer import load_cyclegan, translation_panel
-    from ppl_gen.adversarial.data import load_images, to_tanh_range
-    from ppl_gen.adversarial.figures import save_sample_grid
-    from ppl_gen.classifier import load_classifier
-    from ppl_gen.device import resolve_device
-    from ppl_gen.io import write_json
+    from ppl_gen.core.device import resolve_device
+    from ppl_gen.core.io import write_json
+    from ppl_gen.data.images import load_images, to_tanh_range
+    from ppl_gen.gan.cycle_trainer import load_cyclegan, translation_panel
+    from ppl_gen.metrics.classifier import load_classifier
+    from ppl_gen.metrics.cycle import evaluate_cyclegan
+    from ppl_gen.viz.gan import save_sample_grid
 
     device = resolve_device(opts.device)
     nets = load_cyclegan(state, device)
@@ -416,8 +416,8 @@ def _register_latent_pairs() -> None:
         return
 
     def loader(path, state, device):
-        from ppl_gen.adversarial.data import to_unit
-        from ppl_gen.adversarial.trainer import load_generator
+        from ppl_gen.data.images import to_unit
+        from ppl_gen.gan.trainer import load_generator
 
         generator = load_generator(state, device)
         c, h, w = state["image_shape"]

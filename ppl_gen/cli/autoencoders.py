@@ -2,8 +2,8 @@
 tools, ``novelty``, and the ``evaluate`` handlers of autoencoder and CVAE checkpoints.
 
 Each command is a thin layer over the library: :func:`ppl_gen.autoencoders.train_autoencoder`,
-:func:`ppl_gen.autoencoders.conditional.train_cvae`, :mod:`ppl_gen.latent.jobs` and
-:func:`ppl_gen.novelty.run_novelty`.
+:func:`ppl_gen.autoencoders.conditional.train_cvae`, :mod:`ppl_gen.jobs.latent` and
+:func:`ppl_gen.jobs.novelty.run_novelty`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ppl_gen.cli.common import (
     parse_hidden,
     train_app,
 )
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 latent_app = typer.Typer(
     no_args_is_help=True,
@@ -44,7 +44,6 @@ JSON_OPT = typer.Option(False, "--json", help="print the result as JSON")
 def _train_autoencoder(variant: str, **o) -> None:
     import torch
 
-    from ppl_gen import reports
     from ppl_gen.autoencoders import (
         fit_latent_gaussian,
         make_autoencoder,
@@ -53,9 +52,10 @@ def _train_autoencoder(variant: str, **o) -> None:
         train_autoencoder,
         variant_config,
     )
-    from ppl_gen.autoencoders.figures import plot_training_curves
-    from ppl_gen.data import load_dataset
-    from ppl_gen.io import check_output_dir, write_json
+    from ppl_gen.core.io import check_output_dir, write_json
+    from ppl_gen.data.datasets import load_dataset
+    from ppl_gen.viz import report as reports
+    from ppl_gen.viz.autoencoders import plot_training_curves
 
     out = Path(o["out"] or f"runs/{variant}")
     config = variant_config(
@@ -225,11 +225,11 @@ def train_cvae_command(
     """Train a conditional VAE p(x|z,y)p(z) with guide q(z|x,y) (Sohn et al. 2015)."""
     import torch
 
-    from ppl_gen import reports
     from ppl_gen.autoencoders.conditional import sample_classes, train_cvae
-    from ppl_gen.data import load_dataset
-    from ppl_gen.io import check_output_dir, write_json
-    from ppl_gen.training import TrainConfig
+    from ppl_gen.core.io import check_output_dir, write_json
+    from ppl_gen.data.datasets import load_dataset
+    from ppl_gen.infer.training import TrainConfig
+    from ppl_gen.viz import report as reports
 
     widths = parse_hidden(hidden)
     config = TrainConfig(
@@ -298,7 +298,7 @@ LABEL = typer.Option(None, help="conditional checkpoints: class to decode with")
 
 
 def _setup(checkpoint: str, device: str, out: str):
-    from ppl_gen.io import check_output_dir
+    from ppl_gen.core.io import check_output_dir
     from ppl_gen.latent.pairs import load_pair
 
     check_output_dir(out, "--out")
@@ -306,7 +306,7 @@ def _setup(checkpoint: str, device: str, out: str):
 
 
 def _images(pair, data, data_root, seed, n=None):
-    from ppl_gen.latent.jobs import load_images
+    from ppl_gen.jobs.latent import load_images
 
     x, y, _ = load_images(pair, data, data_root, n=n, seed=seed)
     return x, y
@@ -338,8 +338,8 @@ def latent_interpolate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode a linear or spherical interpolation between two codes."""
+    from ppl_gen.jobs.latent import run_interpolate
     from ppl_gen.latent.interpolate import METHODS
-    from ppl_gen.latent.jobs import run_interpolate
 
     if method not in METHODS:
         raise PplGenError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -378,7 +378,7 @@ def latent_grid(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode the n x n grid spanned by the codes of four test images."""
-    from ppl_gen.latent.jobs import run_grid
+    from ppl_gen.jobs.latent import run_grid
 
     try:
         idx = tuple(int(i) for i in corners.split(","))
@@ -399,7 +399,7 @@ def latent_manifold(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode the 2-D latent manifold through the inverse Gaussian CDF (2-D latents only)."""
-    from ppl_gen.latent.jobs import run_manifold
+    from ppl_gen.jobs.latent import run_manifold
 
     pair = _setup(checkpoint, device, out)
     _emit_tool(run_manifold(pair, out, n=n, label=label), as_json)
@@ -420,7 +420,7 @@ def latent_attribute(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Attribute vector (mean code with the attribute minus without) applied to images."""
-    from ppl_gen.latent.jobs import run_attribute
+    from ppl_gen.jobs.latent import run_attribute
 
     try:
         values = tuple(float(a) for a in alphas.split(","))
@@ -445,8 +445,8 @@ def latent_tsne(
     as_json: bool = JSON_OPT,
 ) -> None:
     """t-SNE of the test codes and the latent scatter, coloured by label."""
+    from ppl_gen.jobs.latent import run_tsne
     from ppl_gen.latent.embedding import tsne  # noqa: F401  (fail early if sklearn is missing)
-    from ppl_gen.latent.jobs import run_tsne
 
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed, n_points)
@@ -467,7 +467,7 @@ def latent_reconstruct(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Reconstructions of test images (with --noise: corrupted input and its denoising)."""
-    from ppl_gen.latent.jobs import run_reconstruct
+    from ppl_gen.jobs.latent import run_reconstruct
 
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed)
@@ -500,7 +500,7 @@ def novelty(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train without one class and report the AUROC of detecting it as novel."""
-    from ppl_gen.novelty import NoveltyConfig, run_novelty
+    from ppl_gen.jobs.novelty import NoveltyConfig, run_novelty
 
     config = NoveltyConfig(
         model=model,
@@ -534,7 +534,7 @@ def novelty(
 
 
 def _data_for(spec: dict, opts: EvaluateOptions):
-    from ppl_gen.data import load_dataset
+    from ppl_gen.data.datasets import load_dataset
 
     data = dict(spec.get("data") or {})
     name = opts.data or data.get("name")

@@ -1,5 +1,5 @@
 """CLI commands: ``ppl-gen train classifier`` (the MNIST judge used by the sample-quality
-metrics; :mod:`ppl_gen.classifier`) and the ``evaluate`` handler for its checkpoint."""
+metrics; :mod:`ppl_gen.metrics.classifier`) and the ``evaluate`` handler for its checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ppl_gen.cli.common import DEVICE, JSON, SEED, EvaluateOptions, emit, evaluator, train_app
-from ppl_gen.data import default_data_root
+from ppl_gen.data.datasets import default_data_root
 
 
 @train_app.command("classifier")
@@ -27,9 +27,9 @@ def train_classifier_command(
 ) -> None:
     """Train the LeNet-style MNIST classifier that scores generated digits (FD-LeNet,
     classifier Inception score, label agreement, mode coverage)."""
-    from ppl_gen.classifier import ClassifierConfig, save_classifier, train_classifier
-    from ppl_gen.data import load_dataset
-    from ppl_gen.io import check_output_dir, write_json
+    from ppl_gen.core.io import check_output_dir, write_json
+    from ppl_gen.data.datasets import load_dataset
+    from ppl_gen.metrics.classifier import ClassifierConfig, save_classifier, train_classifier
 
     config = ClassifierConfig(
         epochs=epochs,
@@ -46,7 +46,7 @@ def train_classifier_command(
     net, metrics = train_classifier(
         splits.train, splits.train_labels, config, test_x=splits.test, test_y=splits.test_labels
     )
-    from ppl_gen.classifier import accuracy
+    from ppl_gen.metrics.classifier import accuracy
 
     metrics["val_accuracy"] = accuracy(net, splits.val, splits.val_labels)
     metrics["n_train"] = int(splits.train.shape[0])
@@ -65,8 +65,8 @@ def train_classifier_command(
 @evaluator("classifier")
 def evaluate_classifier(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Accuracy of the MNIST classifier on the MNIST test set (first ``--n-test`` images)."""
-    from ppl_gen.classifier import accuracy, load_classifier
-    from ppl_gen.data import load_dataset
+    from ppl_gen.data.datasets import load_dataset
+    from ppl_gen.metrics.classifier import accuracy, load_classifier
 
     net = load_classifier(opts.checkpoint, opts.device)
     root = opts.data_root if opts.data_root is not None else default_data_root()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import typer
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 app = typer.Typer(
     add_completion=False,
@@ -120,8 +120,8 @@ def evaluate(
 ) -> None:
     """Evaluate a trained checkpoint: test ELBO and IWAE-K for VAEs, sample quality for
     generators, target accuracy for domain adaptation — whatever fits its kind."""
-    from ppl_gen.checkpoint import load_checkpoint
-    from ppl_gen.errors import require_positive_int
+    from ppl_gen.core.checkpoint import load_checkpoint
+    from ppl_gen.core.errors import require_positive_int
 
     require_positive_int("--iwae-k", iwae_k)
     require_positive_int("--n-samples", n_samples)

@@ -1,12 +1,12 @@
 """CLI commands for Pyro latent-variable models: ``compare``, ``train vae`` and the
 ``evaluate`` handler for their checkpoints.
 
-``ppl-gen compare`` is :func:`ppl_gen.compare.run_compare`, ``ppl-gen train vae`` is
-:func:`ppl_gen.training.train` on a :mod:`ppl_gen.builders` model and guide, and
-``ppl-gen evaluate`` on a VAE checkpoint is :func:`ppl_gen.evaluation.evaluate_on`.
+``ppl-gen compare`` is :func:`ppl_gen.jobs.compare.run_compare`, ``ppl-gen train vae`` is
+:func:`ppl_gen.infer.training.train` on a :mod:`ppl_gen.lvm.builders` model and guide, and
+``ppl-gen evaluate`` on a VAE checkpoint is :func:`ppl_gen.infer.evaluation.evaluate_on`.
 
 Both run data-parallel when launched by ``torchrun --nproc-per-node N -m ppl_gen ...``
-(:mod:`ppl_gen.distributed`): training averages gradients over the ranks, evaluation splits
+(:mod:`ppl_gen.core.distributed`): training averages gradients over the ranks, evaluation splits
 the test set and gathers the per-datapoint bounds; rank 0 alone writes files and prints.
 """
 
@@ -30,7 +30,7 @@ from ppl_gen.cli.common import (
     parse_hidden,
     train_app,
 )
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 
 @app.command()
@@ -79,7 +79,7 @@ def compare(
     log-likelihood (main job)."""
     import os
 
-    from ppl_gen.compare import CompareConfig, run_compare
+    from ppl_gen.jobs.compare import CompareConfig, run_compare
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PplGenError(
@@ -169,12 +169,12 @@ def train_vae(
 ) -> None:
     """Train a VAE's model with an amortised or mean-field guide by SVI (data-parallel under
     torchrun: each process takes its part of every minibatch, gradients are averaged)."""
-    from ppl_gen import reports
-    from ppl_gen.builders import MODELS, ModelSpec, build_guide, build_model
-    from ppl_gen.data import load_dataset
-    from ppl_gen.distributed import init_from_env
-    from ppl_gen.io import check_output_dir, write_json
-    from ppl_gen.training import TrainConfig, train
+    from ppl_gen.core.distributed import init_from_env
+    from ppl_gen.core.io import check_output_dir, write_json
+    from ppl_gen.data.datasets import load_dataset
+    from ppl_gen.infer.training import TrainConfig, train
+    from ppl_gen.lvm.builders import MODELS, ModelSpec, build_guide, build_model
+    from ppl_gen.viz import report as reports
 
     widths = parse_hidden(hidden)
     config = TrainConfig(
@@ -237,9 +237,9 @@ def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, 
     """Test ELBO and IWAE-K (nats per test datapoint) of a ``ppl-gen train vae`` checkpoint;
     per-datapoint (mean-field) guides are refitted to the test data first.  Under torchrun
     the test set is split over the processes and the per-datapoint bounds gathered."""
-    from ppl_gen.distributed import init_from_env
-    from ppl_gen.errors import require_positive_int
-    from ppl_gen.evaluation import data_from_spec, evaluate_on, load_trained
+    from ppl_gen.core.distributed import init_from_env
+    from ppl_gen.core.errors import require_positive_int
+    from ppl_gen.infer.evaluation import data_from_spec, evaluate_on, load_trained
 
     require_positive_int("--iwae-k", opts.iwae_k)
     ctx = init_from_env(opts.device)

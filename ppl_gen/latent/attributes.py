@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 _CLASS = re.compile(r"^class:(-?\d+)$")
 
@@ -43,7 +43,7 @@ def attribute_mask(
     match = _CLASS.match(attribute.strip())
     if match:
         if labels is None:
-            raise PplGenError(f"--attribute {attribute}: the data have no labels")
+            raise PplGenError(f"attribute {attribute}: the data have no labels")
         return labels.reshape(-1).to(x.device) == int(match.group(1))
     ink = stroke_thickness(x).double()
     median = ink.quantile(0.5) if ink.numel() else ink.new_zeros(())  # midpoint for even N
@@ -51,7 +51,7 @@ def attribute_mask(
         return ink > median
     if attribute == "thin":
         return ink < median
-    raise PplGenError(f"--attribute must be class:K, thick or thin, got {attribute!r}")
+    raise PplGenError(f"attribute must be class:K, thick or thin, got {attribute!r}")
 
 
 def attribute_vector(z: torch.Tensor, mask: torch.Tensor, name: str = "attribute") -> torch.Tensor:
@@ -72,14 +72,14 @@ def attribute_vector(z: torch.Tensor, mask: torch.Tensor, name: str = "attribute
     mask = torch.as_tensor(mask, device=z.device).bool().reshape(-1)
     if z.dim() != 2 or mask.shape[0] != z.shape[0]:
         raise PplGenError(
-            f"--attribute {name}: need one mask entry per code, got {mask.shape[0]} for "
+            f"attribute {name}: need one mask entry per code, got {mask.shape[0]} for "
             f"codes of shape {tuple(z.shape)}"
         )
     pos = int(mask.sum())
     if pos == 0:
-        raise PplGenError(f"--attribute {name}: no positive examples among {z.shape[0]} points")
+        raise PplGenError(f"attribute {name}: no positive examples among {z.shape[0]} points")
     if pos == z.shape[0]:
-        raise PplGenError(f"--attribute {name}: no negative examples among {z.shape[0]} points")
+        raise PplGenError(f"attribute {name}: no negative examples among {z.shape[0]} points")
     return z[mask].mean(0) - z[~mask].mean(0)
 
 

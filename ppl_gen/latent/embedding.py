@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 
 def project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
@@ -55,11 +55,11 @@ def tsne(
     z = np.asarray(torch.as_tensor(z).detach().cpu().double())
     n = z.shape[0] if z.ndim == 2 else 0
     if not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity) and perplexity > 0):
-        raise PplGenError(f"--perplexity must be a positive number, got {perplexity!r}")
+        raise PplGenError(f"perplexity must be a positive number, got {perplexity!r}")
     if n <= perplexity:
         raise PplGenError(
-            f"--perplexity {perplexity:g} needs more than {perplexity:g} points, got {n} "
-            "(raise --n-points or lower --perplexity)"
+            f"perplexity {perplexity:g} needs more than {perplexity:g} points, got {n} "
+            "(raise n_points or lower perplexity)"
         )
     model = TSNE(
         2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max(250, max_iter)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 
 METHODS = ("lerp", "slerp")
 
@@ -35,7 +35,7 @@ def check_endpoints(z0: torch.Tensor, z1: torch.Tensor) -> None:
 
 def _steps(steps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise PplGenError(f"--steps must be an integer >= 2, got {steps!r}")
+        raise PplGenError(f"steps must be an integer >= 2, got {steps!r}")
     return steps
 
 
@@ -102,7 +102,7 @@ def interpolate(
         PplGenError: unknown ``method`` (``--method``) and as :func:`lerp`.
     """
     if method not in METHODS:
-        raise PplGenError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise PplGenError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     return (lerp if method == "lerp" else slerp)(z0, z1, steps)
 
 
@@ -128,9 +128,9 @@ def corner_grid(corners: torch.Tensor, n: int, method: str = "lerp") -> torch.Te
     """
     if not torch.is_tensor(corners) or corners.dim() != 2 or corners.shape[0] != 4:
         got = tuple(corners.shape) if torch.is_tensor(corners) else type(corners).__name__
-        raise PplGenError(f"--corners: need 4 latent points of the same shape (4, Z), got {got}")
+        raise PplGenError(f"corners: need 4 latent points of the same shape (4, Z), got {got}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise PplGenError(f"--n must be an integer >= 2, got {n!r}")
+        raise PplGenError(f"n must be an integer >= 2, got {n!r}")
     tl, tr, bl, br = corners
     left = interpolate(tl, bl, n, method)  # (n, Z)
     right = interpolate(tr, br, n, method)

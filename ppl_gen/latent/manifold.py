@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.errors import PplGenError
 from ppl_gen.latent.pairs import EncoderDecoder
 
 
@@ -14,14 +14,14 @@ def manifold_latents(
 ) -> torch.Tensor:
     """The grid of codes ``(n * n, 2)``: row ``r``, column ``c`` is
     ``(Phi^-1(u_c), Phi^-1(u_{n-1-r}))`` with ``u`` evenly spaced on ``[lo, hi]`` (same
-    order as :func:`ppl_gen.reports.latent_manifold_grid`: first coordinate to the right,
+    order as :func:`ppl_gen.viz.report.latent_manifold_grid`: first coordinate to the right,
     second upwards).
 
     Raises:
         PplGenError: ``n < 2`` (``--n``) or ``0 < lo < hi < 1`` violated.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise PplGenError(f"--n must be an integer >= 2, got {n!r}")
+        raise PplGenError(f"n must be an integer >= 2, got {n!r}")
     if not 0.0 < lo < hi < 1.0:
         raise PplGenError(f"lo and hi must satisfy 0 < lo < hi < 1, got {lo}, {hi}")
     u = torch.linspace(lo, hi, n, device=device)
@@ -48,8 +48,8 @@ def manifold(
     """
     if pair.latent_dim != 2:
         raise PplGenError(
-            f"--latent-dim mismatch: the manifold grid needs a 2-D latent space, the "
-            f"checkpoint has {pair.latent_dim} (train with --latent-dim 2)"
+            f"latent_dim mismatch: the manifold grid needs a 2-D latent space, the "
+            f"checkpoint has {pair.latent_dim} (train with latent_dim 2)"
         )
     z = manifold_latents(n, device=pair.device)
     y = None if label is None else torch.full((n * n,), int(label), device=pair.device)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ppl_gen.checkpoint import load_checkpoint
-from ppl_gen.device import resolve_device
-from ppl_gen.errors import PplGenError
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.core.device import resolve_device
+from ppl_gen.core.errors import PplGenError
 
 PairLoader = Callable[[str, dict, torch.device], "EncoderDecoder"]
 PAIR_LOADERS: dict[str, PairLoader] = {}
@@ -72,16 +72,16 @@ class EncoderDecoder:
             return None
         if y is None:
             raise PplGenError(
-                f"--label: this {self.kind} checkpoint is conditional; {what} needs a label "
+                f"label: this {self.kind} checkpoint is conditional; {what} needs a label "
                 f"in 0..{self.num_classes - 1} for every point"
             )
         y = torch.as_tensor(y, device=self.device).long().reshape(-1)
         if y.numel() == 1 and n != 1:
             y = y.expand(n)
         if y.shape[0] != n:
-            raise PplGenError(f"--label: expected {n} labels, got {y.shape[0]}")
+            raise PplGenError(f"label: expected {n} labels, got {y.shape[0]}")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise PplGenError(f"--label must be in 0..{self.num_classes - 1}")
+            raise PplGenError(f"label must be in 0..{self.num_classes - 1}")
         return y
 
     @torch.no_grad()
@@ -96,12 +96,12 @@ class EncoderDecoder:
             raise PplGenError(
                 f"CHECKPOINT: this {self.kind or 'model'} checkpoint has no encoder (decoder "
                 "only); this tool needs one (use a VAE, CVAE or autoencoder checkpoint, or "
-                "give latent points with --z-from/--z-to where accepted)"
+                "give latent points with z_from/z_to where accepted)"
             )
         if not torch.is_tensor(x) or x.dim() < 2 or x[0].numel() != self.data_dim:
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise PplGenError(
-                f"--data: the checkpoint encodes rows of {self.data_dim} values "
+                f"data: the checkpoint encodes rows of {self.data_dim} values "
                 f"(image shape {self.image_shape}), got {got}"
             )
         x = x.reshape(x.shape[0], -1).to(self.device)
@@ -133,7 +133,7 @@ def check_latent(z: torch.Tensor, latent_dim: int, what: str = "latent points") 
     if not torch.is_tensor(z) or z.dim() < 1 or z.shape[-1] != latent_dim:
         got = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
         raise PplGenError(
-            f"--latent-dim mismatch: the checkpoint's latent space has {latent_dim} "
+            f"latent_dim mismatch: the checkpoint's latent space has {latent_dim} "
             f"dimensions, the {what} have shape {got}"
         )
 
@@ -172,7 +172,7 @@ def _vae_pair(path: str, state: dict, device: torch.device) -> EncoderDecoder:
     spec = state.get("spec") or {}
     if (spec.get("model") or {}).get("image_dim") is not None:  # a CVAE without its kind tag
         return _cvae_pair(path, state, device)
-    from ppl_gen.evaluation import load_trained
+    from ppl_gen.infer.evaluation import load_trained
 
     model, guide, state = load_trained(path, device)
     model.eval()

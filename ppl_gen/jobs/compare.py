@@ -1,0 +1,529 @@
+"""``ppl-gen compare``: fit one model with several inference schemes and compare the fits.
+
+Every scheme fits the same model definition from the same seed (:mod:`ppl_gen.infer.schemes`),
+then the test set is scored with the ELBO and IWAE-K (same K everywhere, nats per test
+datapoint), the exact log-likelihood where the model has one, the gaps between them
+(Cremer et al. 2018) and the PSIS k-hat of the importance weights
+(:mod:`ppl_gen.infer.diagnostics`).  The run directory receives ``report.md``, ``metrics.json``,
+``loss_curves.png``, ``objective_vs_time.png``, ``khat_hist.png``, ``samples.png`` and
+``reconstructions.png`` (models with a decoder), and ``manifold_<scheme>.png`` for a 2-D
+latent space under a standard normal prior (Kingma & Welling 2014, fig. 4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pyro
+import torch
+
+from ppl_gen.core.device import describe, resolve_device
+from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.io import check_output_dir, write_json
+from ppl_gen.data.datasets import BINARIZE_MODES, DataSplits, load_dataset
+from ppl_gen.infer.diagnostics import khat_summary, psis_khat
+from ppl_gen.infer.schemes import (
+    SCHEMES,
+    SchemeResult,
+    SchemeSettings,
+    check_em,
+    check_nuts,
+    fit_amortised,
+    fit_em,
+    fit_mean_field,
+    fit_nuts,
+    fit_semi_amortised,
+    fit_svi_local,
+)
+from ppl_gen.infer.training import TrainConfig, TrainingDiverged
+from ppl_gen.lvm.builders import COMPARE_MODELS, ModelSpec, build_model
+from ppl_gen.lvm.priors import StandardNormalPrior
+from ppl_gen.viz import report as reports
+
+DEFAULT_SCHEMES = {
+    "vae": ("amortised", "mean-field"),
+    "conv-vae": ("amortised", "mean-field"),
+    "ppca": ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts"),
+    "fa": ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts"),
+    "gmm": ("em", "mean-field", "svi-local", "amortised", "semi-amortised"),
+}
+
+
+@dataclass
+class CompareConfig:
+    """Settings of :func:`run_compare`.
+
+    The defaults are the README's main job: the VAE on scikit-learn's digits with a 2-D
+    latent space, amortised and mean-field guides, about a minute on 2 CPU cores.
+
+    Attributes:
+        model: ``vae``, ``conv-vae``, ``gmm``, ``ppca`` or ``fa``.
+        data: ``digits``, ``mnist`` or a ``.npy``/``.npz`` path; ``data_root`` for MNIST.
+        schemes: subset of ``em, mean-field, svi-local, amortised, semi-amortised, nuts``
+            (``None``: the model's applicable schemes, see ``DEFAULT_SCHEMES``).
+        epochs, batch_size, lr, elbo: SVI settings shared by the SVI schemes (``None``:
+            300 epochs, batch 64, Adam 1e-3 for the VAEs; 100 epochs, batch 128, Adam 1e-2
+            for the linear-Gaussian and mixture models, whose few parameters take larger
+            steps).
+        latent_dim, hidden, likelihood: the VAE / PPCA / FA latent size, network widths,
+            VAE likelihood; ``components``, ``covariance``: the GMM.
+        binarize: ``dynamic``, ``static`` or ``none`` (``None``: dynamic for the VAEs,
+            none for the linear-Gaussian and mixture models).
+        iwae_k: K of the test IWAE-K bound.
+        n_train, n_test: optional truncation of the splits.
+        test_refit_steps, em_max_iter, em_tol, n_init, semi_amortised_steps, nuts_subset,
+            nuts_warmup, nuts_samples: per-scheme settings (see
+            :class:`~ppl_gen.infer.schemes.SchemeSettings`).
+        seed, device, out, progress: reproducibility, device, output folder, progress bars.
+    """
+
+    model: str = "vae"
+    data: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    schemes: Sequence[str] | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    latent_dim: int = 2
+    hidden: Sequence[int] = (256,)
+    likelihood: str = "bernoulli"
+    components: int = 10
+    covariance: str = "full"
+    binarize: str | None = None
+    elbo: str = "analytic-kl"
+    iwae_k: int = 1000
+    n_train: int | None = None
+    n_test: int | None = None
+    test_refit_steps: int = 500
+    em_max_iter: int = 500
+    em_tol: float = 1e-6
+    n_init: int = 1
+    semi_amortised_steps: int = 200
+    nuts_subset: int = 10
+    nuts_warmup: int = 100
+    nuts_samples: int = 100
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/compare"
+    progress: bool = True
+
+    @property
+    def resolved_schemes(self) -> tuple[str, ...]:
+        """The schemes to run (defaults filled in)."""
+        if self.schemes is None:
+            return DEFAULT_SCHEMES.get(self.model, ("amortised", "mean-field"))
+        return tuple(self.schemes)
+
+    @property
+    def is_vae(self) -> bool:
+        """Whether the model is one of the VAEs (deep decoder)."""
+        return self.model in ("vae", "conv-vae")
+
+    @property
+    def resolved_epochs(self) -> int:
+        """SVI epochs (default 300 for the VAEs, 100 otherwise)."""
+        return self.epochs if self.epochs is not None else (300 if self.is_vae else 100)
+
+    @property
+    def resolved_batch_size(self) -> int:
+        """SVI minibatch size (default 64 for the VAEs, 128 otherwise)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 64 if self.is_vae else 128
+
+    @property
+    def resolved_lr(self) -> float:
+        """Adam learning rate (default 1e-3 for the VAEs, 1e-2 otherwise)."""
+        return self.lr if self.lr is not None else (1e-3 if self.is_vae else 1e-2)
+
+    @property
+    def resolved_binarize(self) -> str:
+        """The binarisation mode (default: dynamic for VAEs, none otherwise)."""
+        if self.binarize is not None:
+            return self.binarize
+        return "dynamic" if self.is_vae else "none"
+
+    def settings(self, device: torch.device) -> SchemeSettings:
+        """The :class:`~ppl_gen.infer.schemes.SchemeSettings` these options describe: the
+        fields the two share, with model-dependent defaults resolved."""
+        shared = {
+            f.name: getattr(self, f.name) for f in fields(SchemeSettings) if hasattr(self, f.name)
+        }
+        return SchemeSettings(
+            **shared
+            | {
+                "epochs": self.resolved_epochs,
+                "batch_size": self.resolved_batch_size,
+                "lr": self.resolved_lr,
+                "hidden": tuple(self.hidden),
+                "device": str(device),
+            }
+        )
+
+    def validate(self) -> None:
+        """Check every option before anything is loaded, trained or written.
+
+        Raises:
+            PplGenError: naming the first bad option and what is accepted.
+        """
+        if self.model not in COMPARE_MODELS:
+            raise PplGenError(
+                f"model must be one of {', '.join(COMPARE_MODELS)}, got {self.model!r}"
+            )
+        schemes = list(self.resolved_schemes)
+        if not schemes:
+            raise PplGenError(f"schemes must name at least one of {', '.join(SCHEMES)}")
+        for s in schemes:
+            if s not in SCHEMES:
+                raise PplGenError(f"schemes must be a subset of {', '.join(SCHEMES)}, got {s!r}")
+        if len(set(schemes)) != len(schemes):
+            raise PplGenError(f"schemes lists a scheme twice: {','.join(schemes)}")
+        require_positive_int("epochs", self.resolved_epochs)
+        require_positive_int("batch_size", self.resolved_batch_size)
+        require_positive_int("iwae_k", self.iwae_k)
+        for flag, value in (
+            ("test_refit_steps", self.test_refit_steps),
+            ("em_max_iter", self.em_max_iter),
+            ("n_init", self.n_init),
+            ("semi_amortised_steps", self.semi_amortised_steps),
+            ("nuts_subset", self.nuts_subset),
+            ("nuts_samples", self.nuts_samples),
+            ("nuts_warmup", self.nuts_warmup),
+        ):
+            require_positive_int(flag, value)
+        if not self.em_tol >= 0:
+            raise PplGenError(f"em_tol must be >= 0, got {self.em_tol}")
+        if self.resolved_binarize not in BINARIZE_MODES:
+            raise PplGenError(
+                f"binarize must be one of {', '.join(BINARIZE_MODES)}, got {self.binarize!r}"
+            )
+        self.spec(784, (28, 28)).validate_options()
+        TrainConfig(
+            epochs=self.resolved_epochs,
+            batch_size=self.resolved_batch_size,
+            lr=self.resolved_lr,
+            elbo=self.elbo,
+        ).validate()
+        resolve_device(self.device)
+        check_output_dir(self.out, "out")
+
+    def spec(self, data_dim: int, image_shape: Sequence[int]) -> ModelSpec:
+        """The :class:`~ppl_gen.lvm.builders.ModelSpec` of the model to compare."""
+        return ModelSpec(
+            self.model,
+            data_dim,
+            self.latent_dim,
+            tuple(self.hidden),
+            self.likelihood,
+            tuple(image_shape),
+            components=self.components,
+            covariance=self.covariance,
+        )
+
+
+def _factory_name(factory: Callable) -> str:
+    return getattr(factory, "__name__", type(factory).__name__)
+
+
+def _initialised(model: Callable, data: DataSplits, seed: int) -> Callable:
+    """Give every scheme the same data-dependent starting point where the model has one
+    (k-means++ for the GMM, data mean and variance for PPCA / FA)."""
+    init = getattr(model, "init_from_data", None)
+    if callable(init):
+        init(data.train, seed=seed)
+    return model
+
+
+def _check_schemes(model: Callable, schemes: Sequence[str], name: str) -> None:
+    """Refuse schemes that cannot apply to ``model`` before anything is trained."""
+    if "em" in schemes:
+        check_em(model, name)
+    if "nuts" in schemes:
+        check_nuts(model, name)
+    if "mean-field" in schemes and getattr(model, "discrete", False):
+        if getattr(model, "covariance", "full") != "full":
+            raise PplGenError(
+                "schemes mean-field: the variational Bayesian GMM needs covariance full"
+            )
+
+
+def _posterior_mean(result: SchemeResult, x: torch.Tensor) -> torch.Tensor | None:
+    """Posterior mean of the latent for the rows of ``x`` under the scheme's q."""
+    model, guide = result.model, result.guide
+    site = getattr(model, "latent_site", "z")
+    rows = torch.arange(x.shape[0], device=x.device)
+    with torch.no_grad():
+        if guide is None and callable(getattr(model, "mean_field_posterior", None)):
+            return model.mean_field_posterior(x)[0]
+        if hasattr(guide, "encode"):
+            return guide.encode(x)[site][0]
+        if hasattr(guide, "posterior"):
+            return guide.posterior(rows)[site][0]
+        if hasattr(guide, "loc"):
+            return guide.loc[rows]
+        if guide is not None and callable(getattr(model, "exact_posterior", None)):
+            posterior = model.exact_posterior(x)
+            if not getattr(model, "discrete", False):
+                return posterior.mean
+    return None
+
+
+def _reference_for_nuts(previous: dict[str, SchemeResult]) -> SchemeResult | None:
+    for name in ("em", "svi-local", "amortised", "mean-field"):
+        if name in previous and not getattr(previous[name].model, "discrete", False):
+            return previous[name]
+    return None
+
+
+def _run_scheme(
+    name: str,
+    factory: Callable[[], Callable],
+    data: DataSplits,
+    settings: SchemeSettings,
+    previous: dict[str, SchemeResult],
+) -> SchemeResult:
+    if name == "em":
+        return fit_em(factory(), data, settings)
+    if name == "mean-field":
+        return fit_mean_field(factory(), data, settings)
+    if name == "svi-local":
+        return fit_svi_local(factory(), data, settings)
+    if name == "amortised":
+        return fit_amortised(factory(), data, settings)
+    if name == "semi-amortised":
+        return fit_semi_amortised(factory, data, settings, previous.get("amortised"))
+    reference = _reference_for_nuts(previous)
+    if reference is None:
+        model = factory()
+        reference = (fit_em if callable(getattr(model, "em", None)) else fit_amortised)(
+            model, data, settings
+        )
+    return fit_nuts(reference.model, data, settings, fitted_by=reference.name)
+
+
+_METRIC_KEYS = (
+    "objective",
+    "final_train_objective",
+    "test_elbo",
+    "test_elbo_se",
+    "test_iwae",
+    "test_iwae_se",
+    "iwae_k",
+    "n_evaluated",
+    "test_log_likelihood",
+    "gap_exact_minus_iwae",
+    "gap_iwae_minus_elbo",
+    "approximation_gap",
+    "amortisation_gap",
+    "psis_khat_mean",
+    "psis_khat_frac_above_0_7",
+    "bound_unreliable",
+    "train_seconds",
+    "test_seconds",
+    "iterations",
+    "epochs",
+    "converged",
+)
+
+
+def _scheme_metrics(result: SchemeResult) -> tuple[dict, torch.Tensor]:
+    b = result.bounds
+    exact = result.test_log_likelihood
+    exact_mean = float(exact.mean()) if exact is not None else None
+    khat = psis_khat(b.log_weights)
+    history = result.history
+    finite = [v for v in history.objective if v is not None and math.isfinite(v)]
+    local_q = result.name in ("em", "mean-field", "svi-local", "semi-amortised", "nuts")
+    metrics = {
+        "objective": result.objective_name,
+        "final_train_objective": finite[-1] if finite else None,
+        "test_elbo": b.elbo_mean,
+        "test_elbo_se": b.elbo_se,
+        "test_iwae": b.iwae_mean,
+        "test_iwae_se": b.iwae_se,
+        "iwae_k": b.k,
+        "n_evaluated": int(b.elbo.shape[0]),
+        "test_log_likelihood": exact_mean,
+        "gap_exact_minus_iwae": exact_mean - b.iwae_mean if exact is not None else None,
+        "gap_iwae_minus_elbo": b.iwae_mean - b.elbo_mean,
+        "approximation_gap": exact_mean - b.elbo_mean if exact is not None and local_q else None,
+        "amortisation_gap": result.extra.get("amortisation_gap"),
+        **khat_summary(khat),
+        "train_seconds": result.train_seconds,
+        "test_seconds": result.test_seconds,
+        "iterations": history.iterations,
+        "epochs": result.epochs,
+        "converged": history.converged,
+    }
+    metrics["bound_unreliable"] = bool(metrics["psis_khat_frac_above_0_7"] > 0)
+    for key in ("rhat_max", "ess_bulk_min"):
+        if key in result.extra:
+            metrics[key] = result.extra[key]
+    return metrics, khat
+
+
+def run_compare(
+    config: CompareConfig | None = None,
+    model_factory: Callable[[DataSplits], Callable] | None = None,
+) -> dict:
+    """Fit the model with every scheme, score the test set, write the report.
+
+    Args:
+        config: the settings (defaults: :class:`CompareConfig`).
+        model_factory: optional ``factory(data) -> model`` building a fresh instance of *your
+            own* model for each scheme: declared with
+            :class:`~ppl_gen.lvm.declare.LatentVariableModel` or a hand-written Pyro model
+            following the data plate convention.  ``config.model`` is then ignored.  A model
+            that offers ``exact_posterior`` and ``log_marginal`` gets ``em``.
+
+    Returns:
+        The metrics written to ``<out>/metrics.json`` (schema in the README): setup keys
+        and ``schemes.<name>`` with bounds (nats per test datapoint, higher is better),
+        exact log-likelihood and gaps (``None`` where not applicable), PSIS k-hat summary,
+        times (seconds) and iterations.
+
+    Raises:
+        PplGenError: bad options, data, or a scheme that does not apply to the model
+            (checked before anything is trained or written).
+    """
+    config = config or CompareConfig()
+    config.validate()
+    device = resolve_device(config.device)
+    data: DataSplits = load_dataset(
+        config.data,
+        config.data_root,
+        download=config.download,
+        binarize=config.resolved_binarize,
+        seed=config.seed,
+        n_train=config.n_train,
+        n_test=config.n_test,
+    ).to(device)
+    spec = config.spec(data.data_dim, data.image_shape)
+    if model_factory is None:
+        spec.validate()
+        model_name = config.model
+
+        def build():
+            return build_model(spec).to(device)
+    else:
+        model_name = _factory_name(model_factory)
+
+        def build():
+            model = model_factory(data)
+            return model.to(device) if isinstance(model, torch.nn.Module) else model
+
+    def factory():
+        return _initialised(build(), data, config.seed)
+
+    schemes = config.resolved_schemes
+    _check_schemes(build(), schemes, model_name)
+    settings = config.settings(device)
+    out = Path(config.out)
+    metrics: dict = {
+        "dataset": data.name,
+        "model": model_name,
+        "n_train": int(data.train.shape[0]),
+        "n_test": int(data.test.shape[0]),
+        "latent_dim": config.latent_dim if config.model != "gmm" else None,
+        "device": describe(device),
+        "seed": config.seed,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "schemes": {},
+    }
+    metrics["config"]["schemes"] = list(schemes)
+    metrics["config"]["binarize"] = config.resolved_binarize
+    results: dict[str, SchemeResult] = {}
+    khats = {}
+    failures = []
+    for name in schemes:
+        pyro.set_rng_seed(config.seed)
+        try:
+            results[name] = _run_scheme(name, factory, data, settings, results)
+        except (PplGenError, TrainingDiverged) as exc:
+            # Options were all checked up front: an error now is numerical (a diverged SVI
+            # run, a collapsed covariance).  Record it and let the other schemes report.
+            reason = str(exc).strip().splitlines()[0]
+            metrics["schemes"][name] = {key: None for key in _METRIC_KEYS} | {"failed": reason}
+            failures.append(f"{name} failed: {reason}")
+            continue
+        metrics["schemes"][name], khats[name] = _scheme_metrics(results[name])
+        metrics["schemes"][name]["failed"] = None
+    semi = results.get("semi-amortised")
+    if semi is not None and "amortised" in results and semi.model is results["amortised"].model:
+        row = metrics["schemes"]["amortised"]
+        row["amortisation_gap"] = semi.extra.get("amortisation_gap")
+        row["approximation_gap"] = metrics["schemes"]["semi-amortised"]["approximation_gap"]
+    _write_outputs(out, config, data, metrics, results, khats, device, failures)
+    return metrics
+
+
+def _write_outputs(out, config, data, metrics, results, khats, device, failures) -> None:
+    figures = {
+        "Training objective per epoch / iteration and against wall time": "loss_curves.png",
+        "Training objective against wall time, all schemes": "objective_vs_time.png",
+        "PSIS k-hat of the test importance weights (> 0.7: bound unreliable)": "khat_hist.png",
+    }
+    curves = {
+        name: {"train_elbo": r.history.objective, "seconds": r.history.seconds}
+        for name, r in results.items()
+        if r.history.objective
+    }
+    if curves:
+        reports.plot_loss_curves(curves, out / "loss_curves.png")
+    else:
+        figures.pop("Training objective per epoch / iteration and against wall time")
+    # semi-amortised shares the amortised fit's history: draw each fit once.
+    drawn, histories = set(), {}
+    for name, r in results.items():
+        if id(r.history) not in drawn:
+            drawn.add(id(r.history))
+            histories[name] = (r.history.seconds, r.history.objective, r.objective_name)
+    reports.plot_objective_vs_time(histories, out / "objective_vs_time.png")
+    reports.plot_khat_histogram(khats, out / "khat_hist.png")
+    samples, recons, manifolds = {}, {}, {}
+    n_recon = min(10, data.test.shape[0])
+    for name, r in results.items():
+        model = r.model
+        if not (callable(getattr(model, "decode_mean", None)) and hasattr(model, "sample_prior")):
+            continue
+        torch_state = torch.get_rng_state()
+        torch.manual_seed(config.seed)
+        samples[name] = model.decode_mean(model.sample_prior(64, data.test)).cpu()
+        torch.set_rng_state(torch_state)
+        x = data.test[:n_recon]
+        mean = _posterior_mean(r, x) if name != "nuts" else None
+        if mean is not None:
+            recons[name] = model.decode_mean(mean.detach()).cpu()
+        prior = getattr(model, "prior", None)
+        latent = getattr(model, "latent_dim", None)
+        if latent == 2 and (prior is None or isinstance(prior, StandardNormalPrior)):
+            manifolds[name] = reports.latent_manifold_grid(model.decode_mean, 20, device=device)
+    if samples:
+        reports.save_image_panels(samples, data.image_shape, out / "samples.png", nrow=8)
+        figures["Samples from p(x|z), z ~ p(z) (decoder means)"] = "samples.png"
+    if recons:
+        originals = data.test[:n_recon].cpu()
+        reports.save_reconstructions(
+            originals, recons, data.image_shape, out / "reconstructions.png"
+        )
+        figures["Test images and reconstructions (decoder mean at posterior mean)"] = (
+            "reconstructions.png"
+        )
+    for name, grid in manifolds.items():
+        file = f"manifold_{name}.png"
+        reports.save_manifold(grid, data.image_shape, 20, out / file, title=name)
+        figures[f"2-D latent manifold, {name} (Kingma & Welling 2014, fig. 4)"] = file
+    notes = failures + [n for r in results.values() for n in r.notes]
+    notes += [
+        "Gaps (Cremer et al. 2018): approximation gap = log p(x) - ELBO of the best "
+        "per-datapoint q found; amortisation gap = that ELBO - the encoder's ELBO.",
+        "k-hat: Pareto-smoothed importance sampling shape of each test point's weights "
+        "(ArviZ psislw); above 0.7 the IWAE-K estimate is unreliable.",
+        "Standard errors are over test datapoints.",
+    ]
+    write_json(out / "metrics.json", metrics)
+    reports.write_report(out / "report.md", metrics, figures, notes)
