@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import ppl_gen.infer.training
+import ppl_gen.jobs.train_vae
 from ppl_gen.cli import main
 from ppl_gen.core.checkpoint import load_checkpoint
 from ppl_gen.infer.training import TrainingDiverged
@@ -243,10 +243,20 @@ def test_diverged_training_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     def diverge(*args, **kwargs):
         raise TrainingDiverged("non-finite loss at epoch 3, batch 2")
 
-    monkeypatch.setattr(ppl_gen.infer.training, "train", diverge)
+    monkeypatch.setattr(ppl_gen.jobs.train_vae, "train", diverge)
     code, _, err = run(capsys, [*TINY_TRAIN, "--out", tmp_path / "out"])
     assert code == 1
     assert_one_line_error(err, "epoch 3, batch 2")
+
+
+def test_a_huge_learning_rate_exits_1_naming_the_explosion(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [*TINY_TRAIN, "--batch-size", "10", "--lr", "1e6", "--device", "cpu", "--out", out]
+    code, stdout, err = run(capsys, argv)
+    assert code == 1 and stdout == ""
+    line = assert_one_line_error(err, "exploded", "epoch 1", "lower the learning rate")
+    assert "no checkpoint was written" in line
+    assert not (out / "checkpoint.pt").exists()
 
 
 # --------------------------------------------------------------------------- compare

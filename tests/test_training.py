@@ -7,6 +7,7 @@ and unreadable checkpoints.  Everything runs on the real digits data, kept tiny.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -14,16 +15,20 @@ import os
 from pathlib import Path
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions import constraints
 
-import ppl_gen.infer.training as training
+import ppl_gen.data.datasets as datasets
+import ppl_gen.engine.loop as engine_loop
 from ppl_gen.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import save_with, torch_save, write_json
 from ppl_gen.data.datasets import DataSplits, load_dataset
 from ppl_gen.infer.training import ELBOS, TrainConfig, TrainingDiverged, make_elbo, train
 from ppl_gen.lvm.builders import GUIDES, ModelSpec, build_guide, build_model
+from ppl_gen.lvm.plates import data_plate
 
 N_TRAIN = 200  # 4 minibatches of 64, 64, 64, 8
 SPEC = ModelSpec("vae", 64, 2, (32,), "bernoulli", (8, 8))
@@ -84,21 +89,21 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(scheme, digits, tmp_
     model, guide = make_pair(scheme, digits, init_seed=123)
     assert not same_parameters(parameters(model, guide), expected)
     epochs_run = []
-    real_iterate = training.iterate_minibatches
+    real_iterate = datasets.iterate_minibatches
 
     def counting(*args, **kwargs):
         if "generator" in kwargs:  # the training loop's shuffled epochs
             epochs_run.append(1)
         return real_iterate(*args, **kwargs)
 
-    monkeypatch.setattr(training, "iterate_minibatches", counting)
+    monkeypatch.setattr(datasets, "iterate_minibatches", counting)
     resumed = train(model, guide, digits, config(epochs=4, checkpoint=str(part)), resume=True)
 
     assert len(epochs_run) == 2  # epochs 3 and 4 only
     resumed_params = parameters(model, guide)
     assert resumed_params.keys() == expected.keys()
-    for key in expected:
-        torch.testing.assert_close(resumed_params[key], expected[key], rtol=0, atol=1e-6)
+    for key in expected:  # bit for bit
+        assert torch.equal(resumed_params[key], expected[key]), key
     for key in ("epoch", "train_elbo", "val_elbo"):
         assert resumed.history[key] == full.history[key], key
     assert len(resumed.history["seconds"]) == 4
@@ -122,7 +127,7 @@ def test_resume_with_a_mismatched_model_names_checkpoint(digits, tmp_path):
     train(model, guide, digits, config(epochs=1, val_every=0, checkpoint=str(ckpt)))
     other = ModelSpec("vae", 64, 3, (16,), "bernoulli", (8, 8))
     model, guide = make_pair("amortised", digits, spec=other)
-    with pytest.raises(PplGenError, match="CHECKPOINT"):
+    with pytest.raises(PplGenError, match="model does not match the checkpoint"):
         train(model, guide, digits, config(epochs=2, checkpoint=str(ckpt)), resume=True)
 
 
@@ -133,6 +138,99 @@ def test_resume_from_garbage_checkpoint_names_checkpoint(digits, tmp_path):
     with pytest.raises(PplGenError, match="CHECKPOINT"):
         train(model, guide, digits, config(epochs=1, checkpoint=str(ckpt)), resume=True)
     assert ckpt.read_bytes() == b"this is not a checkpoint"
+
+
+def plain_model(x, indices=None, size=None):
+    """Hand-written Pyro model: global ``pyro.param`` sites under fixed names, no module."""
+    w = pyro.param("plain_w", torch.zeros(x.shape[1]))
+    b = pyro.param("plain_b", torch.zeros(x.shape[1]))
+    with data_plate(x, indices, size):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(w * z.unsqueeze(-1) + b, 1.0).to_event(1), obs=x)
+
+
+def plain_guide(x, indices=None, size=None):
+    """Hand-written amortised guide: a linear map and a positive scale as ``pyro.param``."""
+    a = pyro.param("plain_a", torch.zeros(x.shape[1]))
+    s = pyro.param("plain_s", torch.tensor(1.0), constraint=constraints.positive)
+    with data_plate(x, indices, size):
+        pyro.sample("z", dist.Normal(x @ a, s))
+
+
+PLAIN_NAMES = ("plain_w", "plain_b", "plain_a", "plain_s")
+
+
+def plain_params() -> dict[str, torch.Tensor]:
+    store = pyro.get_param_store()
+    return {k: store[k].unconstrained().detach().clone() for k in PLAIN_NAMES}
+
+
+def test_param_store_resume_of_a_plain_pyro_model_is_exact(digits, tmp_path):
+    """``pyro.param`` sites outside any module survive a resume in a fresh parameter store
+    (as in a new process) bit for bit, and so does the history."""
+    cfg = {"elbo": "trace", "lr": 0.05}
+    pyro.clear_param_store()
+    full = train(plain_model, plain_guide, digits, config(epochs=3, **cfg))
+    expected = plain_params()
+
+    ckpt = tmp_path / "ckpt.pt"
+    pyro.clear_param_store()
+    train(plain_model, plain_guide, digits, config(epochs=1, checkpoint=str(ckpt), **cfg))
+    state = load_checkpoint(ckpt)
+    assert set(state["pyro_params"]) == set(PLAIN_NAMES)
+    assert "model" not in state and "guide" not in state  # plain functions: no modules
+    pyro.clear_param_store()  # a new process starts with an empty store
+    resumed = train(
+        plain_model, plain_guide, digits, config(epochs=3, checkpoint=str(ckpt), **cfg),
+        resume=True,
+    )  # fmt: skip
+    got = plain_params()
+    start = {"plain_w": torch.zeros(64), "plain_s": torch.tensor(0.0)}
+    for key, value in start.items():  # training moved them: the comparison is not trivial
+        assert not torch.equal(expected[key], value), key
+    for key in PLAIN_NAMES:
+        assert torch.equal(got[key], expected[key]), key
+    for key in ("epoch", "train_elbo", "val_elbo"):
+        assert resumed.history[key] == full.history[key], key
+
+
+def test_resume_refuses_another_learning_rate(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=1, val_every=0, checkpoint=str(ckpt)))
+    before = sha256(ckpt)
+    for changed, name in (({"lr": 1e-2}, "lr"), ({"batch_size": 32}, "batch_size")):
+        model, guide = make_pair("amortised", digits)
+        cfg = config(epochs=2, val_every=0, checkpoint=str(ckpt), **changed)
+        with pytest.raises(PplGenError, match=f"^{name} .*differs from the checkpoint"):
+            train(model, guide, digits, cfg, resume=True)
+    assert sha256(ckpt) == before
+
+
+def test_resume_refuses_other_data_of_the_same_shape(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=1, val_every=0, checkpoint=str(ckpt)))
+    other = dataclasses.replace(digits, train=digits.train.flip(0))
+    assert other.train.shape == digits.train.shape
+    model, guide = make_pair("amortised", other)
+    with pytest.raises(PplGenError, match="^data differ.*same shapes, different content"):
+        train(model, guide, other, config(epochs=2, checkpoint=str(ckpt)), resume=True)
+
+
+def test_resume_may_change_epochs_and_validation_interval(digits, tmp_path):
+    """N -> 2N epochs with another ``val_every``: allowed, the new value applies."""
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=2, val_every=0, checkpoint=str(ckpt)))
+    model, guide = make_pair("amortised", digits, init_seed=9)
+    result = train(
+        model, guide, digits, config(epochs=4, val_every=2, checkpoint=str(ckpt)), resume=True
+    )
+    assert result.history["epoch"] == [1, 2, 3, 4]
+    assert result.history["val_elbo"][:3] == [None, None, None]
+    assert math.isfinite(result.history["val_elbo"][3])
+    assert load_checkpoint(ckpt)["config"]["epochs"] == 4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -166,6 +264,62 @@ def test_seeded_runs_are_reproducible(digits):
         runs[label] = parameters(model, guide)
     assert same_parameters(runs["a"], runs["b"])
     assert not same_parameters(runs["a"], runs["c"])
+
+
+CLI_TRAIN = ["train", "vae", "--n-train", "64", "--batch-size", "32", "--hidden", "8",
+             "--latent-dim", "2", "--epochs", "1", "--device", "cpu", "--json"]  # fmt: skip
+
+
+def test_cli_train_vae_with_the_same_seed_twice_gives_identical_weights(tmp_path, capsys):
+    from ppl_gen.cli import main
+
+    weights = {}
+    for label, seed in (("a", 4), ("b", 4), ("c", 5)):
+        out = tmp_path / label
+        assert main([*CLI_TRAIN, "--seed", str(seed), "--out", str(out)]) == 0
+        state = load_checkpoint(out / "checkpoint.pt")
+        weights[label] = {
+            **{f"model.{k}": v for k, v in state["model"].items()},
+            **{f"guide.{k}": v for k, v in state["guide"].items()},
+        }
+    capsys.readouterr()
+    assert same_parameters(weights["a"], weights["b"])
+    assert not same_parameters(weights["a"], weights["c"])
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: a checkpoint that executes code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _malicious_checkpoint(path: Path, marker: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": FORMAT, "kind": "latent-variable", "model": _Payload(marker)}, path)
+    return path
+
+
+def test_a_malicious_checkpoint_runs_no_code_in_evaluate_or_resume(tmp_path, capsys):
+    from ppl_gen.cli import main
+
+    # The payload is live: an unrestricted load runs it.
+    control = tmp_path / "control-marker"
+    torch.load(_malicious_checkpoint(tmp_path / "control.pt", control), weights_only=False)
+    assert control.exists()
+
+    marker = tmp_path / "marker"
+    ckpt = _malicious_checkpoint(tmp_path / "run" / "checkpoint.pt", marker)
+    assert main(["evaluate", str(ckpt), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: CHECKPOINT") and "refused" in err
+    assert main([*CLI_TRAIN, "--out", str(tmp_path / "run"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: CHECKPOINT") and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
 
 
 # --------------------------------------------------------------------------- divergence
@@ -214,14 +368,14 @@ def test_divergence_in_one_run_keeps_the_checkpoint_of_the_last_good_epoch(
 ):
     ckpt = tmp_path / "ckpt.pt"
     saved = []
-    real_save = training.save_checkpoint
+    real_save = engine_loop.save_checkpoint
 
     def recording(path, state):
         out = real_save(path, state)
         saved.append(sha256(Path(path)))
         return out
 
-    monkeypatch.setattr(training, "save_checkpoint", recording)
+    monkeypatch.setattr(engine_loop, "save_checkpoint", recording)
     model, guide = make_pair(scheme, digits)
     _poison_decoder(model, math.nan, from_call=4 * 2 + 3)  # epoch 3, batch 3
     with pytest.raises(TrainingDiverged, match=r"epoch 3, batch 3\b"):
@@ -229,6 +383,29 @@ def test_divergence_in_one_run_keeps_the_checkpoint_of_the_last_good_epoch(
     assert len(saved) == 2
     assert sha256(ckpt) == saved[-1]
     assert load_checkpoint(ckpt)["epoch"] == 2
+
+
+def test_a_huge_learning_rate_stops_with_an_explosion_and_claims_no_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    with pytest.raises(TrainingDiverged, match=r"exploded .* at epoch 1, batch \d") as info:
+        train(model, guide, digits, config(epochs=2, lr=1e6, batch_size=16, checkpoint=str(ckpt)))
+    text = str(info.value)
+    assert "no checkpoint was written" in text and "kept at" not in text and "\n" not in text
+    assert not ckpt.exists()
+
+
+def test_a_dataclass_config_is_stored_and_the_spec_and_kind_kept(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("mean-field", digits)
+    spec = {"kind": "custom-kind", "model": {"x": 1}}
+    train(model, guide, digits, config(epochs=1, checkpoint=str(ckpt)), spec=spec)
+    state = load_checkpoint(ckpt)
+    assert state["kind"] == "custom-kind" and state["spec"] == spec
+    assert state["config"]["lr"] == 1e-3 and state["config"]["batch_size"] == 64
+    assert {"model", "guide", "optimizer"} <= set(state) and "pyro_params" not in state
+    train(*make_pair("mean-field", digits), digits, config(epochs=1, checkpoint=str(ckpt)))
+    assert load_checkpoint(ckpt)["kind"] == "latent-variable"
 
 
 # --------------------------------------------------------------------------- learning
@@ -267,32 +444,37 @@ def test_every_elbo_option_trains(elbo, digits):
 @pytest.mark.parametrize(
     "overrides, flag",
     [
-        ({"elbo": "foo"}, "--elbo"),
-        ({"batch_size": 0}, "--batch-size"),
-        ({"batch_size": -3}, "--batch-size"),
-        ({"epochs": 0}, "--epochs"),
-        ({"epochs": 2.5}, "--epochs"),
-        ({"lr": 0.0}, "--lr"),
-        ({"device": "tpu"}, "--device"),
+        ({"elbo": "foo"}, "elbo"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -3}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"local_lr": -1.0}, "local_lr"),
+        ({"num_particles": 0}, "num_particles"),
+        ({"val_every": -1}, "val_every"),
+        ({"seed": -1}, "seed"),
+        ({"precision": "fp8"}, "precision"),
+        ({"device": "tpu"}, "device"),
     ],
 )
-def test_bad_config_raises_ppl_gen_error_naming_the_flag(overrides, flag, digits, tmp_path):
+def test_bad_config_raises_ppl_gen_error_naming_the_parameter(overrides, flag, digits, tmp_path):
     model, guide = make_pair("amortised", digits)
     ckpt = tmp_path / "ckpt.pt"
-    with pytest.raises(PplGenError, match=flag):
+    with pytest.raises(PplGenError, match=f"^{flag} "):
         train(model, guide, digits, config(checkpoint=str(ckpt), **overrides))
     assert not ckpt.exists()
 
 
 def test_make_elbo_rejects_unknown_names():
-    with pytest.raises(PplGenError, match="--elbo"):
+    with pytest.raises(PplGenError, match="^elbo "):
         make_elbo("trace_elbo")
     assert isinstance(make_elbo("trace"), pyro.infer.Trace_ELBO)
 
 
 def test_jit_batch_larger_than_training_set_is_rejected(digits):
     model, guide = make_pair("amortised", digits)
-    with pytest.raises(PplGenError, match="--batch-size"):
+    with pytest.raises(PplGenError, match="^batch_size "):
         train(model, guide, digits, config(elbo="jit", batch_size=N_TRAIN + 1))
 
 

@@ -2,7 +2,8 @@
 ``evaluate`` handler for their checkpoints.
 
 ``ppl-gen compare`` is :func:`ppl_gen.jobs.compare.run_compare`, ``ppl-gen train vae`` is
-:func:`ppl_gen.infer.training.train` on a :mod:`ppl_gen.lvm.builders` model and guide, and
+:func:`ppl_gen.jobs.train_vae.run_train_vae` (SVI on a :mod:`ppl_gen.lvm.builders` model and
+guide), and
 ``ppl-gen evaluate`` on a VAE checkpoint is :func:`ppl_gen.infer.evaluation.evaluate_on`.
 
 Both run data-parallel when launched by ``torchrun --nproc-per-node N -m ppl_gen ...``
@@ -170,64 +171,40 @@ def train_vae(
     """Train a VAE's model with an amortised or mean-field guide by SVI (data-parallel under
     torchrun: each process takes its part of every minibatch, gradients are averaged)."""
     from ppl_gen.core.distributed import init_from_env
-    from ppl_gen.core.io import check_output_dir, write_json
-    from ppl_gen.data.datasets import load_dataset
-    from ppl_gen.infer.training import TrainConfig, train
-    from ppl_gen.lvm.builders import MODELS, ModelSpec, build_guide, build_model
-    from ppl_gen.viz import report as reports
+    from ppl_gen.jobs.train_vae import TrainVAEConfig, run_train_vae
 
-    widths = parse_hidden(hidden)
-    config = TrainConfig(
+    config = TrainVAEConfig(
+        data=data,
+        data_root=data_root,
+        download=download,
+        model=model,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        latent_dim=latent_dim,
+        hidden=parse_hidden(hidden),
+        likelihood=likelihood,
+        binarize=binarize,
+        guide=guide,
         elbo=elbo,
-        seed=seed,
-        device=device,
-        checkpoint=str(Path(out) / "checkpoint.pt"),
-        progress=not as_json,
+        n_train=n_train,
         precision=precision,
         deterministic=deterministic,
+        device=device,
+        seed=seed,
+        out=out,
+        resume=resume,
+        progress=not as_json,
     )
     config.validate()
-    check_output_dir(out, "--out")
-    if model not in MODELS:
-        raise PplGenError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
-    ModelSpec(model, 784, latent_dim, widths, likelihood).validate()
-    if guide not in ("amortised", "mean-field"):
-        raise PplGenError(f"--guide must be one of amortised, mean-field, got {guide!r}")
-    splits = load_dataset(
-        data, data_root, download=download, binarize=binarize, seed=seed, n_train=n_train
-    )
-    spec = ModelSpec(model, splits.data_dim, latent_dim, widths, likelihood, splits.image_shape)
-    net = build_model(spec)
-    q = build_guide(guide, net, splits.train.shape[0], widths)
-    full_spec = {
-        "model": spec.to_dict(),
-        "guide": guide,
-        "num_train": int(splits.train.shape[0]),
-        "data": {"name": data, "root": data_root, "binarize": binarize, "seed": seed},
-    }
     ctx = init_from_env(device)
-    result = train(net, q, splits, config, resume=resume, spec=full_spec, dist=ctx)
-    if not ctx.is_main:  # rank 0 alone writes and prints
+    summary = run_train_vae(config, dist=ctx)
+    if not ctx.is_main:  # rank 0 alone prints
         return
-    reports.plot_loss_curves({guide: result.history}, Path(out) / "loss_curves.png")
-    summary = {
-        "checkpoint": config.checkpoint,
-        "epochs": result.epochs,
-        "iterations": result.iterations,
-        "train_seconds": result.seconds,
-        "processes": ctx.world_size,
-        "precision": precision,
-        "final_train_elbo": result.history["train_elbo"][-1],
-        "history": result.history,
-    }
-    write_json(Path(out) / "metrics.json", summary)
     emit(
         summary,
         as_json,
-        f"trained {result.epochs} epochs; train ELBO {summary['final_train_elbo']:.3f} "
+        f"trained {summary['epochs']} epochs; train ELBO {summary['final_train_elbo']:.3f} "
         f"nats/datapoint; checkpoint: {Path(config.checkpoint).resolve()}",
     )
 
@@ -241,7 +218,7 @@ def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, 
     from ppl_gen.core.errors import require_positive_int
     from ppl_gen.infer.evaluation import data_from_spec, evaluate_on, load_trained
 
-    require_positive_int("--iwae-k", opts.iwae_k)
+    require_positive_int("iwae_k", opts.iwae_k)
     ctx = init_from_env(opts.device)
     model, guide, state = load_trained(opts.checkpoint, str(ctx.device))
     splits = data_from_spec(state["spec"], name=opts.data, root=opts.data_root, n_test=opts.n_test)

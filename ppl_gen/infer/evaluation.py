@@ -111,8 +111,12 @@ def load_trained(checkpoint: str, device: str = "auto") -> tuple[Callable, Calla
     Returns:
         ``(model, guide, checkpoint_state)`` on the resolved device.
 
+    The checkpoint is read with ``torch.load(..., weights_only=True)``
+    (:func:`ppl_gen.core.checkpoint.load_checkpoint`): a file that would run code is refused.
+
     Raises:
-        PplGenError: if the checkpoint is unreadable or was not written by the CLI.
+        PplGenError: if the checkpoint is unreadable or unsafe, was not written by the CLI,
+            or its weights do not match its spec.
     """
     dev = resolve_device(device)
     state = load_checkpoint(checkpoint, map_location=dev)
@@ -124,8 +128,14 @@ def load_trained(checkpoint: str, device: str = "auto") -> tuple[Callable, Calla
     mspec = ModelSpec(**spec["model"])
     model = build_model(mspec)
     guide = build_guide(spec["guide"], model, spec["num_train"], mspec.hidden)
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
+    for name, module in (("model", model), ("guide", guide)):
+        try:
+            module.load_state_dict(state[name])
+        except (KeyError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PplGenError(
+                f"CHECKPOINT: {checkpoint!r}: the {name} does not match its spec ({first[:160]})"
+            ) from None
     return model.to(dev), guide.to(dev), state
 
 

@@ -8,11 +8,16 @@ touch (found in the parameter store exactly as ``pyro.infer.SVI`` does).  Per-da
 (mean-field) guide parameters get their own, larger learning rate, because each one sees
 only one gradient per epoch.
 
-Features: progress bar with the running training ELBO, validation ELBO each epoch,
-checkpoint save (atomic) and resume of model, guide, optimiser, epoch, history and random
-number generators, so that a resumed run continues exactly as an uninterrupted one; a
-non-finite loss stops training with :class:`TrainingDiverged` naming epoch and batch, and
-the last good checkpoint is kept.
+The loop is the engine's (:func:`ppl_gen.engine.fit`); this module supplies the SVI step
+(:class:`SVITask`).  The engine shows the progress bar, stops a non-finite or exploded
+loss with :class:`TrainingDiverged` naming epoch and batch (the last good checkpoint is
+kept), and writes a weights-only checkpoint after every epoch holding the model, the guide,
+the Pyro parameters outside them (``pyro.param`` sites of hand-written models and guides,
+under their fixed names), the optimiser, the history and every random stream, so that a
+resumed run continues exactly as an uninterrupted one.  A resume may change ``epochs``,
+``progress``, ``device``, ``checkpoint`` and ``val_every``; any other changed setting
+(``lr``, ``batch_size``, ``elbo``, ``seed``, ...) or other training data (same shape or not)
+is refused with a :class:`~ppl_gen.core.errors.PplGenError` naming it.
 
 **Data parallelism** (launched by ``torchrun``, see :mod:`ppl_gen.core.distributed`): every rank
 draws the same permutation of the training set (shared seed) and, from each global
@@ -37,8 +42,8 @@ gradients of exactly the parameters the optimiser holds (found by a trace as
 ``pyro.infer.SVI`` finds them), plus the loss for reporting.
 
 Only rank 0 shows the progress bar and writes checkpoints (atomically, so a crash of any
-rank leaves the last good one intact); every rank's Pyro random state is stored in it, so a
-resumed run continues as an uninterrupted one.  A rank that crashes makes the others' next
+rank leaves the last good one intact); every rank's global random state is stored in it, so
+a resumed run continues as an uninterrupted one.  A rank that crashes makes the others' next
 collective fail; they stop with :class:`~ppl_gen.core.distributed.RankFailed` naming the
 checkpoint that survives, and ``torchrun`` ends the job with the crashed rank's error.
 
@@ -53,14 +58,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import pyro
-import pyro.util
 import torch
 from pyro import poutine
 from pyro.infer import (
@@ -71,17 +72,32 @@ from pyro.infer import (
     TraceMeanField_ELBO,
 )
 from torch import nn
-from tqdm.auto import tqdm
 
-from ppl_gen.core.checkpoint import load_checkpoint, save_checkpoint
-from ppl_gen.core.device import to_device
 from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.precision import bf16_networks, check_precision, deterministic
 from ppl_gen.data.datasets import DataSplits, binarize_batch, iterate_minibatches
+from ppl_gen.engine import rng
 from ppl_gen.engine.divergence import TrainingDiverged
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.guides import MeanFieldGuide
 from ppl_gen.infer.bounds import evaluate_bounds
+from ppl_gen.infer.svi_parts import EpochBatches, PyroParams, average_buffers
+
+__all__ = [
+    "ELBOS",
+    "MAY_CHANGE",
+    "SVITask",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "fit_local_guide",
+    "frozen",
+    "make_elbo",
+    "train",
+    "validation_elbo",
+]
 
 
 class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
@@ -110,6 +126,10 @@ ELBOS = {
 @dataclass
 class TrainConfig:
     """Settings of :func:`train`.
+
+    A resume may change ``epochs`` (a longer run continues), ``progress``, ``device``,
+    ``checkpoint`` and ``val_every`` (:data:`MAY_CHANGE`, applied from the new settings);
+    it refuses any other change.
 
     Attributes:
         epochs: passes over the training set (>= 1).
@@ -156,8 +176,20 @@ class TrainConfig:
         require_positive_int("num_particles", self.num_particles)
         if self.elbo not in ELBOS:
             raise PplGenError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
-        if not self.lr > 0 or not self.local_lr > 0:
-            raise PplGenError(f"lr must be positive, got {self.lr} / {self.local_lr}")
+        if not self.lr > 0:
+            raise PplGenError(f"lr must be positive, got {self.lr}")
+        if not self.local_lr > 0:
+            raise PplGenError(f"local_lr must be positive, got {self.local_lr}")
+        if isinstance(self.val_every, bool) or not isinstance(self.val_every, int):
+            raise PplGenError(f"val_every must be an integer >= 0, got {self.val_every!r}")
+        if self.val_every < 0:
+            raise PplGenError(f"val_every must be an integer >= 0, got {self.val_every!r}")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**32 - 2**16
+        ):
+            raise PplGenError(f"seed must be an integer in 0 .. 2**32 - 2**16, got {self.seed!r}")
         check_precision(self.precision)
         if self.precision != "fp32" and self.elbo.startswith("jit"):
             raise PplGenError(
@@ -312,24 +344,107 @@ def validation_elbo(
     return ctx.all_reduce_float(total, "validation ELBO") / x.shape[0]
 
 
-def _rng_state(generators: dict[str, torch.Generator]) -> dict:
-    state = {"pyro": pyro.util.get_rng_state(), "generators": {}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    for name, gen in generators.items():
-        state["generators"][name] = gen.get_state()
-    return state
+#: Settings a resume may change (applied from the new configuration); any other changed
+#: setting of :class:`TrainConfig` is refused.
+MAY_CHANGE = frozenset({"epochs", "progress", "device", "checkpoint", "val_every"})
 
 
-def _set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
-    # RNG states must be CPU byte tensors; a checkpoint loaded with map_location=cuda has
-    # them on the GPU.
-    state = to_device(state, "cpu")
-    pyro.util.set_rng_state(state["pyro"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for name, gen in generators.items():
-        gen.set_state(state["generators"][name])
+class SVITask:
+    """One SVI fit as an engine task (:class:`ppl_gen.engine.Task`).
+
+    A step is Pyro's differentiable (negative) ELBO of the minibatch ``idx`` scaled by
+    ``N / batch`` (nats), its backward pass, on several ranks the gradient all-reduce of
+    the module docs, and an Adam step.  The step reports that scaled minibatch loss (the
+    value the divergence stop watches) with weight ``batch``; the epoch's weighted mean
+    divided by ``N`` is minus the mean per-datapoint ELBO (``train_elbo``).
+
+    Built by :func:`train`, which discovers the parameters and builds the optimiser first.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        data: DataSplits,
+        config: TrainConfig,
+        ctx: DistributedContext,
+        elbo,
+        params: list[torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        generators: dict[str, torch.Generator],
+    ) -> None:
+        self.model, self.guide, self.data, self.config, self.ctx = model, guide, data, config, ctx
+        self.elbo, self.params, self.optimizer = elbo, params, optimizer
+        self.streams = generators
+        self.n = data.train.shape[0]
+        self.x = data.train
+        self.model_n = functools.partial(model, size=self.n)
+        self.guide_n = functools.partial(guide, size=self.n)
+        self.dynamic = data.binarize == "dynamic"
+        self.binarize = generators["binarize"]
+        self.autocast = (
+            functools.partial(bf16_networks, ctx.device)
+            if config.precision == "bf16"
+            else contextlib.nullcontext
+        )
+        modules = [m for m in (model, guide) if isinstance(m, nn.Module)]
+        owned = {id(p) for m in modules for p in m.parameters()}
+        self.free = PyroParams(params, owned)
+
+    def components(self) -> dict:
+        out: dict = {}
+        if isinstance(self.model, nn.Module):
+            out["model"] = self.model
+        if isinstance(self.guide, nn.Module):
+            out["guide"] = self.guide
+        if self.free:
+            out["pyro_params"] = self.free
+        out["optimizer"] = self.optimizer
+        return out
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return self.streams
+
+    def batches(self, epoch: int) -> EpochBatches:
+        jit = self.config.elbo.startswith("jit")
+        gen = self.streams["shuffle"]
+        return EpochBatches(self.n, self.config.batch_size, gen, self.ctx.device, jit)
+
+    def step(self, idx: torch.Tensor, iteration: int) -> dict:
+        xb = self.x[idx]
+        if self.dynamic:
+            xb = binarize_batch(xb, self.binarize)
+        if self.ctx.distributed:
+            loss = _distributed_step(
+                self.elbo, self.model_n, self.guide_n, xb, idx, self.params, self.optimizer,
+                self.autocast, self.ctx,
+            )  # fmt: skip
+        else:
+            with self.autocast():
+                loss = self.elbo.differentiable_loss(self.model_n, self.guide_n, xb, idx)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loss = loss.detach()
+        self.optimizer.step()
+        return {"loss": loss, "weight": idx.shape[0]}
+
+    def end_epoch(self, summary: EpochSummary) -> dict:
+        config, data = self.config, self.data
+        average_buffers((self.model, self.guide), self.ctx)
+        val = None
+        if config.val_every and summary.epoch % config.val_every == 0 and len(data.val):
+            val = validation_elbo(
+                self.model, self.guide, data.val, refit_steps=config.val_refit_steps, dist=self.ctx
+            )
+        return {"train_elbo": -summary.means["loss"] / self.n, "val_elbo": val}
+
+    def summary_line(self, epoch: int, entries: dict) -> str:
+        val = entries.get("val_elbo")
+        return (
+            f"epoch {epoch}: train ELBO {entries['train_elbo']:.3f}"
+            + (f", validation ELBO {val:.3f}" if val is not None else "")
+            + " nats/datapoint"
+        )
 
 
 def train(
@@ -346,12 +461,15 @@ def train(
 
     Args:
         model, guide: Pyro callables following the data plate convention; ``nn.Module``
-            instances are moved to the configured device.
+            instances are moved to the configured device.  Their parameters are whatever
+            they register in Pyro's parameter store (``pyro.module`` / ``pyro.param``).
         data: the dataset; with ``data.binarize == "dynamic"`` every training minibatch is
             freshly binarised.
         config: training settings (defaults: :class:`TrainConfig`).
-        resume: continue from ``config.checkpoint`` if it exists (model, guide, optimiser,
-            epoch, history and RNG states restored; training runs up to ``config.epochs``).
+        resume: continue from ``config.checkpoint`` if it exists (every piece of state
+            restored; training runs up to ``config.epochs``).  Only :data:`MAY_CHANGE`
+            settings may differ from the checkpoint's, and the training data must be the
+            same rows.
         spec: JSON-able description stored in the checkpoint so that tools can rebuild the
             model and guide (see :mod:`ppl_gen.lvm.builders`); its ``"kind"`` entry (default
             ``"latent-variable"``) becomes the checkpoint's kind, which selects the
@@ -364,14 +482,16 @@ def train(
         :class:`TrainResult` (ELBOs in nats per datapoint; identical on every rank).
 
     Raises:
-        PplGenError: bad configuration or an unreadable checkpoint.
-        TrainingDiverged: a non-finite loss (the last checkpoint is left as it was).
+        PplGenError: bad configuration (naming the parameter), an unreadable or unsafe
+            checkpoint, or a resume with other settings or data (naming the setting).
+        TrainingDiverged: a non-finite or exploded loss (the last checkpoint is left as
+            it was).
         RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = config or TrainConfig()
     config.validate()
     ctx = dist if dist is not None else init_from_env(config.device)
-    with deterministic(config.deterministic, ctx.device):
+    with deterministic(config.deterministic, ctx.device), pyro.validation_enabled(False):
         try:
             return _train(model, guide, data, config, ctx, resume=resume, spec=spec)
         except RankFailed as exc:
@@ -381,10 +501,68 @@ def train(
             raise RankFailed(f"{exc}{kept}") from exc
 
 
-def _autocast(config: TrainConfig, device: torch.device):
-    if config.precision == "bf16":
-        return bf16_networks(device)
-    return contextlib.nullcontext()
+def _train(
+    model: Callable,
+    guide: Callable,
+    data: DataSplits,
+    config: TrainConfig,
+    ctx: DistributedContext,
+    *,
+    resume: bool,
+    spec: dict | None,
+) -> TrainResult:
+    device = ctx.device
+    data = data.to(device)
+    for obj in (model, guide):
+        if isinstance(obj, nn.Module):
+            obj.to(device)
+    n = data.train.shape[0]
+    if config.elbo.startswith("jit") and n < config.batch_size:
+        raise PplGenError(f"batch_size {config.batch_size} exceeds the {n} training rows")
+    if ctx.distributed and config.batch_size < ctx.world_size:
+        raise PplGenError(
+            f"batch_size {config.batch_size} is smaller than the {ctx.world_size} processes "
+            "(each process needs at least one row of every minibatch)"
+        )
+    # The minibatch order and binarisation are shared by all ranks; model/guide sampling
+    # (torch's global generator) differs per rank so that ranks draw independent noise.
+    rng.seed_everything(config.seed + ctx.rank)
+    generators = {
+        "shuffle": torch.Generator().manual_seed(config.seed),
+        "binarize": torch.Generator(device=device).manual_seed(config.seed + 1),
+    }
+    elbo = make_elbo(config.elbo, config.num_particles)
+    model_n = functools.partial(model, size=n)
+    guide_n = functools.partial(guide, size=n)
+    first = torch.arange(min(n, config.batch_size), device=device)
+    setup = getattr(guide, "setup", None)
+    if setup is not None:
+        setup(data.train[first], first, n)
+    params = _discover_parameters(elbo, model_n, guide_n, data.train[first], first)
+    ctx.broadcast_parameters(params)
+    optimizer = torch.optim.Adam(_param_groups(params, guide, config))
+    task = SVITask(model, guide, data, config, ctx, elbo, params, optimizer, generators)
+    loop = LoopConfig(
+        epochs=config.epochs,
+        kind=(spec or {}).get("kind", "latent-variable"),
+        settings=settings_record(config),
+        may_change=MAY_CHANGE,
+        data_fingerprint=data_fingerprint(data.train) if config.checkpoint else None,
+        meta={"spec": spec},
+        checkpoint=config.checkpoint,
+        resume=resume,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    done = fit(task, loop, ctx)
+    history = {key: list(done.history.get(key, [])) for key in HISTORY_KEYS}
+    return TrainResult(
+        history=history, epochs=done.epochs, iterations=done.iterations, seconds=done.seconds
+    )
+
+
+#: The entries of :attr:`TrainResult.history`.
+HISTORY_KEYS = ("epoch", "train_elbo", "val_elbo", "seconds")
 
 
 def _sync_gradients(
@@ -408,160 +586,6 @@ def _sync_gradients(
     return float(flat[-1])
 
 
-def _train(
-    model: Callable,
-    guide: Callable,
-    data: DataSplits,
-    config: TrainConfig,
-    ctx: DistributedContext,
-    *,
-    resume: bool,
-    spec: dict | None,
-) -> TrainResult:
-    device = ctx.device
-    data = data.to(device)
-    for obj in (model, guide):
-        if isinstance(obj, nn.Module):
-            obj.to(device)
-    n = data.train.shape[0]
-    jit = config.elbo.startswith("jit")
-    if jit and n < config.batch_size:
-        raise PplGenError(f"batch_size {config.batch_size} exceeds the {n} training rows")
-    if ctx.distributed and config.batch_size < ctx.world_size:
-        raise PplGenError(
-            f"batch_size {config.batch_size} is smaller than the {ctx.world_size} processes "
-            "(each process needs at least one row of every minibatch)"
-        )
-    # The minibatch order and binarisation are shared by all ranks; model/guide sampling
-    # (Pyro's RNG) differs per rank so that ranks draw independent noise.
-    pyro.set_rng_seed(config.seed + ctx.rank)
-    generators = {
-        "shuffle": torch.Generator().manual_seed(config.seed),
-        "binarize": torch.Generator(device=device).manual_seed(config.seed + 1),
-    }
-    elbo = make_elbo(config.elbo, config.num_particles)
-    model_n = functools.partial(model, size=n)
-    guide_n = functools.partial(guide, size=n)
-    first = torch.arange(min(n, config.batch_size), device=device)
-    setup = getattr(guide, "setup", None)
-    if setup is not None:
-        setup(data.train[first], first, n)
-    params = _discover_parameters(elbo, model_n, guide_n, data.train[first], first)
-    ctx.broadcast_parameters(params)
-    optimizer = torch.optim.Adam(_param_groups(params, guide, config))
-    result = TrainResult(history={"epoch": [], "train_elbo": [], "val_elbo": [], "seconds": []})
-    start_epoch = 0
-    ckpt = Path(config.checkpoint) if config.checkpoint else None
-    if resume and ckpt is not None:
-        state = _load_for_resume(ckpt, ctx)
-        if state is not None:
-            _load_modules(model, guide, state)
-            optimizer.load_state_dict(state["optimizer"])
-            result = TrainResult(
-                history=state["history"],
-                epochs=state["epoch"],
-                iterations=state["iterations"],
-                seconds=state["seconds"],
-            )
-            start_epoch = state["epoch"]
-            _set_rng_state(state["rng"], generators)
-            ranks = state.get("rng_ranks") or [state["rng"]["pyro"]]
-            if len(ranks) == ctx.world_size:
-                pyro.util.set_rng_state(to_device(ranks[ctx.rank], "cpu"))
-            else:  # resumed with another number of processes: a fresh, seeded stream
-                pyro.set_rng_seed(config.seed + ctx.rank + 7919 * start_epoch)
-    dynamic = data.binarize == "dynamic"
-    show = config.progress and ctx.is_main
-    with pyro.validation_enabled(False):
-        for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            total, seen = 0.0, 0
-            batches = iterate_minibatches(
-                n,
-                config.batch_size,
-                generator=generators["shuffle"],
-                device=device,
-                drop_last=jit,
-            )
-            bar = tqdm(
-                batches,
-                total=(n // config.batch_size) if jit else -(-n // config.batch_size),
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                disable=True if not show else None,  # None: off when not a TTY
-                leave=False,
-            )
-            for batch, idx in enumerate(bar):
-                xb = data.train[idx]
-                if dynamic:
-                    xb = binarize_batch(xb, generators["binarize"])
-                if ctx.distributed:
-                    loss_value = _distributed_step(
-                        elbo, model_n, guide_n, xb, idx, params, optimizer, config, ctx
-                    )
-                    bad = not math.isfinite(loss_value)
-                else:
-                    with _autocast(config, device):
-                        loss = elbo.differentiable_loss(model_n, guide_n, xb, idx)
-                    bad = not torch.isfinite(loss)
-                if bad:
-                    where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
-                    raise TrainingDiverged(
-                        f"non-finite loss at epoch {epoch + 1}, batch {batch + 1}{where}"
-                    )
-                if not ctx.distributed:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    loss_value = float(loss.detach())
-                optimizer.step()
-                result.iterations += 1
-                total += loss_value * idx.shape[0] / n
-                seen += idx.shape[0]
-                bar.set_postfix(elbo=f"{-total / seen:.2f}", refresh=False)
-            result.seconds += time.perf_counter() - t0
-            _average_buffers((model, guide), ctx)
-            val = None
-            if config.val_every and (epoch + 1) % config.val_every == 0 and len(data.val):
-                val = validation_elbo(
-                    model, guide, data.val, refit_steps=config.val_refit_steps, dist=ctx
-                )
-            result.epochs = epoch + 1
-            for key, value in (
-                ("epoch", epoch + 1),
-                ("train_elbo", -total / seen),
-                ("val_elbo", val),
-                ("seconds", result.seconds),
-            ):
-                result.history[key].append(value)
-            if show:
-                tqdm.write(
-                    f"epoch {epoch + 1}: train ELBO {-total / seen:.3f}"
-                    + (f", validation ELBO {val:.3f}" if val is not None else "")
-                    + " nats/datapoint"
-                )
-            if ckpt is not None:
-                rng_ranks = ctx.all_gather_object(pyro.util.get_rng_state())
-                if ctx.is_main:
-                    save_checkpoint(
-                        ckpt,
-                        {
-                            "kind": (spec or {}).get("kind", "latent-variable"),
-                            "spec": spec,
-                            "config": asdict(config),
-                            "model": _state(model),
-                            "guide": _state(guide),
-                            "optimizer": optimizer.state_dict(),
-                            "epoch": result.epochs,
-                            "iterations": result.iterations,
-                            "seconds": result.seconds,
-                            "history": result.history,
-                            "rng": _rng_state(generators),
-                            "rng_ranks": rng_ranks,
-                            "world_size": ctx.world_size,
-                        },
-                    )
-    return result
-
-
 def _distributed_step(
     elbo,
     model_n: Callable,
@@ -570,7 +594,7 @@ def _distributed_step(
     idx: torch.Tensor,
     params: list[torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
+    autocast: Callable,
     ctx: DistributedContext,
 ) -> float:
     """This rank's part of the global minibatch ``(xb, idx)``: loss, backward, gradient
@@ -580,52 +604,7 @@ def _distributed_step(
     optimizer.zero_grad(set_to_none=True)
     loss = None
     if idx_r.shape[0]:
-        with _autocast(config, ctx.device):
+        with autocast():
             loss = elbo.differentiable_loss(model_n, guide_n, x_r, idx_r)
         loss.backward()
     return _sync_gradients(params, loss, idx_r.shape[0] / idx.shape[0], ctx)
-
-
-def _average_buffers(modules, ctx: DistributedContext) -> None:
-    """Average floating-point buffers (e.g. batch-norm running statistics) over the ranks,
-    so that every rank -- and rank 0's checkpoint -- holds the same values."""
-    if not ctx.distributed:
-        return
-    for module in modules:
-        if isinstance(module, nn.Module):
-            for buf in module.buffers():
-                if buf.is_floating_point():
-                    ctx.all_reduce_mean(buf, "buffer all-reduce")
-
-
-def _load_for_resume(ckpt: Path, ctx: DistributedContext) -> dict | None:
-    """The checkpoint to resume from (``None`` if absent): rank 0 reads it and sends it to
-    the other ranks, so only rank 0 needs the file."""
-    if not ctx.distributed:
-        return load_checkpoint(ckpt, map_location=ctx.device) if ckpt.exists() else None
-    state, error = None, None
-    if ctx.is_main and ckpt.exists():
-        try:
-            state = load_checkpoint(ckpt, map_location="cpu")
-        except PplGenError as exc:
-            error = str(exc)
-    state, error = ctx.broadcast_object((state, error))
-    if error is not None:
-        raise PplGenError(error)
-    return to_device(state, ctx.device) if state is not None else None
-
-
-def _state(obj: Callable) -> dict | None:
-    return obj.state_dict() if isinstance(obj, nn.Module) else None
-
-
-def _load_modules(model: Callable, guide: Callable, state: dict) -> None:
-    for obj, key in ((model, "model"), (guide, "guide")):
-        if isinstance(obj, nn.Module) and state.get(key) is not None:
-            try:
-                obj.load_state_dict(state[key])
-            except RuntimeError as exc:
-                first = str(exc).splitlines()[0]
-                raise PplGenError(
-                    f"CHECKPOINT: {key} does not match this checkpoint ({first})"
-                ) from None
