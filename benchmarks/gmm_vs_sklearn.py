@@ -61,6 +61,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
 
 from ppl_gen.models import GaussianMixture
+from ppl_gen.models.gmm_features import chol_inverse, cholesky
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -76,6 +77,21 @@ def synthetic_mixture(n: int, d: int, k: int, seed: int = 0) -> torch.Tensor:
     noise = torch.randn(n, 1, d, generator=g, dtype=torch.float64)
     x = means[c] + (noise @ mix[c].transpose(-1, -2)).squeeze(1)
     return x.float()
+
+
+@torch.no_grad()
+def sklearn_init(model: GaussianMixture) -> dict:
+    """The model's parameters as ``sklearn.mixture.GaussianMixture`` init arguments
+    (``weights_init``, ``means_init``, ``precisions_init``; float64 numpy), so that
+    scikit-learn starts from exactly the parameters ``em(x, init=False)`` starts from.
+    (The tests' copy is ``tests/sklearn_bridge.py``.)"""
+    log_w, mu, cov = model._params64()
+    prec = 1.0 / cov if model.covariance == "diag" else chol_inverse(cholesky(cov, "covariance"))
+    return {
+        "weights_init": log_w.exp().cpu().numpy(),
+        "means_init": mu.cpu().numpy(),
+        "precisions_init": prec.cpu().numpy(),
+    }
 
 
 def environment() -> dict:
@@ -96,7 +112,7 @@ def environment() -> dict:
     ]
     info["ppl_gen_threads_note"] = (
         "GaussianMixture(threads=None) runs problems below 2**24 feature entries on one "
-        "torch thread (see models/gmm.py _threads_for)"
+        "torch thread (see models/gmm_features.py threads_for)"
     )
     return info
 
@@ -267,7 +283,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model.init_from_data(x, seed=args.seed)
     init_seconds = time.perf_counter() - t0
-    init = model.to_sklearn_init()
+    init = sklearn_init(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     payload = {
         "benchmark": "gmm_vs_sklearn",

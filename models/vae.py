@@ -43,7 +43,7 @@ class VAE(LatentVariableModel):
         from ppl_gen.core.errors import require_positive_int
         from ppl_gen.lvm.likelihoods import make_likelihood
 
-        require_positive_int("--latent-dim", latent_dim)
+        require_positive_int("latent_dim", latent_dim)
         lik = make_likelihood(likelihood, data_dim)
         decoder = mlp(latent_dim, hidden, data_dim * lik.params_per_dim, activation)
         super().__init__(latent_dim, decoder, data_dim, lik, prior, image_shape)

@@ -389,7 +389,7 @@ def test_latent_outside_data_plate_raises(via):
 @pytest.mark.parametrize("via", ["log_importance_weights", "evaluate_bounds"])
 def test_bad_k_raises(vae_pair, binary_data, k, via):
     model, guide = vae_pair
-    with pytest.raises(PplGenError, match="--iwae-k must be a positive integer"):
+    with pytest.raises(PplGenError, match="iwae_k must be a positive integer"):
         if via == "evaluate_bounds":
             evaluate_bounds(model, guide, binary_data[:3], k=k)
         else:

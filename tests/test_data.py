@@ -240,18 +240,18 @@ def _save(tmp_path: Path, name: str, arr: np.ndarray) -> str:
 @pytest.mark.parametrize(
     ("kwargs", "flag"),
     [
-        ({"name": "xyz"}, "--data"),
-        ({"name": "digits", "binarize": "sometimes"}, "--binarize"),
-        ({"name": "digits", "val_fraction": 1.0}, "--val-fraction"),
-        ({"name": "digits", "val_fraction": -0.1}, "--val-fraction"),
-        ({"name": "digits", "test_fraction": float("nan")}, "--test-fraction"),
-        ({"name": "digits", "val_fraction": 0.5, "test_fraction": 0.5}, "--val-fraction"),
-        ({"name": "digits", "n_train": 0}, "--n-train"),
-        ({"name": "digits", "n_test": 2.5}, "--n-test"),
-        ({"name": "digits", "n_train": 100_000}, "--n-train"),
-        ({"name": "digits", "seed": -1}, "--seed"),
-        ({"name": "mnist"}, "--data-root"),
-        ({"name": "missing.npz"}, "--data"),
+        ({"name": "xyz"}, "data"),
+        ({"name": "digits", "binarize": "sometimes"}, "binarize"),
+        ({"name": "digits", "val_fraction": 1.0}, "val_fraction"),
+        ({"name": "digits", "val_fraction": -0.1}, "val_fraction"),
+        ({"name": "digits", "test_fraction": float("nan")}, "test_fraction"),
+        ({"name": "digits", "val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction"),
+        ({"name": "digits", "n_train": 0}, "n_train"),
+        ({"name": "digits", "n_test": 2.5}, "n_test"),
+        ({"name": "digits", "n_train": 100_000}, "n_train"),
+        ({"name": "digits", "seed": -1}, "seed"),
+        ({"name": "mnist"}, "data_root"),
+        ({"name": "missing.npz"}, "data"),
     ],
 )
 def test_bad_arguments(kwargs: dict, flag: str) -> None:
@@ -264,71 +264,71 @@ def test_unknown_name_message() -> None:
     with pytest.raises(PplGenError) as info:
         load_dataset("xyz")
     assert str(info.value) == (
-        "--data must be one of digits, mnist, or a .npy/.npz file path, got 'xyz'"
+        "data must be one of digits, mnist, or a .npy/.npz file path, got 'xyz'"
     )
 
 
 def test_nan_data_reports_count(tmp_path: Path) -> None:
     x = np.ones((30, 4))
     x[0, 0], x[3, 2], x[7, 1] = np.nan, np.inf, -np.inf
-    with pytest.raises(PplGenError, match=r"--data .*3 non-finite"):
+    with pytest.raises(PplGenError, match=r"data .*3 non-finite"):
         load_dataset(_save(tmp_path, "nan.npy", x))
 
 
 @pytest.mark.parametrize("shape", [(30,), (10, 2, 2, 2)])
 def test_wrong_rank(tmp_path: Path, shape: tuple[int, ...]) -> None:
     path = _save(tmp_path, "rank.npy", np.zeros(shape))
-    with pytest.raises(PplGenError, match=r"--data .*\(N, D\) or \(N, H, W\)"):
+    with pytest.raises(PplGenError, match=r"data .*\(N, D\) or \(N, H, W\)"):
         load_dataset(path)
 
 
 def test_float32_overflow(tmp_path: Path) -> None:
     path = _save(tmp_path, "huge.npy", np.full((20, 3), 1e300))
-    with pytest.raises(PplGenError, match=r"--data .*60 value\(s\) too large for float32"):
+    with pytest.raises(PplGenError, match=r"data .*60 value\(s\) too large for float32"):
         load_dataset(path)
 
 
 def test_not_a_numpy_file(tmp_path: Path) -> None:
     path = tmp_path / "junk.npz"
     path.write_text("not an array")
-    with pytest.raises(PplGenError, match=r"--data junk.npz: cannot read it as a numpy array"):
+    with pytest.raises(PplGenError, match=r"data junk.npz: cannot read it as a numpy array"):
         load_dataset(str(path))
 
 
 def test_mnist_root_pointing_inside_layout() -> None:
     if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
         pytest.skip("MNIST not found at ../shared/data/mnist; needed to test the layout hint")
-    with pytest.raises(PplGenError, match=r"--data-root .*contains MNIST/, not MNIST/"):
+    with pytest.raises(PplGenError, match=r"data_root .*contains MNIST/, not MNIST/"):
         load_dataset("mnist", root=MNIST_ROOT / "MNIST")
 
 
 def test_binarize_needs_unit_range(tmp_path: Path) -> None:
     path = _save(tmp_path, "grey255.npy", np.full((20, 3), 255.0))
-    with pytest.raises(PplGenError, match=r"--binarize .*\[0, 1\]"):
+    with pytest.raises(PplGenError, match=r"binarize .*\[0, 1\]"):
         load_dataset(path, binarize="static")
 
 
 def test_npz_without_x_key(tmp_path: Path) -> None:
     path = tmp_path / "two.npz"
     np.savez(path, a=np.zeros((5, 2)), b=np.zeros((5, 2)))
-    with pytest.raises(PplGenError, match=r"--data .*key 'x'"):
+    with pytest.raises(PplGenError, match=r"data .*key 'x'"):
         load_dataset(str(path))
 
 
 def test_mismatched_labels(tmp_path: Path) -> None:
     path = tmp_path / "lab.npz"
     np.savez(path, x=np.zeros((10, 2)), y=np.zeros(9, dtype=int))
-    with pytest.raises(PplGenError, match=r"--data .*labels"):
+    with pytest.raises(PplGenError, match=r"data .*labels"):
         load_dataset(str(path))
 
 
 @pytest.mark.parametrize("make_root", [lambda p: p / "nowhere", lambda p: p])
 def test_mnist_missing_files(tmp_path: Path, make_root) -> None:
     root = make_root(tmp_path)  # a folder that does not exist / exists without MNIST files
-    with pytest.raises(PplGenError, match="--data-root") as info:
+    with pytest.raises(PplGenError, match="data_root") as info:
         load_dataset("mnist", root=root)
     message = str(info.value)
-    assert "MNIST/raw" in message and "--download" in message and "\n" not in message
+    assert "MNIST/raw" in message and "download" in message and "\n" not in message
 
 
 def test_default_data_root_is_existing_or_none() -> None:
@@ -371,7 +371,7 @@ def test_minibatches_drop_last() -> None:
     assert [len(b) for b in batches] == [3, 3, 3]
 
 
-@pytest.mark.parametrize(("n", "batch_size", "flag"), [(0, 4, "n"), (10, 0, "--batch-size")])
+@pytest.mark.parametrize(("n", "batch_size", "flag"), [(0, 4, "n"), (10, 0, "batch_size")])
 def test_minibatches_bad_sizes(n: int, batch_size: int, flag: str) -> None:
     with pytest.raises(PplGenError, match=flag):
         iterate_minibatches(n, batch_size)  # raises on the call, before iterating

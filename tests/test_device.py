@@ -77,13 +77,13 @@ def test_cuda_specs_with_two_gpus(two_gpus, spec, expected):
 
 @pytest.mark.parametrize("spec", ["cuda:2", "cuda:17"])
 def test_cuda_index_out_of_range(two_gpus, spec):
-    with pytest.raises(PplGenError, match=r"--device .*only 2 CUDA device"):
+    with pytest.raises(PplGenError, match=r"device .*only 2 CUDA device"):
         resolve_device(spec)
 
 
 @pytest.mark.parametrize("spec", ["cuda", "cuda:0", "cuda:3"])
 def test_cuda_requested_without_cuda(no_cuda, spec):
-    with pytest.raises(PplGenError, match=r"--device .*CUDA was requested but is not available"):
+    with pytest.raises(PplGenError, match=r"device .*CUDA was requested but is not available"):
         resolve_device(spec)
 
 
@@ -91,7 +91,7 @@ def test_cuda_requested_without_cuda(no_cuda, spec):
     "spec", ["gpu", "cuda:x", "tpu", "", "cuda:", "cuda:-1", "cuda0", "mps", "cpu:0", "cuda 1"]
 )
 def test_bad_specs_name_the_flag(spec):
-    with pytest.raises(PplGenError, match="--device must be auto, cpu, cuda or cuda:N") as info:
+    with pytest.raises(PplGenError, match="device must be auto, cpu, cuda or cuda:N") as info:
         resolve_device(spec)
     assert repr(spec) in str(info.value)
     assert "\n" not in str(info.value)

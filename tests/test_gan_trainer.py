@@ -1,8 +1,12 @@
 """The GAN and CycleGAN trainers: D frozen during the G step, fakes detached for D, exact
-resume, collapse warnings and outputs.  Tiny networks on tiny data."""
+resume, the learning-rate schedule on a longer resume, seeding, collapse warnings and
+outputs, and no Pyro.  Tiny networks on tiny data."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -152,7 +156,7 @@ def test_cgan_needs_labels():
 
 
 def test_batch_larger_than_data_is_refused():
-    with pytest.raises(PplGenError, match="--batch-size"):
+    with pytest.raises(PplGenError, match="batch_size 32 exceeds"):
         train_gan(digits(16), tiny("gan"))
 
 
@@ -217,7 +221,7 @@ def test_cycle_generator_step_freezes_discriminators():
 
 
 def test_cycle_identity_needs_equal_channels():
-    with pytest.raises(PplGenError, match="--lambda-identity"):
+    with pytest.raises(PplGenError, match="lambda_identity"):
         build_cyclegan(tiny_cycle(), (1, 8, 8), (3, 8, 8))
     nets = build_cyclegan(tiny_cycle(lambda_identity=0), (1, 8, 8), (3, 8, 8))
     assert nets["G_AB"](torch.zeros(1, 1, 8, 8)).shape == (1, 3, 8, 8)
@@ -239,3 +243,164 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path):
     state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert state["epoch"] == 3 and set(state["pools"]) == {"A", "B"}
     assert (tmp_path / "b" / "samples_epoch_003.png").is_file()
+
+
+# ------------------------------------------------------------------------------ engine
+
+
+def images28(n: int = 16, seed: int = 0) -> ImageData:
+    """``n`` random 28x28 grey images (DCGAN sizes) with 3 classes."""
+    g = torch.Generator().manual_seed(seed)
+    return ImageData("random", torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 3, 3)
+
+
+def tiny_dcgan(**kw) -> GANConfig:
+    return tiny("dcgan", batch_size=8, check_collapse=False, **kw)
+
+
+def assert_same_tree(a, b, where: str = "") -> None:
+    """Equal nested dicts / lists of tensors and numbers (tensors with ``torch.equal``)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_tree(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+GAN_COMPONENTS = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d")
+
+
+def test_same_seed_twice_gives_identical_weights():
+    data = images28()
+    a, b = (train_gan(data, tiny_dcgan(epochs=1, seed=3)) for _ in range(2))
+    assert_same_tree(a.generator.state_dict(), b.generator.state_dict())
+    assert_same_tree(a.discriminator.state_dict(), b.discriminator.state_dict())
+    other = train_gan(data, tiny_dcgan(epochs=1, seed=4))
+    assert not torch.equal(
+        next(iter(a.generator.parameters())), next(iter(other.generator.parameters()))
+    )
+    x, y = two_domains()
+    c1, c2 = (train_cyclegan(x, y, tiny_cycle(epochs=1, decay_epochs=0)) for _ in range(2))
+    for k in c1.nets:
+        assert_same_tree(c1.nets[k].state_dict(), c2.nets[k].state_dict(), k)
+
+
+def test_dcgan_resume_is_bit_exact(tmp_path):
+    data = images28()
+    train_gan(data, tiny_dcgan(epochs=2, decay_epochs=1, out=str(tmp_path / "a")))
+    config = tiny_dcgan(epochs=2, decay_epochs=1, out=str(tmp_path / "b"))
+    assert train_gan(data, config, stop_after=1).epochs == 1
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    resumed = train_gan(data, config, resume=True)
+    assert resumed.epochs == 2 and resumed.history["epoch"] == [1, 2]
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for key in (*GAN_COMPONENTS, "rng", "iterations", "image_shape", "num_classes", "kind"):
+        assert_same_tree(a[key], b[key], key)
+    for key in ("d_loss", "g_loss", "lr"):
+        assert a["history"][key] == b["history"][key], key
+    assert a["kind"] == "dcgan" and a["config"]["latent_dim"] == 4
+
+
+def test_cyclegan_resume_is_bit_exact(tmp_path):
+    x, y = two_domains()
+    train_cyclegan(x, y, tiny_cycle(epochs=2, decay_epochs=1, out=str(tmp_path / "a")))
+    config = tiny_cycle(epochs=2, decay_epochs=1, out=str(tmp_path / "b"))
+    train_cyclegan(x, y, config, stop_after=1)
+    train_cyclegan(x, y, config, resume=True)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for key in ("nets", "opts", "scheds", "pools", "rng", "iterations", "image_shapes"):
+        assert_same_tree(a[key], b[key], key)
+    assert a["history"]["g_loss"] == b["history"]["g_loss"]
+    for pool in a["pools"].values():  # tensors only, and the pools were used
+        assert all(isinstance(v, torch.Tensor) for v in pool.values())
+        assert pool["images"].shape[0] == 3
+
+
+@pytest.mark.parametrize("new_decay", [2, 4])
+def test_longer_resume_recomputes_the_lr_schedule(tmp_path, new_decay):
+    """N = 2 epochs all decaying, resumed to 2N: the old schedule would reach lr 0 and then
+    go negative; the recomputed one equals a fresh 2N-epoch run's from epoch N on."""
+    data = digits(64)
+    out = str(tmp_path / "run")
+    first = train_gan(data, tiny("gan", epochs=2, decay_epochs=2, out=out))
+    assert first.history["lr"] == pytest.approx([2e-4 * 2 / 3, 2e-4 / 3])
+    longer = tiny("gan", epochs=4, decay_epochs=new_decay, out=out)
+    resumed = train_gan(data, longer, resume=True)
+    fresh = train_gan(data, tiny("gan", epochs=4, decay_epochs=new_decay))
+    assert resumed.history["epoch"] == [1, 2, 3, 4]
+    assert resumed.history["lr"][2:] == pytest.approx(fresh.history["lr"][2:])
+    assert resumed.history["lr"][2] > 0 and min(resumed.history["lr"]) > 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    for opt in ("opt_g", "opt_d"):  # the rate after the last epoch: >= 0, as a fresh run's
+        lr = state[opt]["param_groups"][0]["lr"]
+        assert lr >= 0
+        assert lr == pytest.approx(_final_lr(4, new_decay))
+
+
+def _final_lr(epochs: int, decay: int) -> float:
+    from ppl_gen.gan.schedules import LinearDecay
+
+    return 2e-4 * LinearDecay(epochs - decay, decay)(epochs)
+
+
+def test_cyclegan_longer_resume_never_drives_the_lr_negative(tmp_path):
+    x, y = two_domains()
+    out = str(tmp_path / "c")
+    train_cyclegan(x, y, tiny_cycle(epochs=2, decay_epochs=2, out=out))
+    resumed = train_cyclegan(x, y, tiny_cycle(epochs=4, decay_epochs=2, out=out), resume=True)
+    fresh = train_cyclegan(x, y, tiny_cycle(epochs=4, decay_epochs=2))
+    assert resumed.history["lr"][2:] == pytest.approx(fresh.history["lr"][2:])
+    assert min(resumed.history["lr"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "name"), [({"lr": 1e-3}, "lr"), ({"latent_dim": 5}, "latent_dim")]
+)
+def test_resume_refuses_other_settings(tmp_path, change, name):
+    data = digits(64)
+    out = str(tmp_path / "run")
+    train_gan(data, tiny("gan", epochs=1, out=out))
+    with pytest.raises(PplGenError, match=f"^{name} .* differs from the checkpoint"):
+        train_gan(data, tiny("gan", epochs=2, out=out, **change), resume=True)
+    with pytest.raises(PplGenError, match="data differ"):
+        train_gan(digits(96), tiny("gan", epochs=2, out=out), resume=True)
+    with pytest.raises(PplGenError, match="holds a 'gan' run"):
+        train_gan(data, tiny("cgan", epochs=2, out=out), resume=True)
+    # allowed: more epochs, and the collapse check switched off
+    result = train_gan(data, tiny("gan", epochs=2, out=out, check_collapse=False), resume=True)
+    assert result.epochs == 2
+
+
+def test_gan_modules_do_not_import_pyro_nor_select_a_backend(tmp_path):
+    code = (
+        "import sys, matplotlib, pkgutil, importlib\n"
+        "import ppl_gen.gan\n"
+        "for m in pkgutil.iter_modules(ppl_gen.gan.__path__):\n"
+        "    importlib.import_module('ppl_gen.gan.' + m.name)\n"
+        "import ppl_gen.viz.gan as viz\n"
+        "from ppl_gen.gan.trainer import train_gan\n"
+        "from ppl_gen.gan.cycle_trainer import train_cyclegan\n"
+        "assert 'pyro' not in sys.modules, 'pyro imported'\n"
+        "viz.plot_gan_losses({'epoch': [1, 2], 'd_loss': [1.0, 0.5]}, sys.argv[1])\n"
+        "assert matplotlib.get_backend().lower() == 'template', matplotlib.get_backend()\n"
+        "assert 'pyro' not in sys.modules\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "template"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "c.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c.png").is_file()

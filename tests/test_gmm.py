@@ -20,6 +20,7 @@ from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.optim import Adam
 from sklearn.mixture import BayesianGaussianMixture
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn_bridge import set_from_sklearn, to_sklearn_init
 from threadpoolctl import threadpool_limits
 
 from ppl_gen.core.errors import PplGenError
@@ -188,7 +189,7 @@ def test_em_log_likelihood_never_decreases(x, covariance):
 def test_em_matches_sklearn_from_same_init(x, covariance):
     model = GaussianMixture(D, K, covariance)
     model.init_from_data(x, seed=0)
-    init = model.to_sklearn_init()
+    init = to_sklearn_init(model)
     xn = x.double().numpy()
     for max_iter, tol, sk_tol in ((40, 0.0, 0.0), (2000, 1e-12, 1e-12)):
         model_run = GaussianMixture(D, K, covariance)
@@ -240,20 +241,20 @@ def test_set_from_sklearn_round_trip(x):
         warnings.simplefilter("ignore")
         sk = SkGaussianMixture(K, random_state=0).fit(xn)
     model = GaussianMixture(D, K)
-    model.set_from_sklearn(sk)
+    set_from_sklearn(model, sk)
     assert abs(float(model.log_marginal(x.double()).mean()) - sk.score(xn)) < 1e-5
 
 
 def test_row_chunked_passes_match_one_pass(x, monkeypatch):
     """Large-D problems build the feature rows chunk by chunk; the results must not change."""
-    from ppl_gen.models import gmm
+    from ppl_gen.models import gmm_features
 
     whole = GaussianMixture(D, K)
     h_whole = whole.em(x, max_iter=15, tol=0.0)
     ll_whole = whole.log_marginal(x)
     whole.mean_field(x, max_iter=5, tol=0.0)
-    monkeypatch.setattr(gmm, "_DESIGN_BUDGET", 100)
-    monkeypatch.setattr(gmm, "_CHUNK_ENTRIES", 7 * 13)  # 7 rows per chunk
+    monkeypatch.setattr(gmm_features, "_DESIGN_BUDGET", 100)
+    monkeypatch.setattr(gmm_features, "_CHUNK_ENTRIES", 7 * 13)  # 7 rows per chunk
     chunked = GaussianMixture(D, K)
     h_chunked = chunked.em(x, max_iter=15, tol=0.0)
     np.testing.assert_allclose(h_chunked.objective, h_whole.objective, rtol=1e-12)

@@ -335,7 +335,7 @@ def test_mean_field_elbo_matches_monte_carlo(model_cls, digits):
 
 @pytest.mark.parametrize("latent_dim", [0, -1, D, D + 3, 2.5, True])
 def test_bad_latent_dim(model_cls, latent_dim):
-    with pytest.raises(PplGenError, match="--latent-dim"):
+    with pytest.raises(PplGenError, match="latent_dim"):
         model_cls(D, latent_dim)
 
 

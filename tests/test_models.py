@@ -348,16 +348,16 @@ def test_mog_prior_parameters_are_learned_by_svi():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: make_likelihood("poisson", 3), "--likelihood must be one of bernoulli"),
-        (lambda: make_likelihood("Gaussian", 3), "--likelihood must be one of"),
+        (lambda: make_likelihood("poisson", 3), "likelihood must be one of bernoulli"),
+        (lambda: make_likelihood("Gaussian", 3), "likelihood must be one of"),
         (lambda: make_prior("vamp", 3), "prior must be one of normal, mog"),
         (lambda: make_likelihood("categorical", 3, num_classes=1), "num_classes must be >= 2"),
         (lambda: make_likelihood("gaussian", 3, scale=0.0), "scale must be positive"),
         (lambda: make_prior("mog", 3, n_components=0), "n_components must be >= 1"),
-        (lambda: VAE(64, latent_dim=0), "--latent-dim must be a positive integer"),
+        (lambda: VAE(64, latent_dim=0), "latent_dim must be a positive integer"),
         (lambda: LatentVariableModel(2, nn.Identity(), 0), "data_dim must be a positive integer"),
-        (lambda: LatentVariableModel(2.0, nn.Identity(), 2), "--latent-dim"),
-        (lambda: VAE(8, likelihood="beta"), "--likelihood"),
+        (lambda: LatentVariableModel(2.0, nn.Identity(), 2), "latent_dim"),
+        (lambda: VAE(8, likelihood="beta"), "likelihood"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")

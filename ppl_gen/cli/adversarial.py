@@ -1,12 +1,15 @@
 """CLI commands for the adversarial generators: ``ppl-gen train gan|dcgan|cgan|cyclegan``
 and the ``evaluate`` handlers of their checkpoints.
 
-``train gan|dcgan|cgan`` is :func:`ppl_gen.gan.trainer.train_gan`, ``train
-cyclegan`` is :func:`ppl_gen.gan.cycle_trainer.train_cyclegan`; ``evaluate`` on
-their checkpoints is :func:`ppl_gen.metrics.generative.evaluate_generator` and
-:func:`ppl_gen.metrics.cycle.evaluate_cyclegan` with the cached MNIST
-classifier (:func:`ppl_gen.metrics.classifier.load_classifier`).  GAN checkpoints are also
-registered as decoder-only pairs for ``ppl-gen latent`` (:mod:`ppl_gen.latent.pairs`).
+The commands parse their options and call the jobs: ``train gan|dcgan|cgan`` is
+:func:`ppl_gen.jobs.train_gan.run_train_gan`, ``train cyclegan`` is
+:func:`ppl_gen.jobs.train_gan.run_train_cyclegan`; ``evaluate`` on their checkpoints is
+:func:`ppl_gen.jobs.evaluate_gan.run_evaluate_gan` and
+:func:`ppl_gen.jobs.evaluate_gan.run_evaluate_cyclegan` (the MNIST judge from
+``--classifier`` or its cache location, :func:`ppl_gen.metrics.classifier.load_classifier`).
+GAN checkpoints are also registered as decoder-only pairs for ``ppl-gen latent``
+(:mod:`ppl_gen.latent.pairs`).  ``--resume`` may raise ``--epochs`` and ``--decay-epochs``
+(the learning-rate schedule follows the new totals); other changed options are refused.
 
 The training commands are data-parallel under ``torchrun --nproc-per-node N -m ppl_gen
 train dcgan ...`` (each process takes its part of every batch; rank 0 alone writes and
@@ -14,9 +17,6 @@ prints); ``--precision bf16`` and ``--deterministic`` as for ``train vae``.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict
-from pathlib import Path
 
 import typer
 
@@ -50,24 +50,6 @@ def _channels(text: str) -> int | None:
     raise PplGenError(f"--channels must be auto, 1 or 3, got {text!r}")
 
 
-def _data_spec(
-    name: str,
-    root: str | None,
-    bsds_root: str | None,
-    n: int | None,
-    seed: int,
-    channels: int | None,
-) -> dict:
-    return {
-        "name": name,
-        "root": root,
-        "bsds_root": bsds_root,
-        "n": n,
-        "seed": seed,
-        "channels": channels,
-    }
-
-
 def _gan_command(model: str, default_data: str):
     def command(
         data: str = typer.Option(default_data, help=GAN_DATA_HELP),
@@ -98,9 +80,11 @@ def _gan_command(model: str, default_data: str):
         resume: bool = RESUME,
         as_json: bool = JSON,
     ) -> None:
-        from ppl_gen.core.io import check_output_dir, write_json
-        from ppl_gen.data.images import load_images
-        from ppl_gen.gan.trainer import GANConfig, train_gan
+        from ppl_gen.core.device import resolve_device
+        from ppl_gen.core.distributed import init_from_env
+        from ppl_gen.core.io import check_output_dir
+        from ppl_gen.gan.trainer import GANConfig
+        from ppl_gen.jobs.train_gan import ImageSource, run_train_gan
 
         config = GANConfig(
             model=model,
@@ -122,48 +106,19 @@ def _gan_command(model: str, default_data: str):
             deterministic=deterministic,
         )
         config.validate()
-        from ppl_gen.core.device import resolve_device
-        from ppl_gen.core.distributed import init_from_env
-
         resolve_device(device)
-        ch = _channels(channels)
-        images = load_images(
-            data, data_root, n=n_train, seed=seed, bsds_root=bsds_root, channels=ch
-        )
-        spec = _data_spec(data, data_root, bsds_root, n_train, seed, ch)
+        source = ImageSource(data, data_root, bsds_root, n_train, seed, _channels(channels))
         ctx = init_from_env(device)
-        result = train_gan(images, config, resume=resume, data_spec=spec, dist=ctx)
-        if not ctx.is_main:  # rank 0 alone writes and prints
+        metrics = run_train_gan(config, source, resume=resume, dist=ctx)
+        if not ctx.is_main:  # rank 0 alone prints
             return
-        metrics = {
-            "kind": model,
-            "data": spec,
-            "n_train": int(images.images.shape[0]),
-            "image_shape": list(images.image_shape),
-            "config": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()
-            },
-            "epochs": result.epochs,
-            "iterations": result.iterations,
-            "train_seconds": result.seconds,
-            "images_per_second": result.history["images_per_second"][-1]
-            if result.history["images_per_second"]
-            else None,
-            "final_d_loss": result.history["d_loss"][-1] if result.history["d_loss"] else None,
-            "final_g_loss": result.history["g_loss"][-1] if result.history["g_loss"] else None,
-            "history": result.history,
-            "warnings": result.warnings,
-            "checkpoint": str(result.checkpoint),
-            "processes": ctx.world_size,
-        }
-        write_json(Path(out) / "metrics.json", metrics)
         emit(
             metrics,
             as_json,
-            f"{model}: {result.epochs} epochs on {metrics['n_train']} images "
-            f"{tuple(images.image_shape)}, D loss {metrics['final_d_loss']:.4f}, G loss "
-            f"{metrics['final_g_loss']:.4f}, {result.seconds:.1f} s; wrote {out}/checkpoint.pt, "
-            f"samples_epoch_*.png, loss_curves.png, metrics.json",
+            f"{model}: {metrics['epochs']} epochs on {metrics['n_train']} images "
+            f"{tuple(metrics['image_shape'])}, D loss {metrics['final_d_loss']:.4f}, G loss "
+            f"{metrics['final_g_loss']:.4f}, {metrics['train_seconds']:.1f} s; wrote "
+            f"{out}/checkpoint.pt, samples_epoch_*.png, loss_curves.png, metrics.json",
         )
 
     command.__doc__ = {
@@ -216,9 +171,9 @@ def train_cyclegan_command(
     """
     from ppl_gen.core.device import resolve_device
     from ppl_gen.core.distributed import init_from_env
-    from ppl_gen.core.io import check_output_dir, write_json
-    from ppl_gen.data.images import load_images, with_channels
-    from ppl_gen.gan.cycle_trainer import CycleGANConfig, train_cyclegan
+    from ppl_gen.core.io import check_output_dir
+    from ppl_gen.gan.cycle_trainer import CycleGANConfig
+    from ppl_gen.jobs.train_gan import ImageSource, run_train_cyclegan
 
     config = CycleGANConfig(
         loss=loss,
@@ -242,97 +197,46 @@ def train_cyclegan_command(
     )
     config.validate()
     resolve_device(device)
-    a = load_images(data_a, data_root, n=n_train, seed=seed, bsds_root=bsds_root)
-    b = load_images(data_b, data_root, n=n_train, seed=seed + 1, bsds_root=bsds_root)
-    if match_channels and a.image_shape[0] != b.image_shape[0]:
-        a, b = with_channels(a, 3), with_channels(b, 3)
-    spec = {
-        "a": _data_spec(data_a, data_root, bsds_root, n_train, seed, a.image_shape[0]),
-        "b": _data_spec(data_b, data_root, bsds_root, n_train, seed + 1, b.image_shape[0]),
-    }
+    source_a = ImageSource(data_a, data_root, bsds_root, n_train, seed)
+    source_b = ImageSource(data_b, data_root, bsds_root, n_train, seed + 1)
     ctx = init_from_env(device)
-    result = train_cyclegan(a, b, config, resume=resume, data_spec=spec, dist=ctx)
-    if not ctx.is_main:  # rank 0 alone writes and prints
+    metrics = run_train_cyclegan(
+        config, source_a, source_b, match_channels=match_channels, resume=resume, dist=ctx
+    )
+    if not ctx.is_main:  # rank 0 alone prints
         return
-    h = result.history
-    metrics = {
-        "kind": "cyclegan",
-        "data": spec,
-        "image_shapes": [list(a.image_shape), list(b.image_shape)],
-        "config": asdict(config),
-        "epochs": result.epochs,
-        "iterations": result.iterations,
-        "train_seconds": result.seconds,
-        "images_per_second": h["images_per_second"][-1] if h["images_per_second"] else None,
-        "final": {k: h[k][-1] for k in h if k.endswith("_loss") and h[k]},
-        "history": h,
-        "checkpoint": str(result.checkpoint),
-        "processes": ctx.world_size,
-    }
-    write_json(Path(out) / "metrics.json", metrics)
     final, nan = metrics["final"], float("nan")
     emit(
         metrics,
         as_json,
-        f"cyclegan {data_a} <-> {data_b}: {result.epochs} epochs, G loss "
+        f"cyclegan {data_a} <-> {data_b}: {metrics['epochs']} epochs, G loss "
         f"{final.get('g_loss', nan):.3f} (cycle {final.get('cycle_loss', nan):.3f}), "
-        f"{result.seconds:.1f} s; wrote {out}/checkpoint.pt, samples_epoch_*.png, "
+        f"{metrics['train_seconds']:.1f} s; wrote {out}/checkpoint.pt, samples_epoch_*.png, "
         "loss_curves.png, metrics.json",
     )
 
 
-def _mnist_root(spec: dict, opts: EvaluateOptions) -> str | None:
-    from ppl_gen.data.datasets import default_data_root
+def _evaluation(opts: EvaluateOptions):
+    from ppl_gen.jobs.evaluate_gan import GeneratorEvaluation
 
-    root = opts.data_root or spec.get("root") or default_data_root()
-    if root is None:
-        raise PplGenError("--data-root is required: a folder containing MNIST/raw (the test set)")
-    return str(root)
+    return GeneratorEvaluation(
+        checkpoint=opts.checkpoint,
+        classifier=opts.classifier,
+        data=opts.data,
+        data_root=opts.data_root,
+        bsds_root=opts.bsds_root,
+        n_test=opts.n_test,
+        n_samples=opts.n_samples,
+        device=opts.device,
+        seed=opts.seed,
+        out=opts.out,
+    )
 
 
 def _evaluate_gan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
-    from ppl_gen.core.device import resolve_device
-    from ppl_gen.core.io import write_json
-    from ppl_gen.data.images import load_images
-    from ppl_gen.gan.trainer import load_generator
-    from ppl_gen.metrics.classifier import load_classifier
-    from ppl_gen.metrics.generative import balanced_labels, evaluate_generator, sample_images
-    from ppl_gen.viz.gan import save_sample_grid
+    from ppl_gen.jobs.evaluate_gan import run_evaluate_gan
 
-    device = resolve_device(opts.device)
-    generator = load_generator(state, device)
-    shape = tuple(state["image_shape"])
-    if shape[1:] != (28, 28):
-        raise PplGenError(
-            f"CHECKPOINT: the MNIST classifier scores 28x28 images; this {state['kind']} makes "
-            f"{shape[1]}x{shape[2]} images (train it on --data mnist)"
-        )
-    classifier = load_classifier(opts.classifier, device)
-    spec = state.get("data") or {}
-    name = opts.data or (spec.get("name") if spec.get("name") in ("mnist", "mnistm") else "mnist")
-    test = load_images(
-        name,
-        _mnist_root(spec, opts),
-        split="test",
-        bsds_root=opts.bsds_root or spec.get("bsds_root"),
-        channels=spec.get("channels") if name == spec.get("name") else None,
-    )
-    real = test.images[: opts.n_test] if opts.n_test else test.images
-    result = evaluate_generator(generator, classifier, real, opts.n_samples, seed=opts.seed)
-    result = {
-        "kind": state["kind"],
-        "checkpoint": opts.checkpoint,
-        "epoch": state.get("epoch"),
-        **result,
-    }
-    if opts.out:
-        n = 10 * (generator.num_classes or 10) if generator.num_classes else 100
-        labels = balanced_labels(n, generator.num_classes) if generator.num_classes else None
-        imgs = sample_images(generator, n, labels=labels, seed=opts.seed)
-        if labels is not None:  # one row per class
-            imgs = imgs[torch_argsort(labels)]
-        save_sample_grid(imgs, Path(opts.out) / "samples.png", nrow=10)
-        write_json(Path(opts.out) / "metrics.json", result)
+    result = run_evaluate_gan(state, _evaluation(opts))
     cov = result["mode_coverage"]
     message = (
         f"{state['kind']}: FD-LeNet {result['fd_lenet']:.3f} (floor "
@@ -345,64 +249,21 @@ def _evaluate_gan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     return result, message + f" over {opts.n_samples} samples"
 
 
-def torch_argsort(labels):
-    """Stable order of ``labels`` (rows of a per-class grid)."""
-    import torch
-
-    return torch.sort(labels, stable=True).indices
-
-
 for _kind in ("gan", "dcgan", "cgan"):
     evaluator(_kind)(_evaluate_gan)
 
 
 @evaluator("cyclegan")
 def _evaluate_cyclegan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
-    from ppl_gen.core.device import resolve_device
-    from ppl_gen.core.io import write_json
-    from ppl_gen.data.images import load_images, to_tanh_range
-    from ppl_gen.gan.cycle_trainer import load_cyclegan, translation_panel
-    from ppl_gen.metrics.classifier import load_classifier
-    from ppl_gen.metrics.cycle import evaluate_cyclegan
-    from ppl_gen.viz.gan import save_sample_grid
+    from ppl_gen.jobs.evaluate_gan import run_evaluate_cyclegan
 
-    device = resolve_device(opts.device)
-    nets = load_cyclegan(state, device)
-    spec = state.get("data") or {}
-    sa, sb = spec.get("a", {}), spec.get("b", {})
-    root = _mnist_root(sa, opts)
-    bsds = opts.bsds_root or sb.get("bsds_root") or sa.get("bsds_root")
-    domains = []
-    for s in (sa, sb):
-        name = s.get("name")
-        if name not in ("mnist", "mnistm"):
-            raise PplGenError(
-                f"CHECKPOINT: cyclegan evaluation needs MNIST / MNIST-M domains, got {name!r}"
-            )
-        d = load_images(name, root, split="test", bsds_root=bsds, channels=s.get("channels"))
-        n = opts.n_test or d.images.shape[0]
-        domains.append((d.images[:n], d.labels[:n]))
-    (x_a, y_a), (x_b, y_b) = domains
-    classifier = load_classifier(opts.classifier, device)
-    result = evaluate_cyclegan(nets, classifier, x_a, x_b, y_b=y_b, y_a=y_a)
-    result = {
-        "kind": "cyclegan",
-        "checkpoint": opts.checkpoint,
-        "epoch": state.get("epoch"),
-        "domains": [sa.get("name"), sb.get("name")],
-        **result,
-    }
-    if opts.out:
-        panel = translation_panel(
-            nets, to_tanh_range(x_a[:8]).to(device), to_tanh_range(x_b[:8]).to(device)
-        )
-        save_sample_grid(panel, Path(opts.out) / "translations.png", nrow=8)
-        write_json(Path(opts.out) / "metrics.json", result)
+    result = run_evaluate_cyclegan(state, _evaluation(opts))
+    a, b = result["domains"]
     message = (
-        f"cyclegan {sa.get('name')} <-> {sb.get('name')}: label preservation {sb.get('name')} -> "
-        f"{sa.get('name')} {100 * result['label_preservation_b_to_a']:.1f}% (classifier on raw "
-        f"{sb.get('name')}: {100 * result['baseline_accuracy_b']:.1f}%), {sa.get('name')} -> "
-        f"{sb.get('name')} {100 * result['label_preservation_a_to_b']:.1f}%; cycle L1 "
+        f"cyclegan {a} <-> {b}: label preservation {b} -> {a} "
+        f"{100 * result['label_preservation_b_to_a']:.1f}% (classifier on raw {b}: "
+        f"{100 * result['baseline_accuracy_b']:.1f}%), {a} -> {b} "
+        f"{100 * result['label_preservation_a_to_b']:.1f}%; cycle L1 "
         f"{result['cycle_l1_a']:.4f} (A), {result['cycle_l1_b']:.4f} (B)"
     )
     return result, message

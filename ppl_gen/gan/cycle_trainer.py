@@ -1,5 +1,6 @@
-"""CycleGAN training (Zhu et al. 2017): two generators ``G_AB: A -> B``, ``G_BA: B -> A``
-and two PatchGAN discriminators ``D_A``, ``D_B``, trained on unpaired images.
+"""CycleGAN training (Zhu et al. 2017) on the engine (:mod:`ppl_gen.engine`): two
+generators ``G_AB: A -> B``, ``G_BA: B -> A`` and two PatchGAN discriminators ``D_A``,
+``D_B``, trained on unpaired images.
 
 Per batch (:func:`cycle_generator_step`, then :func:`cycle_discriminator_step` for each
 discriminator):
@@ -13,9 +14,15 @@ discriminator):
   fakes detached and drawn from an :class:`~ppl_gen.gan.image_pool.ImagePool` of 50.
 
 Adam(2e-4, (0.5, 0.999)); constant learning rate, then linear decay to ~0 over the last
-``decay_epochs`` epochs.  A checkpoint per epoch holds the four networks, both optimisers
-and schedulers, both image pools, the epoch, the history and the random streams, so
-``resume=True`` continues exactly.
+``decay_epochs`` epochs (sec. 7.1).  :class:`CycleGANTask` is the engine task; its
+components are ``nets`` (the four networks), ``opts`` and ``scheds`` (``G``, ``D_A``,
+``D_B``), ``pools`` (``A``, ``B``) and ``pools_ranks`` (every rank's pools under data
+parallelism), stored in the checkpoint under those names (``nets[name]`` is what
+:func:`load_cyclegan` reads), and its random streams are ``shuffle_a`` / ``shuffle_b``.
+The engine owns epochs, progress, divergence stop, checkpoints (``out/checkpoint.pt``) and
+exact resume; a resume may raise ``epochs`` / ``decay_epochs`` (the schedule is recomputed
+from the new totals, :func:`~ppl_gen.gan.schedules.reschedule`).  Per epoch the task writes
+a translation panel (``samples_epoch_NNN.png``) and the loss curves (``loss_curves.png``).
 
 **Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train cyclegan ...``): every
 rank draws the same two permutations and takes its part ``[rank::N]`` of each global batch
@@ -26,43 +33,45 @@ several times (translation, cycle, identity) before the one backward, which DDP 
 since every parameter is used.  The networks use instance norm, which needs no
 synchronisation.  **The image pools are per rank**: each rank keeps its own 50 past fakes
 and draws from them (seed ``seed + 3 (+4) + 1000 rank``), so with N processes the
-discriminators see N pools of 50; every rank's pools go into the checkpoint.  Losses are
-averaged over the ranks each epoch; rank 0 alone shows progress and writes figures and
-checkpoints.  ``precision`` / ``deterministic``: as in
-:mod:`ppl_gen.gan.trainer`.
+discriminators see N pools of 50; every rank's pools go into the checkpoint
+(``pools_ranks``; a resume on another number of processes keeps rank 0's pools on rank 0
+and starts the others empty).  Losses are averaged over the ranks each epoch; rank 0 alone
+shows progress and writes figures and checkpoints.  ``precision`` / ``deterministic``: as
+in :mod:`ppl_gen.gan.trainer`.  Nothing here imports Pyro.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from ppl_gen.core import precision as amp
-from ppl_gen.core.checkpoint import save_checkpoint
 from ppl_gen.core.device import resolve_device
-from ppl_gen.core.distributed import (
-    DistributedContext,
-    RankFailed,
-    init_from_env,
-    load_for_resume,
-)
+from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env
 from ppl_gen.core.errors import PplGenError, require, require_positive_int
 from ppl_gen.data.images import ImageData, to_tanh_range, to_unit
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.rng import seed_everything
+from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.gan.cyclegan import PatchDiscriminator, ResnetGenerator
+from ppl_gen.gan.groups import ComponentGroup, RankPools
 from ppl_gen.gan.image_pool import ImagePool
 from ppl_gen.gan.losses import GANLoss, check_loss_mode
-from ppl_gen.gan.schedules import constant_then_linear_decay
-from ppl_gen.infer.training import TrainingDiverged
+from ppl_gen.gan.schedules import constant_then_linear_decay, reschedule
+from ppl_gen.gan.steps import check_data_parallel
 from ppl_gen.viz.gan import plot_gan_losses, save_sample_grid
 
 NETS = ("G_AB", "G_BA", "D_A", "D_B")
+LOSS_KEYS = ("d_a_loss", "d_b_loss", "g_loss", "cycle_loss", "identity_loss")
+
+#: Settings a resume may change; any other changed setting is refused.
+CYCLEGAN_MAY_CHANGE = frozenset({"epochs", "decay_epochs", "progress", "device", "out"})
 
 
 @dataclass
@@ -85,6 +94,11 @@ class CycleGANConfig:
         seed, device, progress, out: as in :class:`~ppl_gen.gan.trainer.GANConfig`.
         precision: ``fp32`` or ``bf16`` (forward passes under ``torch.autocast``).
         deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
+
+    A resume may change only ``epochs``, ``decay_epochs`` (the learning-rate schedule is
+    recomputed from the new totals, never below zero), ``progress``, ``device`` and
+    ``out``; any other changed setting or other training data is refused with a
+    :class:`PplGenError` naming it.
     """
 
     loss: str = "lsgan"
@@ -110,7 +124,7 @@ class CycleGANConfig:
     deterministic: bool = False
 
     def validate(self) -> None:
-        """Raise :class:`PplGenError` naming the first bad setting (its CLI flag)."""
+        """Raise :class:`PplGenError` naming the first bad setting (its parameter name)."""
         check_loss_mode(self.loss)
         for flag, value in (
             ("epochs", self.epochs),
@@ -141,9 +155,10 @@ class CycleGANConfig:
 class CycleGANResult:
     """What :func:`train_cyclegan` returns: the four networks (``nets[name]`` for
     ``G_AB``, ``G_BA``, ``D_A``, ``D_B``), per-epoch ``history`` (``d_a_loss``,
-    ``d_b_loss``, ``g_loss``, ``cycle_loss``, ``identity_loss`` mean per batch, ``seconds``,
-    ``images_per_second`` counting both domains), completed epochs and iterations, the
-    training wall time (s) and the checkpoint path."""
+    ``d_b_loss``, ``g_loss``, ``cycle_loss``, ``identity_loss`` mean per batch, ``lr``,
+    ``images_per_second`` counting both domains, cumulative ``seconds``), completed epochs
+    and iterations, the training wall time (s), the checkpoint path and this rank's image
+    pools."""
 
     nets: dict[str, nn.Module]
     history: dict
@@ -266,6 +281,147 @@ def _optimizers(nets: dict[str, nn.Module], config: CycleGANConfig):
     return {"G": opt_g, "D_A": opt_d_a, "D_B": opt_d_b}
 
 
+class _PairBatches:
+    """One epoch's index pairs ``(idx_a, idx_b)`` of ``batch_size`` each, from one fresh
+    permutation per domain (drawn when iterated)."""
+
+    def __init__(self, task: CycleGANTask) -> None:
+        self.task = task
+
+    def __len__(self) -> int:
+        return self.task.n_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        t = self.task
+        perm_a = torch.randperm(t.x_a.shape[0], generator=t.streams["shuffle_a"]).to(t.device)
+        perm_b = torch.randperm(t.x_b.shape[0], generator=t.streams["shuffle_b"]).to(t.device)
+        bs = t.config.batch_size
+        for i in range(t.n_batches):
+            yield perm_a[i * bs : (i + 1) * bs], perm_b[i * bs : (i + 1) * bs]
+
+
+class CycleGANTask:
+    """The engine task of one CycleGAN run (module docs).
+
+    Args:
+        data_a, data_b: the two domains (``(N, C, S, S)`` in [0, 1]).
+        config: validated settings.
+        ctx: the data-parallel context.
+    """
+
+    def __init__(self, data_a: ImageData, data_b: ImageData, config: CycleGANConfig, ctx) -> None:
+        self.config, self.ctx = config, ctx
+        device = self.device = ctx.device
+        seed_everything(config.seed)  # initial weights follow the seed
+        self.nets = build_cyclegan(config, data_a.image_shape, data_b.image_shape)
+        for net in self.nets.values():
+            net.to(device)
+        self.opts = _optimizers(self.nets, config)
+        n_constant = config.epochs - config.decay_epochs
+        self.scheds = {
+            k: constant_then_linear_decay(o, n_constant, config.decay_epochs)
+            for k, o in self.opts.items()
+        }
+        per_rank = 1000 * ctx.rank  # each rank its own pools (module docs)
+        seeds = {"A": config.seed + 3 + per_rank, "B": config.seed + 4 + per_rank}
+        self.pools = {k: ImagePool(config.pool_size, s, device) for k, s in seeds.items()}
+        self.rank_pools = RankPools(self.pools, seeds, ctx)
+        self.streams = {
+            "shuffle_a": torch.Generator().manual_seed(config.seed),
+            "shuffle_b": torch.Generator().manual_seed(config.seed + 1),
+        }
+        self.loss_fn = GANLoss(config.loss)
+        self.x_a = ctx.to_device(to_tanh_range(data_a.images))
+        self.x_b = ctx.to_device(to_tanh_range(data_b.images))
+        self.n_batches = min(self.x_a.shape[0], self.x_b.shape[0]) // config.batch_size
+        # DDP wrappers (the networks themselves for one process): the discriminators'
+        # wrappers serve their own steps; the generator step calls the frozen
+        # discriminators unwrapped.
+        self.wrapped = {k: ctx.wrap(v) for k, v in self.nets.items()}
+        self.g_nets = {**self.nets, "G_AB": self.wrapped["G_AB"], "G_BA": self.wrapped["G_BA"]}
+        self.fixed_a, self.fixed_b = self.x_a[:8], self.x_b[:8]
+        self.out = Path(config.out) if config.out else None
+        self._lr = config.lr
+
+    def components(self) -> dict[str, Any]:
+        return {
+            "nets": ComponentGroup(self.nets),
+            "opts": ComponentGroup(self.opts),
+            "scheds": ComponentGroup(self.scheds),
+            "pools": ComponentGroup(self.pools),
+            "pools_ranks": self.rank_pools,  # after "pools": overrides it per rank
+        }
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return self.streams
+
+    def batches(self, epoch: int) -> _PairBatches:
+        return _PairBatches(self)
+
+    def start_epoch(self, epoch: int) -> None:
+        for net in self.nets.values():
+            net.train()
+        self._lr = float(self.opts["G"].param_groups[0]["lr"])
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor], iteration: int) -> dict:
+        config, ctx = self.config, self.ctx
+        idx_a, idx_b = batch
+        real_a, real_b = self.x_a[ctx.shard(idx_a)], self.x_b[ctx.shard(idx_b)]
+        losses, fake_a, fake_b = cycle_generator_step(
+            self.g_nets,
+            self.opts["G"],
+            self.loss_fn,
+            real_a,
+            real_b,
+            config.lambda_cycle,
+            config.lambda_identity,
+            config.precision,
+        )
+        out = {k: losses[k].float() for k in ("g_loss", "cycle_loss", "identity_loss")}
+        for name, real, fake in (("A", real_a, fake_a), ("B", real_b, fake_b)):
+            out[f"d_{name.lower()}_loss"] = cycle_discriminator_step(
+                self.wrapped[f"D_{name}"],
+                self.opts[f"D_{name}"],
+                self.loss_fn,
+                real,
+                self.pools[name].query(fake.float()),
+                config.precision,
+            )
+        return out
+
+    def end_epoch(self, summary: EpochSummary) -> dict[str, float]:
+        for sched in self.scheds.values():
+            sched.step()
+        if self.out is not None:
+            self.rank_pools.gather()  # every rank's pools for the checkpoint
+        images = 2 * summary.steps * self.config.batch_size
+        return {
+            **{k: summary.means[k] for k in LOSS_KEYS},
+            "lr": self._lr,
+            "images_per_second": images / summary.seconds if summary.seconds > 0 else 0.0,
+        }
+
+    def write_epoch(self, epoch: int, history: dict[str, list]) -> None:
+        if self.out is None:
+            return
+        panel = translation_panel(self.nets, self.fixed_a, self.fixed_b)
+        save_sample_grid(panel, self.out / f"samples_epoch_{epoch:03d}.png", 8)
+        plot_gan_losses(history, self.out / "loss_curves.png")
+
+    def after_restore(self, state: dict) -> None:
+        """Recompute the learning-rate schedules from this run's ``epochs`` /
+        ``decay_epochs``."""
+        n_constant = self.config.epochs - self.config.decay_epochs
+        for sched in self.scheds.values():
+            reschedule(sched, n_constant, self.config.decay_epochs)
+
+    def summary_line(self, epoch: int, e: dict[str, float]) -> str:
+        return (
+            f"epoch {epoch}: G {e['g_loss']:.3f} (cycle {e['cycle_loss']:.3f}), "
+            f"D_A {e['d_a_loss']:.3f}, D_B {e['d_b_loss']:.3f}"
+        )
+
+
 def train_cyclegan(
     data_a: ImageData,
     data_b: ImageData,
@@ -284,9 +440,9 @@ def train_cyclegan(
 
     Raises:
         PplGenError: bad settings, domains that do not fit (see :func:`build_cyclegan`),
-            fewer images than one batch, a checkpoint of other domains, a batch size that is
-            not a multiple of the number of processes.
-        TrainingDiverged: a non-finite loss.
+            fewer images than one batch, a resume with other settings or data (naming what
+            differs), a batch size that is not a multiple of the number of processes.
+        TrainingDiverged: a non-finite or exploded loss.
         RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = config or CycleGANConfig()
@@ -311,179 +467,40 @@ def _train_cyclegan(
     stop_after: int | None,
     data_spec: dict | None,
 ) -> CycleGANResult:
-    from ppl_gen.gan.trainer import check_data_parallel
-
-    device = ctx.device
     n = min(data_a.images.shape[0], data_b.images.shape[0])
     if n < config.batch_size:
         raise PplGenError(f"batch_size {config.batch_size} exceeds the {n} training images")
     check_data_parallel(config, ctx, gp=False)  # CycleGAN's wgan-gp has no penalty term
-    torch.manual_seed(config.seed)
-    nets = build_cyclegan(config, data_a.image_shape, data_b.image_shape)
-    for net in nets.values():
-        net.to(device)
-    opts = _optimizers(nets, config)
-    n_constant = config.epochs - config.decay_epochs
-    scheds = {
-        k: constant_then_linear_decay(o, n_constant, config.decay_epochs) for k, o in opts.items()
-    }
-    per_rank = 1000 * ctx.rank  # each rank its own pools (module docs)
-    pools = {
-        "A": ImagePool(config.pool_size, config.seed + 3 + per_rank),
-        "B": ImagePool(config.pool_size, config.seed + 4 + per_rank),
-    }
-    streams = {
-        "shuffle_a": torch.Generator().manual_seed(config.seed),
-        "shuffle_b": torch.Generator().manual_seed(config.seed + 1),
-    }
-    loss_fn = GANLoss(config.loss)
-    x_a = ctx.to_device(to_tanh_range(data_a.images))
-    x_b = ctx.to_device(to_tanh_range(data_b.images))
-    out = Path(config.out) if config.out else None
-    ckpt = out / "checkpoint.pt" if out else None
-    keys = ("d_a_loss", "d_b_loss", "g_loss", "cycle_loss", "identity_loss")
-    history: dict[str, list] = {
-        "epoch": [],
-        **{k: [] for k in keys},
-        "seconds": [],
-        "images_per_second": [],
-    }
-    result = CycleGANResult(nets, history, checkpoint=ckpt, pools=pools)
-    state = load_for_resume(ckpt, ctx) if resume and ckpt is not None else None
-    if state is not None:
-        if state.get("kind") != "cyclegan":
-            raise PplGenError(f"resume: the checkpoint holds a {state.get('kind')!r} model")
-        if [list(data_a.image_shape), list(data_b.image_shape)] != state["image_shapes"]:
-            raise PplGenError(
-                f"resume: the checkpoint's domains have shapes {state['image_shapes']}, the "
-                f"data {[list(data_a.image_shape), list(data_b.image_shape)]}"
-            )
-        for k in NETS:
-            nets[k].load_state_dict(state["nets"][k])
-        for k in opts:
-            opts[k].load_state_dict(state["opts"][k])
-            scheds[k].load_state_dict(state["scheds"][k])
-        ranks = state.get("pools_ranks") or [state["pools"]]
-        if len(ranks) == ctx.world_size:
-            for k in pools:
-                pools[k].load_state_dict(ranks[ctx.rank][k], device)
-        for k, g in streams.items():
-            g.set_state(state["rng"][k].cpu())
-        result.history = history = state["history"]
-        result.epochs, result.iterations = state["epoch"], state["iterations"]
-        result.seconds = state["seconds"]
-    # DDP wrappers (the networks themselves for one process): the discriminators' wrappers
-    # serve their own steps; the generator step calls the frozen discriminators unwrapped.
-    wrapped = {k: ctx.wrap(v) for k, v in nets.items()}
-    g_nets = {**nets, "G_AB": wrapped["G_AB"], "G_BA": wrapped["G_BA"]}
-    show = ctx.is_main
-    fixed_a, fixed_b = x_a[:8], x_b[:8]
-    last = config.epochs if stop_after is None else min(config.epochs, result.epochs + stop_after)
-    n_batches = n // config.batch_size
-    for epoch in range(result.epochs, last):
-        for net in nets.values():
-            net.train()
-        t0 = time.perf_counter()
-        sums = {k: torch.zeros((), device=device) for k in keys}
-        perm_a = torch.randperm(x_a.shape[0], generator=streams["shuffle_a"]).to(device)
-        perm_b = torch.randperm(x_b.shape[0], generator=streams["shuffle_b"]).to(device)
-        bar = tqdm(
-            range(n_batches),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=True if not (config.progress and show) else None,
-            leave=False,
-        )
-        for i in bar:
-            sl = slice(i * config.batch_size, (i + 1) * config.batch_size)
-            real_a, real_b = x_a[ctx.shard(perm_a[sl])], x_b[ctx.shard(perm_b[sl])]
-            with ctx.guard("CycleGAN training step (DDP gradient all-reduce)"):
-                losses, fake_a, fake_b = cycle_generator_step(
-                    g_nets,
-                    opts["G"],
-                    loss_fn,
-                    real_a,
-                    real_b,
-                    config.lambda_cycle,
-                    config.lambda_identity,
-                    config.precision,
-                )
-                sums["d_a_loss"] += cycle_discriminator_step(
-                    wrapped["D_A"],
-                    opts["D_A"],
-                    loss_fn,
-                    real_a,
-                    pools["A"].query(fake_a.float()),
-                    config.precision,
-                )
-                sums["d_b_loss"] += cycle_discriminator_step(
-                    wrapped["D_B"],
-                    opts["D_B"],
-                    loss_fn,
-                    real_b,
-                    pools["B"].query(fake_b.float()),
-                    config.precision,
-                )
-            for k in ("g_loss", "cycle_loss", "identity_loss"):
-                sums[k] += losses[k].float()
-            result.iterations += 1
-        seconds = time.perf_counter() - t0
-        if ctx.distributed:
-            stacked = ctx.all_reduce_mean(torch.stack([sums[k] for k in keys]), "loss all-reduce")
-            sums = dict(zip(keys, stacked, strict=True))
-        means = {k: float(v) / max(n_batches, 1) for k, v in sums.items()}
-        if not all(torch.isfinite(torch.tensor(v)) for v in means.values()):
-            where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
-            raise TrainingDiverged(f"non-finite CycleGAN loss in epoch {epoch + 1}{where}")
-        for s in scheds.values():
-            s.step()
-        result.seconds += seconds
-        result.epochs = epoch + 1
-        history["epoch"].append(epoch + 1)
-        for k in keys:
-            history[k].append(means[k])
-        history["seconds"].append(result.seconds)
-        history["images_per_second"].append(2 * n_batches * config.batch_size / seconds)
-        pools_ranks = (
-            ctx.all_gather_object({k: v.state_dict() for k, v in pools.items()})
-            if ctx.distributed and out is not None
-            else None
-        )
-        if not show:
-            continue
-        if config.progress:
-            tqdm.write(  # stderr: stdout stays clean for --json
-                f"epoch {epoch + 1}: G {means['g_loss']:.3f} (cycle {means['cycle_loss']:.3f}), "
-                f"D_A {means['d_a_loss']:.3f}, D_B {means['d_b_loss']:.3f}",
-                file=sys.stderr,
-            )
-        if out is not None:
-            save_sample_grid(
-                translation_panel(nets, fixed_a, fixed_b),
-                out / f"samples_epoch_{epoch + 1:03d}.png",
-                8,
-            )
-            plot_gan_losses(history, out / "loss_curves.png")
-            state = {
-                "kind": "cyclegan",
-                "config": asdict(config),
-                "data": data_spec or {"a": data_a.name, "b": data_b.name},
-                "image_shapes": [list(data_a.image_shape), list(data_b.image_shape)],
-                "nets": {k: v.state_dict() for k, v in nets.items()},
-                "opts": {k: v.state_dict() for k, v in opts.items()},
-                "scheds": {k: v.state_dict() for k, v in scheds.items()},
-                "pools": {k: v.state_dict() for k, v in pools.items()},
-                "rng": {k: g.get_state() for k, g in streams.items()},
-                "epoch": result.epochs,
-                "iterations": result.iterations,
-                "seconds": result.seconds,
-                "history": history,
-            }
-            if ctx.distributed:
-                state["pools_ranks"], state["world_size"] = pools_ranks, ctx.world_size
-            save_checkpoint(ckpt, state)
-    for net in nets.values():
+    task = CycleGANTask(data_a, data_b, config, ctx)
+    ckpt = Path(config.out) / "checkpoint.pt" if config.out else None
+    loop = LoopConfig(
+        epochs=config.epochs,
+        kind="cyclegan",
+        settings=settings_record(config),
+        may_change=CYCLEGAN_MAY_CHANGE,
+        data_fingerprint=data_fingerprint(data_a.images, data_b.images),
+        meta={
+            "data": data_spec or {"a": data_a.name, "b": data_b.name},
+            "image_shapes": [list(data_a.image_shape), list(data_b.image_shape)],
+        },
+        checkpoint=ckpt,
+        resume=resume,
+        stop_after=stop_after,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    fitted = fit(task, loop, ctx)
+    for net in task.nets.values():
         net.eval()
-    return result
+    return CycleGANResult(
+        task.nets,
+        fitted.history,
+        epochs=fitted.epochs,
+        iterations=fitted.iterations,
+        seconds=fitted.seconds,
+        checkpoint=ckpt,
+        pools=task.pools,
+    )
 
 
 @torch.no_grad()
@@ -512,7 +529,10 @@ def load_cyclegan(state: dict, device: torch.device | str = "cpu") -> dict[str, 
     """
     if state.get("kind") != "cyclegan":
         raise PplGenError(f"CHECKPOINT: not a CycleGAN checkpoint (kind {state.get('kind')!r})")
-    config = CycleGANConfig(**{"n_down": 2, **state["config"]})
+    known = set(CycleGANConfig.__dataclass_fields__)
+    config = CycleGANConfig(
+        **{"n_down": 2, **{k: v for k, v in state["config"].items() if k in known}}
+    )
     shape_a, shape_b = (tuple(s) for s in state["image_shapes"])
     nets = build_cyclegan(config, shape_a, shape_b)
     dev = resolve_device(device)

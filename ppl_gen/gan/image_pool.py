@@ -26,12 +26,19 @@ class ImagePool:
     Args:
         size: capacity (0 disables; CycleGAN uses 50).
         seed: seed of the pool's own random stream (CPU ``torch.Generator``).
+        device: where restored images go (:meth:`load_state_dict`); the trainer's device.
+
+    Raises:
+        PplGenError: naming ``pool_size`` for a negative or non-integer ``size``.
     """
 
-    def __init__(self, size: int = 50, seed: int = 0) -> None:
+    def __init__(
+        self, size: int = 50, seed: int = 0, device: torch.device | str | None = None
+    ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise PplGenError(f"pool_size must be a non-negative integer, got {size!r}")
         self.size = size
+        self.device = torch.device(device) if device is not None else None
         self.images: list[torch.Tensor] = []
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -56,14 +63,31 @@ class ImagePool:
                 out.append(image)
         return torch.stack(out)
 
-    def state_dict(self) -> dict:
-        """Images (CPU, stacked) and the random stream's state."""
-        stacked = torch.stack(self.images).cpu() if self.images else None
-        return {"size": self.size, "images": stacked, "rng": self.generator.get_state()}
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only (a weights-only checkpoint holds them): ``size`` (0-d int64),
+        ``images`` ``(n, C, H, W)`` on the CPU (``(0,)`` while empty) and ``rng`` (the
+        random stream's state)."""
+        stacked = torch.stack(self.images).cpu() if self.images else torch.zeros(0)
+        return {
+            "size": torch.tensor(self.size, dtype=torch.int64),
+            "images": stacked,
+            "rng": self.generator.get_state(),
+        }
 
-    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
-        """Restore what :meth:`state_dict` returned; images go to ``device`` (default CPU)."""
+    def load_state_dict(
+        self, state: dict[str, torch.Tensor], device: torch.device | str | None = None
+    ) -> None:
+        """Restore what :meth:`state_dict` returned; images go to ``device`` (default: the
+        pool's ``device``, else the CPU)."""
         self.size = int(state["size"])
         images = state["images"]
-        self.images = [] if images is None else [im.to(device or "cpu") for im in images]
+        target = device if device is not None else (self.device or "cpu")
+        empty = images is None or images.dim() < 2 or images.shape[0] == 0
+        self.images = [] if empty else [im.to(target) for im in images]
         self.generator.set_state(state["rng"].cpu())
+
+    def reset(self, seed: int | None = None) -> None:
+        """Empty the pool; with ``seed``, also re-seed its random stream."""
+        self.images = []
+        if seed is not None:
+            self.generator.manual_seed(seed)

@@ -58,6 +58,15 @@ class CollapseMonitor:
     grace_epochs: int = 5
     best_ratio: float = 0.0
 
+    def state_dict(self) -> dict[str, float]:
+        """The running best diversity ratio (stored in checkpoints, so a resumed run warns
+        as the uninterrupted one)."""
+        return {"best_ratio": float(self.best_ratio)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best_ratio = float(state["best_ratio"])
+
     def check(self, epoch: int, d_loss: float, samples: torch.Tensor | None = None) -> list[str]:
         """Warn (and return the messages) about collapse seen at the end of ``epoch``.
 

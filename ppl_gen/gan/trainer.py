@@ -1,19 +1,28 @@
-"""Training loop of the MLP GAN, DCGAN and conditional GAN.
+"""Training of the MLP GAN, DCGAN and conditional GAN on the engine (:mod:`ppl_gen.engine`).
 
 Each batch runs one discriminator step and (every ``n_critic`` batches) one generator step
 (Goodfellow et al. 2014, algorithm 1, with k = ``n_critic``):
 
 1. :func:`discriminator_step` -- ``L_D = loss(D(x), real) + loss(D(G(z).detach()), fake)``
-   (+ ``gp_weight`` x gradient penalty for ``wgan-gp``); fakes are detached so no gradient
-   reaches the generator.
-2. :func:`generator_step` -- the non-saturating loss ``loss(D(G(z)), real)`` with the
-   discriminator frozen (``requires_grad_(False)``), so no gradient accumulates in it.
+   (+ ``gp_weight`` x gradient penalty for ``wgan-gp``, Gulrajani et al. 2017, alg. 1);
+   fakes are detached so no gradient reaches the generator.
+2. :func:`generator_step` -- the non-saturating loss ``loss(D(G(z)), real)`` (Goodfellow et
+   al. 2014, sec. 3) with the discriminator frozen (``requires_grad_(False)``), so no
+   gradient accumulates in it.
 
-Adam(2e-4, betas (0.5, 0.999)) for both networks (Radford et al. 2016, sec. 4), an optional
-linear learning-rate decay (:mod:`ppl_gen.gan.schedules`), a progress bar, a sample
-grid per epoch, loss curves, collapse warnings, and a checkpoint per epoch from which
-:func:`train_gan` resumes exactly (networks, optimisers, schedulers, epoch, history and the
-random streams).  The loop is a few small functions over plain ``torch.optim`` optimisers.
+Adam(2e-4, betas (0.5, 0.999)) for both networks (Radford et al. 2016, sec. 4) and an
+optional linear learning-rate decay over the last ``decay_epochs`` epochs
+(:mod:`ppl_gen.gan.schedules`).  :class:`GANTask` is the family's engine task: its
+components are ``generator``, ``discriminator``, ``opt_g``, ``opt_d``, ``sched_g``,
+``sched_d`` (and the collapse ``monitor``), its random streams ``shuffle`` (minibatch order),
+``noise`` (``z``) and ``penalty`` (the gradient penalty's interpolation weights).  The engine
+(:func:`ppl_gen.engine.fit`) owns the epochs, progress bar, divergence stop, checkpoint per
+epoch (``out/checkpoint.pt``, with the ``kind``, ``config``, ``data``, ``image_shape`` and
+``num_classes`` that ``ppl-gen evaluate`` reads) and exact resume; the task adds a sample
+grid per epoch (``samples_epoch_NNN.png``), the loss curves (``loss_curves.png``) and the
+collapse warnings (:mod:`ppl_gen.gan.monitor`).  A resume may raise ``epochs`` and
+``decay_epochs``: the schedule is then recomputed from the new totals
+(:func:`~ppl_gen.gan.schedules.reschedule`).
 
 **Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train dcgan ...``, see
 :mod:`ppl_gen.core.distributed`): every rank draws the same permutation and the same noise
@@ -37,43 +46,65 @@ checkpoint stays intact.
 ``precision="bf16"`` runs the forward passes and losses under
 :func:`ppl_gen.core.precision.autocast` (parameters, gradients and Adam in float32; samples for
 figures and metrics in float32); ``deterministic=True`` runs training under
-:func:`ppl_gen.core.precision.deterministic`.
+:func:`ppl_gen.core.precision.deterministic`.  Nothing here imports Pyro.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ppl_gen.core import precision as amp
-from ppl_gen.core.checkpoint import save_checkpoint
 from ppl_gen.core.device import resolve_device
-from ppl_gen.core.distributed import (
-    DistributedContext,
-    RankFailed,
-    init_from_env,
-    load_for_resume,
-    sync_batchnorm,
-)
+from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env, sync_batchnorm
 from ppl_gen.core.errors import PplGenError, require, require_positive_int
-from ppl_gen.data.datasets import iterate_minibatches
 from ppl_gen.data.images import ImageData, to_tanh_range, to_unit
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.rng import seed_everything
+from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.gan.cgan import ConditionalDiscriminator, ConditionalGenerator
 from ppl_gen.gan.dcgan import DCDiscriminator, DCGenerator
-from ppl_gen.gan.losses import GANLoss, check_loss_mode, gradient_penalty
+from ppl_gen.gan.losses import GANLoss, check_loss_mode
 from ppl_gen.gan.mlp_gan import MLPDiscriminator, MLPGenerator
 from ppl_gen.gan.monitor import CollapseMonitor, mean_pairwise_distance
-from ppl_gen.gan.schedules import constant_then_linear_decay
-from ppl_gen.infer.training import TrainingDiverged
+from ppl_gen.gan.schedules import constant_then_linear_decay, reschedule
+from ppl_gen.gan.steps import (
+    IndexBatches,
+    check_data_parallel,
+    discriminator_step,
+    generator_step,
+    make_optimizers,
+    sample_noise,
+)
 from ppl_gen.viz.gan import plot_gan_losses, save_sample_grid
 
 GAN_MODELS = ("gan", "dcgan", "cgan")
+
+__all__ = [
+    "GAN_MAY_CHANGE",
+    "GAN_MODELS",
+    "GANConfig",
+    "GANResult",
+    "GANTask",
+    "build_gan",
+    "check_data_parallel",
+    "discriminator_step",
+    "generator_step",
+    "load_generator",
+    "make_optimizers",
+    "sample_noise",
+    "train_gan",
+]
+
+#: Settings a resume may change (applied by the task or not affecting the weights); any
+#: other changed setting is refused (:func:`ppl_gen.engine.state.check_resume`).
+GAN_MAY_CHANGE = frozenset(
+    {"epochs", "decay_epochs", "progress", "device", "out", "check_collapse"}
+)
 
 
 @dataclass
@@ -103,6 +134,13 @@ class GANConfig:
         check_collapse: emit :class:`~ppl_gen.gan.monitor.GANTrainingWarning`.
         precision: ``fp32`` or ``bf16`` (forward passes under ``torch.autocast``).
         deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
+
+    Resume (``train_gan(..., resume=True)``) continues the checkpoint's run and may change
+    only ``epochs``, ``decay_epochs`` (the learning-rate schedule is recomputed from the new
+    totals: the next epoch runs at ``lr x factor`` of a fresh run with those totals, never
+    below zero), ``progress``, ``device``, ``out`` and ``check_collapse``; any other changed
+    setting (``lr``, ``loss``, ``latent_dim``, widths, ...) or other training data is
+    refused with a :class:`PplGenError` naming it.
     """
 
     model: str = "dcgan"
@@ -128,7 +166,7 @@ class GANConfig:
     deterministic: bool = False
 
     def validate(self) -> None:
-        """Raise :class:`PplGenError` naming the first bad setting (its CLI flag)."""
+        """Raise :class:`PplGenError` naming the first bad setting (its parameter name)."""
         if self.model not in GAN_MODELS:
             raise PplGenError(f"model must be one of {', '.join(GAN_MODELS)}, got {self.model!r}")
         check_loss_mode(self.loss)
@@ -162,8 +200,9 @@ class GANResult:
 
     Attributes:
         generator, discriminator: the trained networks (generator in eval mode).
-        history: per epoch ``epoch``, ``d_loss``, ``g_loss`` (mean per batch), ``seconds``
-            (cumulative training wall time, s) and ``images_per_second``.
+        history: per epoch ``epoch``, ``d_loss``, ``g_loss`` (mean per batch), ``lr`` (the
+            epoch's learning rate), ``images_per_second`` and ``seconds`` (cumulative
+            training wall time, s).
         epochs, iterations: completed epochs and discriminator steps.
         seconds: training wall time (s), without figures and checkpoints.
         warnings: collapse warnings emitted.
@@ -214,85 +253,6 @@ def build_gan(
     )
 
 
-def sample_noise(
-    n: int, latent_dim: int, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """``z: (n, latent_dim)`` ~ N(0, I) from ``generator`` (on ``device``)."""
-    return torch.randn(n, latent_dim, generator=generator, device=device)
-
-
-def discriminator_step(
-    discriminator: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: GANLoss,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    cond: tuple[torch.Tensor, ...] = (),
-    gp_weight: float = 10.0,
-    gp_generator: torch.Generator | None = None,
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """One update of the discriminator; returns its loss (detached scalar).
-
-    Args:
-        real: ``(B, C, H, W)`` real images in [-1, 1].
-        fake: ``(B, C, H, W)`` generator outputs; detached here.
-        cond: extra inputs of a conditional discriminator, e.g. ``(labels,)``.
-        gp_weight: lambda of the gradient penalty (``wgan-gp`` only).
-        gp_generator: random stream of the penalty's interpolation weights.
-        precision: ``fp32`` or ``bf16`` (the forward passes under ``torch.autocast``).
-    """
-    fake = fake.detach()
-    with amp.autocast(precision, real.device):
-        loss = loss_fn(discriminator(real, *cond), True) + loss_fn(
-            discriminator(fake, *cond), False
-        )
-    if loss_fn.mode == "wgan-gp" and gp_weight:
-        gp = gradient_penalty(discriminator, real, fake, *cond, generator=gp_generator)
-        loss = loss + gp_weight * gp
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-def generator_step(
-    discriminator: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: GANLoss,
-    fake: torch.Tensor,
-    cond: tuple[torch.Tensor, ...] = (),
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """One update of the generator with the non-saturating loss ``loss(D(G(z)), real)``.
-
-    The discriminator is frozen (``requires_grad_(False)``) for the backward pass and
-    unfrozen afterwards, so its ``.grad`` is untouched.  ``fake`` must carry the graph back
-    to the generator.  Returns the loss (detached scalar).
-    """
-    discriminator.requires_grad_(False)
-    try:
-        with amp.autocast(precision, fake.device):
-            loss = loss_fn(discriminator(fake, *cond), True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    finally:
-        discriminator.requires_grad_(True)
-    return loss.detach()
-
-
-def make_optimizers(
-    generator: nn.Module, discriminator: nn.Module, config: GANConfig
-) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam(``lr``, ``(beta1, beta2)``) for each network."""
-    betas = (config.beta1, config.beta2)
-    return (
-        torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas),
-        torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
-    )
-
-
 def _streams(seed: int, device: torch.device) -> dict[str, torch.Generator]:
     return {
         "shuffle": torch.Generator().manual_seed(seed),
@@ -308,6 +268,161 @@ def _fixed_inputs(config: GANConfig, device: torch.device, num_classes: int | No
         labels = torch.arange(num_classes, device=device).repeat_interleave(per)
         return sample_noise(labels.shape[0], config.latent_dim, g, device), (labels,), per
     return sample_noise(64, config.latent_dim, g, device), (), 8
+
+
+@torch.no_grad()
+def _samples(generator: nn.Module, z: torch.Tensor, cond: tuple) -> torch.Tensor:
+    was = generator.training
+    generator.eval()
+    x = generator(z, *cond)
+    generator.train(was)
+    return x
+
+
+class GANTask:
+    """The engine task of one GAN / DCGAN / cGAN run (module docs).
+
+    Builds the networks from ``config.seed`` (the same seed gives the same initial weights),
+    their optimisers and schedulers, and the seeded streams; :meth:`step` runs one
+    discriminator step and, every ``critic_steps`` iterations, one generator step.
+
+    Args:
+        data: the training images (``(N, C, H, W)`` in [0, 1]; labels for ``cgan``).
+        config: validated settings.
+        ctx: the data-parallel context.
+        num_classes: labels of a ``cgan`` (``None`` otherwise).
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        config: GANConfig,
+        ctx: DistributedContext,
+        num_classes: int | None = None,
+    ) -> None:
+        self.config, self.ctx = config, ctx
+        device = self.device = ctx.device
+        self.conditional = config.model == "cgan"
+        seed_everything(config.seed)  # initial weights follow the seed
+        generator, discriminator = build_gan(config, data.image_shape, num_classes)
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        if ctx.distributed:
+            sync_batchnorm(generator, ctx)  # global-batch statistics in every forward pass
+            sync_batchnorm(discriminator, ctx)
+            seed_everything(config.seed + 1 + ctx.rank)  # per-rank stream (e.g. dropout)
+        self.opt_g, self.opt_d = make_optimizers(generator, discriminator, config)
+        n_constant = config.epochs - config.decay_epochs
+        self.sched_g = constant_then_linear_decay(self.opt_g, n_constant, config.decay_epochs)
+        self.sched_d = constant_then_linear_decay(self.opt_d, n_constant, config.decay_epochs)
+        self.streams = _streams(config.seed, device)
+        self.loss_fn = GANLoss(config.loss)
+        self.images = ctx.to_device(to_tanh_range(data.images))
+        self.labels = ctx.to_device(data.labels) if self.conditional else None
+        # DDP wrappers (the networks themselves when one process); batch-norm buffers agree
+        # on every rank by construction, so DDP need not broadcast them before each forward.
+        self.g_net = ctx.wrap(generator, forward_sync_buffers=False)
+        self.d_net = ctx.wrap(discriminator, forward_sync_buffers=False)
+        self.fixed_z, self.fixed_cond, self.nrow = _fixed_inputs(config, device, num_classes)
+        self.monitor = CollapseMonitor(config.loss)
+        if config.check_collapse and ctx.is_main:
+            self.monitor.real_diversity = mean_pairwise_distance(
+                self.images[: self.fixed_z.shape[0]]
+            )
+        self.critic = config.critic_steps
+        self.out = Path(config.out) if config.out else None
+        self.warnings: list[str] = []
+        self._lr = config.lr
+
+    # ------------------------------------------------------------------ engine protocol
+
+    def components(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
+            "sched_g": self.sched_g,
+            "sched_d": self.sched_d,
+            "monitor": self.monitor,
+        }
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return self.streams
+
+    def batches(self, epoch: int) -> IndexBatches:
+        return IndexBatches(
+            self.images.shape[0], self.config.batch_size, self.streams["shuffle"], self.device
+        )
+
+    def start_epoch(self, epoch: int) -> None:
+        self.generator.train()
+        self.discriminator.train()
+        self._lr = float(self.opt_g.param_groups[0]["lr"])
+
+    def step(self, idx: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
+        config, ctx = self.config, self.ctx
+        # The global batch's noise is drawn on every rank; each takes its part.
+        z = sample_noise(idx.shape[0], config.latent_dim, self.streams["noise"], self.device)
+        idx, z = ctx.shard(idx), ctx.shard(z)
+        real = self.images[idx]
+        cond = (self.labels[idx],) if self.conditional else ()
+        g_step = (iteration + 1) % self.critic == 0
+        with amp.autocast(config.precision, self.device):
+            # through DDP only when a generator backward follows
+            fake = (self.g_net if g_step else self.generator)(z, *cond)
+        out = {
+            "d_loss": discriminator_step(
+                self.d_net,
+                self.opt_d,
+                self.loss_fn,
+                real,
+                fake,
+                cond,
+                config.gp_weight,
+                self.streams["penalty"],
+                config.precision,
+            )
+        }
+        if g_step:
+            out["g_loss"] = generator_step(
+                self.discriminator, self.opt_g, self.loss_fn, fake, cond, config.precision
+            )
+        return out
+
+    def end_epoch(self, summary: EpochSummary) -> dict[str, float]:
+        self.sched_g.step()
+        self.sched_d.step()
+        images = summary.steps * self.config.batch_size
+        return {
+            "d_loss": summary.means["d_loss"],
+            "g_loss": summary.means.get("g_loss", 0.0),  # 0: no generator step this epoch
+            "lr": self._lr,
+            "images_per_second": images / summary.seconds if summary.seconds > 0 else 0.0,
+        }
+
+    def write_epoch(self, epoch: int, history: dict[str, list]) -> None:
+        if not (self.config.check_collapse or self.out is not None):
+            return
+        samples = _samples(self.generator, self.fixed_z, self.fixed_cond)
+        if self.config.check_collapse:
+            self.warnings += self.monitor.check(epoch, history["d_loss"][-1], samples)
+        if self.out is not None:
+            path = self.out / f"samples_epoch_{epoch:03d}.png"
+            save_sample_grid(to_unit(samples), path, self.nrow)
+            plot_gan_losses(history, self.out / "loss_curves.png")
+
+    def after_restore(self, state: dict) -> None:
+        """Recompute the learning-rate schedule from this run's (possibly larger)
+        ``epochs`` / ``decay_epochs``."""
+        n_constant = self.config.epochs - self.config.decay_epochs
+        for sched in (self.sched_g, self.sched_d):
+            reschedule(sched, n_constant, self.config.decay_epochs)
+
+    def summary_line(self, epoch: int, entries: dict[str, float]) -> str:
+        return (
+            f"epoch {epoch}: D loss {entries['d_loss']:.4f}, G loss {entries['g_loss']:.4f}, "
+            f"{entries['images_per_second']:.0f} images/s"
+        )
 
 
 def train_gan(
@@ -326,7 +441,8 @@ def train_gan(
         data: the training images (labels needed for ``cgan``); every rank passes all.
         config: settings (default :class:`GANConfig`).
         resume: continue from ``config.out/checkpoint.pt`` when it exists (everything
-            restored, so the continuation equals an uninterrupted run).
+            restored, so the continuation equals an uninterrupted run; see
+            :class:`GANConfig` for the settings a resume may change).
         stop_after: stop after this many epochs in this call (a later ``resume`` continues).
         data_spec: JSON-able description of the data stored in the checkpoint (used by
             ``ppl-gen evaluate``).
@@ -338,9 +454,10 @@ def train_gan(
 
     Raises:
         PplGenError: bad settings, too few images for one batch, a model that does not fit
-            the images, a checkpoint of another model or data shape; with several processes,
-            ``wgan-gp`` or a batch size that is not a multiple of their number.
-        TrainingDiverged: a non-finite loss (the last checkpoint is kept).
+            the images, a resume from a checkpoint of another model, other settings or other
+            data (naming what differs); with several processes, ``wgan-gp`` or a batch size
+            that is not a multiple of their number; ``out`` in use by another live run.
+        TrainingDiverged: a non-finite or exploded loss (the last checkpoint is kept).
         RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = config or GANConfig()
@@ -356,28 +473,6 @@ def train_gan(
             raise RankFailed(f"{exc}{kept}") from exc
 
 
-def check_data_parallel(config, ctx: DistributedContext, gp: bool = True) -> None:
-    """Refuse settings a data-parallel GAN step cannot run (see the module docs).
-
-    Raises:
-        PplGenError: ``wgan-gp`` (when ``gp``) or a ``batch_size`` that is not a multiple of
-            the number of processes.
-    """
-    if not ctx.distributed:
-        return
-    if gp and config.loss == "wgan-gp":
-        raise PplGenError(
-            f"loss wgan-gp cannot run on {ctx.world_size} processes: its gradient penalty "
-            "needs a double backward, which DistributedDataParallel does not support "
-            "(use loss vanilla or lsgan, or one process)"
-        )
-    if config.batch_size % ctx.world_size:
-        raise PplGenError(
-            f"batch_size {config.batch_size} must be a multiple of the {ctx.world_size} "
-            "processes (every process takes an equal part of each batch)"
-        )
-
-
 def _train_gan(
     data: ImageData,
     config: GANConfig,
@@ -386,214 +481,52 @@ def _train_gan(
     stop_after: int | None,
     data_spec: dict | None,
 ) -> GANResult:
-    device = ctx.device
     n = data.images.shape[0]
     if n < config.batch_size:
         raise PplGenError(f"batch_size {config.batch_size} exceeds the {n} training images")
     check_data_parallel(config, ctx)
-    torch.manual_seed(config.seed)
     conditional = config.model == "cgan"
-    num_classes = data.num_classes if conditional else None
     if conditional and data.labels is None:
         raise PplGenError("cgan needs labelled data (data mnist, digits, or class subfolders)")
-    generator, discriminator = build_gan(config, data.image_shape, num_classes)
-    generator.to(device)
-    discriminator.to(device)
-    if ctx.distributed:
-        sync_batchnorm(generator, ctx)  # global-batch statistics in every forward pass
-        sync_batchnorm(discriminator, ctx)
-        torch.manual_seed(config.seed + 1 + ctx.rank)  # per-rank stream (e.g. dropout)
-    opt_g, opt_d = make_optimizers(generator, discriminator, config)
-    n_constant = config.epochs - config.decay_epochs
-    sched_g = constant_then_linear_decay(opt_g, n_constant, config.decay_epochs)
-    sched_d = constant_then_linear_decay(opt_d, n_constant, config.decay_epochs)
-    streams = _streams(config.seed, device)
-    loss_fn = GANLoss(config.loss)
-    images = ctx.to_device(to_tanh_range(data.images))
-    labels = ctx.to_device(data.labels) if conditional else None
-    out = Path(config.out) if config.out else None
-    ckpt = out / "checkpoint.pt" if out else None
-    history: dict[str, list] = {
-        "epoch": [],
-        "d_loss": [],
-        "g_loss": [],
-        "seconds": [],
-        "images_per_second": [],
-    }
-    result = GANResult(generator, discriminator, history, checkpoint=ckpt)
-    state = load_for_resume(ckpt, ctx) if resume and ckpt is not None else None
-    if state is not None:
-        _check_resumable(state, config, data)
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        result.history = history = state["history"]
-        result.epochs, result.iterations = state["epoch"], state["iterations"]
-        result.seconds = state["seconds"]
-        for name, gen in streams.items():
-            gen.set_state(state["rng"][name].cpu())
-        if ctx.distributed:
-            ctx.set_rng_state(state.get("rng_ranks"), config.seed + 1 + 7919 * result.epochs)
-    # DDP wrappers (the networks themselves when one process); batch-norm buffers agree on
-    # every rank by construction, so DDP need not broadcast them before each forward.
-    g_net = ctx.wrap(generator, forward_sync_buffers=False)
-    d_net = ctx.wrap(discriminator, forward_sync_buffers=False)
-    fixed_z, fixed_cond, nrow = _fixed_inputs(config, device, num_classes)
-    monitor = CollapseMonitor(config.loss)
-    show = ctx.is_main
-    if config.check_collapse and show:
-        monitor.real_diversity = mean_pairwise_distance(images[: fixed_z.shape[0]])
-    critic = config.critic_steps
-    last = config.epochs if stop_after is None else min(config.epochs, result.epochs + stop_after)
-    for epoch in range(result.epochs, last):
-        generator.train()
-        discriminator.train()
-        t0 = time.perf_counter()
-        d_sum = torch.zeros((), device=device)
-        g_sum = torch.zeros((), device=device)
-        n_d = n_g = 0
-        batches = iterate_minibatches(
-            n, config.batch_size, generator=streams["shuffle"], device=device, drop_last=True
-        )
-        bar = tqdm(
-            batches,
-            total=n // config.batch_size,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=True if not (config.progress and show) else None,
-            leave=False,
-        )
-        for idx in bar:
-            # The global batch's noise is drawn on every rank; each takes its part.
-            z = sample_noise(idx.shape[0], config.latent_dim, streams["noise"], device)
-            idx, z = ctx.shard(idx), ctx.shard(z)
-            real = images[idx]
-            cond = (labels[idx],) if conditional else ()
-            g_step = (result.iterations + 1) % critic == 0
-            with ctx.guard("GAN training step (DDP gradient all-reduce)"):
-                with amp.autocast(config.precision, device):
-                    # through DDP only when a generator backward follows
-                    fake = (g_net if g_step else generator)(z, *cond)
-                d_sum += discriminator_step(
-                    d_net,
-                    opt_d,
-                    loss_fn,
-                    real,
-                    fake,
-                    cond,
-                    config.gp_weight,
-                    streams["penalty"],
-                    config.precision,
-                )
-                n_d += 1
-                result.iterations += 1
-                if g_step:
-                    g_sum += generator_step(
-                        discriminator, opt_g, loss_fn, fake, cond, config.precision
-                    )
-                    n_g += 1
-        seconds = time.perf_counter() - t0
-        if ctx.distributed:
-            ctx.all_reduce_mean(d_sum, "GAN loss all-reduce")
-            ctx.all_reduce_mean(g_sum, "GAN loss all-reduce")
-        d_loss = float(d_sum) / max(n_d, 1)
-        g_loss = float(g_sum) / max(n_g, 1)
-        if not (torch.isfinite(d_sum) and torch.isfinite(g_sum)):
-            where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
-            raise TrainingDiverged(f"non-finite GAN loss in epoch {epoch + 1}{where}")
-        sched_g.step()
-        sched_d.step()
-        result.seconds += seconds
-        result.epochs = epoch + 1
-        for key, value in (
-            ("epoch", epoch + 1),
-            ("d_loss", d_loss),
-            ("g_loss", g_loss),
-            ("seconds", result.seconds),
-            ("images_per_second", n_d * config.batch_size / seconds),
-        ):
-            history[key].append(value)
-        rng_ranks = ctx.rng_states() if ctx.distributed and out is not None else None
-        if not show:
-            continue
-        samples = _samples(generator, fixed_z, fixed_cond)
-        if config.check_collapse:
-            result.warnings += monitor.check(epoch + 1, d_loss, samples)
-        if config.progress:
-            tqdm.write(  # stderr: stdout stays clean for --json
-                f"epoch {epoch + 1}: D loss {d_loss:.4f}, G loss {g_loss:.4f}, "
-                f"{history['images_per_second'][-1]:.0f} images/s",
-                file=sys.stderr,
-            )
-        if out is not None:
-            save_sample_grid(to_unit(samples), out / f"samples_epoch_{epoch + 1:03d}.png", nrow)
-            plot_gan_losses(history, out / "loss_curves.png")
-            state = {
-                "kind": config.model,
-                "config": asdict(config),
-                "data": data_spec or {"name": data.name},
-                "image_shape": list(data.image_shape),
-                "num_classes": num_classes,
-                "generator": generator.state_dict(),
-                "discriminator": discriminator.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "sched_g": sched_g.state_dict(),
-                "sched_d": sched_d.state_dict(),
-                "epoch": result.epochs,
-                "iterations": result.iterations,
-                "seconds": result.seconds,
-                "history": history,
-                "rng": {name: gen.get_state() for name, gen in streams.items()},
-            }
-            if ctx.distributed:
-                state["rng_ranks"], state["world_size"] = rng_ranks, ctx.world_size
-            save_checkpoint(ckpt, state)
+    num_classes = data.num_classes if conditional else None
+    task = GANTask(data, config, ctx, num_classes)
+    ckpt = Path(config.out) / "checkpoint.pt" if config.out else None
+    loop = LoopConfig(
+        epochs=config.epochs,
+        kind=config.model,
+        settings=settings_record(config),
+        may_change=GAN_MAY_CHANGE,
+        data_fingerprint=data_fingerprint(data.images, data.labels if conditional else None),
+        meta={
+            "data": data_spec or {"name": data.name},
+            "image_shape": list(data.image_shape),
+            "num_classes": num_classes,
+        },
+        checkpoint=ckpt,
+        resume=resume,
+        stop_after=stop_after,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    fitted = fit(task, loop, ctx)
+    result = GANResult(
+        task.generator,
+        task.discriminator,
+        fitted.history,
+        epochs=fitted.epochs,
+        iterations=fitted.iterations,
+        seconds=fitted.seconds,
+        warnings=task.warnings,
+        checkpoint=ckpt,
+    )
     if ctx.distributed:  # hand back plain networks (no process-group batch norm)
         plain_g, plain_d = build_gan(config, data.image_shape, num_classes)
-        plain_g.load_state_dict(generator.state_dict())
-        plain_d.load_state_dict(discriminator.state_dict())
-        result.generator, result.discriminator = plain_g.to(device), plain_d.to(device)
-        if not show:
-            result.warnings = ctx.broadcast_object(None) or []
-        else:
-            ctx.broadcast_object(result.warnings)
+        plain_g.load_state_dict(task.generator.state_dict())
+        plain_d.load_state_dict(task.discriminator.state_dict())
+        result.generator, result.discriminator = plain_g.to(ctx.device), plain_d.to(ctx.device)
+        result.warnings = ctx.broadcast_object(result.warnings if ctx.is_main else None) or []
     result.generator.eval()
     return result
-
-
-@torch.no_grad()
-def _samples(generator: nn.Module, z: torch.Tensor, cond: tuple) -> torch.Tensor:
-    was = generator.training
-    generator.eval()
-    x = generator(z, *cond)
-    generator.train(was)
-    return x
-
-
-def _check_resumable(state: dict, config: GANConfig, data: ImageData) -> None:
-    if state.get("kind") != config.model:
-        raise PplGenError(
-            f"resume: the checkpoint holds a {state.get('kind')!r} model, not {config.model!r}"
-        )
-    if tuple(state.get("image_shape", ())) != tuple(data.image_shape):
-        raise PplGenError(
-            f"resume: the checkpoint was trained on images {tuple(state['image_shape'])}, "
-            f"the data are {tuple(data.image_shape)} (mismatched channels or size)"
-        )
-    saved = state.get("config", {})
-    for key in ("loss", "latent_dim", "ngf", "ndf", "hidden"):
-        if key in saved and tuple(_as_tuple(saved[key])) != tuple(_as_tuple(getattr(config, key))):
-            raise PplGenError(
-                f"resume: the checkpoint was trained with {key}={saved[key]!r}, not "
-                f"{getattr(config, key)!r}"
-            )
-
-
-def _as_tuple(v):
-    return v if isinstance(v, (list, tuple)) else (v,)
 
 
 def load_generator(state: dict, device: torch.device | str = "cpu") -> nn.Module:
@@ -603,13 +536,19 @@ def load_generator(state: dict, device: torch.device | str = "cpu") -> nn.Module
     Its ``forward(z: (B, latent_dim)[, y: (B,)])`` returns images in [-1, 1]; map them with
     :func:`~ppl_gen.data.images.to_unit`.
 
+    Args:
+        state: the checkpoint (:func:`ppl_gen.core.checkpoint.load_checkpoint`); reads
+            ``kind``, ``config``, ``image_shape``, ``num_classes`` and ``generator``.
+        device: where the generator goes.
+
     Raises:
         PplGenError: not a GAN checkpoint.
     """
     kind = state.get("kind")
     if kind not in GAN_MODELS:
         raise PplGenError(f"CHECKPOINT: not a GAN checkpoint (kind {kind!r})")
-    saved = dict(state["config"])
+    known = set(GANConfig.__dataclass_fields__)
+    saved = {k: v for k, v in dict(state["config"]).items() if k in known}
     saved["hidden"] = tuple(saved.get("hidden", ()))
     config = GANConfig(**saved)
     generator, _ = build_gan(config, tuple(state["image_shape"]), state.get("num_classes"))

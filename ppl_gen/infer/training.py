@@ -180,15 +180,9 @@ class TrainConfig:
             raise PplGenError(f"lr must be positive, got {self.lr}")
         if not self.local_lr > 0:
             raise PplGenError(f"local_lr must be positive, got {self.local_lr}")
-        if isinstance(self.val_every, bool) or not isinstance(self.val_every, int):
+        if type(self.val_every) is not int or self.val_every < 0:
             raise PplGenError(f"val_every must be an integer >= 0, got {self.val_every!r}")
-        if self.val_every < 0:
-            raise PplGenError(f"val_every must be an integer >= 0, got {self.val_every!r}")
-        if (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, int)
-            or not 0 <= self.seed < 2**32 - 2**16
-        ):
+        if type(self.seed) is not int or not 0 <= self.seed < 2**32 - 2**16:
             raise PplGenError(f"seed must be an integer in 0 .. 2**32 - 2**16, got {self.seed!r}")
         check_precision(self.precision)
         if self.precision != "fp32" and self.elbo.startswith("jit"):
