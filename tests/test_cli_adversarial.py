@@ -91,7 +91,46 @@ def test_mismatched_channels_on_resume(capsys, tmp_path):
     out = tmp_path / "gan"
     assert run(capsys, ["train", "gan", *TINY, "--out", out])[0] == 0
     code, _, err = run(capsys, ["train", "gan", *TINY, "--out", out, "--resume", "--channels", "3"])
-    one_line_error(code, err, "--resume", "channels")
+    one_line_error(code, err, "training data", "[1797, 1, 8, 8]", "[1797, 3, 8, 8]", "resume")
+
+
+def test_resume_may_raise_epochs_and_decay_but_not_the_lr(capsys, tmp_path):
+    out = tmp_path / "gan"
+    argv = ["train", "gan", *TINY, "--decay-epochs", "1", "--out", out]
+    assert run(capsys, argv)[0] == 0
+    longer = [*argv, "--resume"]
+    longer[longer.index("--epochs") + 1] = "3"
+    longer[longer.index("--decay-epochs") + 1] = "2"
+    code, _, err = run(capsys, [*longer, "--lr", "1e-3"])
+    one_line_error(code, err, "--lr 0.001 differs from the checkpoint's 0.0002")
+    code, stdout, err = run(capsys, [*longer, "--json"])
+    assert code == 0, err
+    metrics = json.loads(stdout)
+    assert metrics["epochs"] == 3 and metrics["history"]["epoch"] == [1, 2, 3]
+    assert all(lr > 0 for lr in metrics["history"]["lr"])
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_evaluate_does_not_look_for_data_in_the_working_directory(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from ppl_gen.metrics.classifier import ClassifierConfig, LeNet, save_classifier
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(8):
+        Image.new("L", (28, 28), color=30 * i).save(folder / f"{i}.png")
+    clf = tmp_path / "lenet.pt"
+    save_classifier(clf, LeNet(), {}, ClassifierConfig())
+    out = tmp_path / "dcgan"
+    argv = ["train", "dcgan", "--data", folder, *TINY, "--batch-size", "8", "--out", out]
+    assert run(capsys, argv)[0] == 0
+    # a cwd-relative MNIST folder (the old fallback ../shared/data/mnist) must not be used
+    (tmp_path / "shared" / "data" / "mnist").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = run(capsys, ["evaluate", out / "checkpoint.pt", "--classifier", clf])
+    one_line_error(code, err, "--data-root is required")
 
 
 def test_mismatched_channels_for_identity_loss(capsys, tmp_path):

@@ -317,7 +317,7 @@ def test_cyclegan_checkpoint_holds_every_ranks_pool(job):
 def test_wgan_gp_is_refused_on_several_processes(job):
     _, _, recs = job
     for rec in recs:
-        assert rec["wgan_gp_error"].startswith("--loss wgan-gp cannot run on 2 processes")
+        assert rec["wgan_gp_error"].startswith("loss wgan-gp cannot run on 2 processes")
 
 
 def test_the_returned_network_is_a_plain_dann(job):

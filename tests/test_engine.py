@@ -196,9 +196,7 @@ def test_resume_refuses_a_changed_setting_naming_it(tmp_path):
     with pytest.raises(PplGenError, match=r"^optimiser 'adam' differs"):
         run(ToyConfig(optimiser="adam"), ckpt, resume=True)
     # allowed when the family lists it in may_change
-    _, result = run(
-        ToyConfig(lr=0.1), ckpt, resume=True, may_change=frozenset({"epochs", "lr"})
-    )
+    _, result = run(ToyConfig(lr=0.1), ckpt, resume=True, may_change=frozenset({"epochs", "lr"}))
     assert result.epochs == 2
 
 

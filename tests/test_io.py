@@ -31,14 +31,17 @@ from ppl_gen.core.io import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 def python(code: str, *args: str) -> subprocess.Popen:
     """Start ``python -c code args...`` with the repository on the path."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env,
+        env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -146,11 +149,15 @@ def test_sigkill_mid_write_keeps_the_destination_and_the_next_lock_cleans_up(tmp
     assert torch.load(dest, weights_only=True) == {"epoch": 1}
 
 
-def test_remove_stale_temps_goes_two_levels_deep(tmp_path):
-    deep = tmp_path / "a" / "b"
+def test_remove_stale_temps_goes_two_subfolders_deep(tmp_path):
+    deep = tmp_path / "a" / "b" / "c"
     deep.mkdir(parents=True)
     keep = [tmp_path / "x.png", tmp_path / f"visible{TEMP_MARKER}1.png"]
-    stale = [tmp_path / f".x{TEMP_MARKER}1.png", tmp_path / "a" / f".y{TEMP_MARKER}2.pt"]
+    stale = [
+        tmp_path / f".x{TEMP_MARKER}1.png",
+        tmp_path / "a" / f".y{TEMP_MARKER}2.pt",
+        tmp_path / "a" / "b" / f".y{TEMP_MARKER}2.pt",
+    ]
     too_deep = deep / f".z{TEMP_MARKER}3.pt"
     for p in [*keep, *stale, too_deep]:
         p.write_text("x")
@@ -231,7 +238,7 @@ def test_a_lock_from_another_host_is_honoured(tmp_path):
 
 def test_the_lock_is_reentrant_within_one_process(tmp_path):
     with output_lock(tmp_path):
-        with output_lock(tmp_path / "." ):  # same folder, another spelling
+        with output_lock(tmp_path / "."):  # same folder, another spelling
             assert (tmp_path / LOCK_NAME).exists()
         assert (tmp_path / LOCK_NAME).exists()  # the outer run still holds it
     assert not (tmp_path / LOCK_NAME).exists()
@@ -259,14 +266,30 @@ def test_cli_refuses_a_second_run_on_the_same_out(tmp_path):
         t0 = time.monotonic()
         proc = subprocess.run(
             [
-                sys.executable, "-m", "ppl_gen", "train", "vae", "--data", "digits",
-                "--epochs", "1", "--n-train", "64", "--hidden", "8", "--latent-dim", "2",
-                "--device", "cpu", "--out", str(folder),
+                sys.executable,
+                "-m",
+                "ppl_gen",
+                "train",
+                "vae",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--n-train",
+                "64",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(folder),
             ],  # fmt: skip
             capture_output=True,
             text=True,
             timeout=300,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=ENV,
             cwd=tmp_path,
         )
         elapsed = time.monotonic() - t0

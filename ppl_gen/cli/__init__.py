@@ -41,15 +41,13 @@ def _first_line(exc: BaseException) -> str:
 def _option_flags() -> dict[str, str]:
     """Every option of every command: parameter name -> its long flag (``batch_size`` ->
     ``--batch-size``)."""
-    import click
-
     flags: dict[str, str] = {}
     stack = [typer.main.get_command(app)]
     while stack:
         command = stack.pop()
         stack += list(getattr(command, "commands", {}).values())
         for param in command.params:
-            if isinstance(param, click.Option) and param.name:
+            if getattr(param, "param_type_name", "") == "option" and param.name:
                 longs = [o for o in param.opts if o.startswith("--")]
                 if longs:
                     flags.setdefault(param.name, longs[0])

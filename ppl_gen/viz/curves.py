@@ -96,9 +96,7 @@ def plot_curves(
             y = finite_or_nan(curve.y)
             x = list(range(1, len(y) + 1)) if curve.x is None else [float(v) for v in curve.x]
             if len(x) != len(y):
-                raise PplGenError(
-                    f"curve {curve.label!r}: {len(x)} x values but {len(y)} y values"
-                )
+                raise PplGenError(f"curve {curve.label!r}: {len(x)} x values but {len(y)} y values")
             style: dict[str, Any] = {"linestyle": curve.linestyle}
             for key in ("label", "color", "marker"):
                 if getattr(curve, key) is not None:
