@@ -1,19 +1,23 @@
 """Speed target: the DCGAN trainer's step within 1.1x of a minimal hand-written loop over
 the same networks; training throughput (images/s) of every adversarial trainer.
 
-* ``dcgan`` trainer (:func:`ppl_gen.gan.trainer.train_gan`, one epoch per round,
-  no output folder) vs a minimal hand-written PyTorch loop (the PyTorch DCGAN example's
-  step: D on real and detached fakes with BCE-with-logits, then G with the non-saturating
-  loss; Adam 2e-4 (0.5, 0.999)) over the same networks (same initial weights), the same
-  MNIST images and batch size; interleaved rounds, median time ratio trainer / loop.
+* ``dcgan`` trainer (:func:`ppl_gen.gan.trainer.train_gan` on the engine,
+  :func:`ppl_gen.engine.fit`: one epoch per round, no output folder) vs a minimal
+  hand-written PyTorch loop (the PyTorch DCGAN example's step: D on real and detached
+  fakes with BCE-with-logits, then G with the non-saturating loss; Adam 2e-4 (0.5,
+  0.999)) over the same networks (same initial weights), the same MNIST images and batch
+  size; interleaved rounds, median time ratio trainer / loop.
 * images/s of the ``gan`` (MLP 256-512), ``dcgan``, ``cgan`` and ``cyclegan`` trainers
   (CycleGAN counts the images of both domains).
 
-Times are wall-clock seconds of the training loops (the trainer's own ``seconds``,
-which covers its progress bar, shuffling and loss book-keeping).  The machine is shared:
+Times are wall-clock seconds of the training loops (the trainer's own ``seconds``: the
+engine's step time, which covers its progress bar, shuffling, divergence check and loss
+book-keeping).  The machine is shared:
 the load average is recorded, and the ratio is what the target is about.
 
 ``.venv/bin/python benchmarks/gan_throughput.py [--data-root DIR] [--rounds 5] [--n 3200]``
+(``--quick``: 2 rounds of 640 images, 128 CycleGAN images, results in
+``gan_throughput_quick.json``, for checking that the script works.)
 """
 
 from __future__ import annotations
@@ -72,7 +76,11 @@ def main() -> None:
     parser.add_argument("--bsds-root", type=Path, default=REPO.parent / "shared/data/bsds500/train")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=3200, help="images per round (dcgan)")
+    parser.add_argument("--quick", action="store_true", help="small check run (see docs)")
     args = parser.parse_args()
+    n_cycle = 640
+    if args.quick:
+        args.rounds, args.n, n_cycle = 2, 640, 128
     t_start = time.perf_counter()
     data = load_images("mnist", args.data_root, n=args.n, seed=0)
     base = dict(
@@ -100,8 +108,8 @@ def main() -> None:
     for model, extra in (("gan", {"hidden": (256, 512)}), ("dcgan", {}), ("cgan", {})):
         res = train_gan(data, GANConfig(model=model, **{**base, **extra}))
         throughput[model] = res.history["images_per_second"][-1]
-    a = load_images("mnist", args.data_root, n=640, seed=0, channels=3)
-    b = load_images("mnistm", args.data_root, n=640, seed=1, bsds_root=args.bsds_root)
+    a = load_images("mnist", args.data_root, n=n_cycle, seed=0, channels=3)
+    b = load_images("mnistm", args.data_root, n=n_cycle, seed=1, bsds_root=args.bsds_root)
     cyc = CycleGANConfig(
         epochs=1,
         decay_epochs=0,
@@ -116,7 +124,7 @@ def main() -> None:
     for k, v in throughput.items():
         print(f"{k:9s} {v:8.0f} images/s")
     write_json(
-        RESULTS / "gan_throughput.json",
+        RESULTS / ("gan_throughput_quick.json" if args.quick else "gan_throughput.json"),
         {
             "images_per_round": imgs,
             "dcgan_config": {k: v for k, v in base.items()},

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from ppl_gen.cli import main
-from ppl_gen.core.checkpoint import save_checkpoint
+from ppl_gen.core.checkpoint import load_checkpoint, save_checkpoint
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.jobs.train_classifier import classifier_destination
 from ppl_gen.metrics.classifier import (
     ClassifierConfig,
     LeNet,
     accuracy,
+    default_classifier_path,
     load_classifier,
     save_classifier,
     to_classifier_input,
@@ -72,11 +74,88 @@ def test_training_learns_a_separable_problem_and_round_trips(tmp_path):
 
 
 def test_load_classifier_errors(tmp_path):
-    with pytest.raises(PplGenError, match="--classifier: no MNIST classifier.*ppl-gen train"):
+    with pytest.raises(PplGenError, match="^classifier: no MNIST judge.*ppl-gen train classifier"):
         load_classifier(tmp_path / "missing.pt")
     save_checkpoint(tmp_path / "other.pt", {"kind": "dcgan"})
     with pytest.raises(PplGenError, match="not an MNIST classifier"):
         load_classifier(tmp_path / "other.pt")
+
+
+def _tiny_config(**kw) -> ClassifierConfig:
+    return ClassifierConfig(
+        **{"epochs": 2, "batch_size": 50, "device": "cpu", "progress": False, **kw}
+    )
+
+
+def _tiny_data() -> tuple[torch.Tensor, torch.Tensor]:
+    return synthetic_digits(n_per_class=8)
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_differs():
+    x, y = _tiny_data()
+    a, _ = train_classifier(x, y, _tiny_config(seed=3))
+    b, _ = train_classifier(x, y, _tiny_config(seed=3))
+    c, _ = train_classifier(x, y, _tiny_config(seed=4))
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_resume_continues_exactly_and_refuses_changed_settings(tmp_path):
+    x, y = _tiny_data()
+    straight, metrics = train_classifier(x, y, _tiny_config())
+    ckpt = str(tmp_path / "clf.pt")
+    _, first = train_classifier(x, y, _tiny_config(checkpoint=ckpt, stop_after=1))
+    assert first["epochs"] == 1
+    resumed, again = train_classifier(x, y, _tiny_config(checkpoint=ckpt), resume=True)
+    assert again["epochs"] == 2 and again["history"]["loss"] == metrics["history"]["loss"]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    state = load_checkpoint(ckpt)
+    assert state["kind"] == "classifier" and state["epoch"] == 2
+    # the training checkpoint is itself a judge
+    torch.testing.assert_close(load_classifier(ckpt)(x[:4]), straight(x[:4]), rtol=0, atol=0)
+    with pytest.raises(PplGenError, match="^lr 0.01 differs"):
+        train_classifier(x, y, _tiny_config(checkpoint=ckpt, lr=0.01, epochs=3), resume=True)
+    with pytest.raises(PplGenError, match="^data differ"):
+        train_classifier(x.flip(0), y.flip(0), _tiny_config(checkpoint=ckpt, epochs=3), resume=True)
+
+
+def test_default_path_is_the_cache_never_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_GEN_CACHE", str(tmp_path / "cache"))
+    assert default_classifier_path() == tmp_path / "cache" / "lenet_mnist.pt"
+    monkeypatch.delenv("PPL_GEN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_classifier_path() == tmp_path / "xdg" / "ppl_gen" / "lenet_mnist.pt"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_classifier_path() == tmp_path / "home" / ".cache" / "ppl_gen" / "lenet_mnist.pt"
+    # a judge planted at the old cwd-relative default is not picked up
+    monkeypatch.chdir(tmp_path)
+    config = _tiny_config(epochs=1)
+    save_classifier(tmp_path / "runs" / "classifier" / "lenet_mnist.pt", LeNet(), {}, config)
+    with pytest.raises(PplGenError) as info:
+        load_classifier()
+    message = str(info.value)
+    assert "\n" not in message and "ppl-gen train classifier" in message
+    assert "--classifier" in message and str(default_classifier_path()) in message
+
+
+def test_a_judge_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_GEN_CACHE", str(tmp_path))
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save(
+        {"format": "ppl_gen-checkpoint-v2", "kind": "classifier", "x": Payload()},
+        default_classifier_path(),
+    )
+    with pytest.raises(PplGenError, match="^classifier: cannot read.*refused"):
+        load_classifier()
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
@@ -104,8 +183,8 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, argv, flag):
     not (SHARED_MNIST / "MNIST" / "raw").is_dir(),
     reason="MNIST not found at ../shared/data/mnist (needed to train the real classifier)",
 )
-def test_cli_trains_on_mnist_and_evaluates(capsys, tmp_path):
-    out = tmp_path / "clf"
+def test_cli_trains_on_mnist_into_the_cache_and_evaluates(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_GEN_CACHE", str(tmp_path / "cache"))
     code = main(
         [
             "train",
@@ -116,18 +195,20 @@ def test_cli_trains_on_mnist_and_evaluates(capsys, tmp_path):
             "3",
             "--n-train",
             "3000",
-            "--out",
-            str(out),
             "--json",
         ]
     )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["test_accuracy"] > 0.9
+    judge = tmp_path / "cache" / "lenet_mnist.pt"
+    assert metrics["checkpoint"] == str(judge) and judge.is_file()
+    assert (tmp_path / "cache" / "metrics.json").is_file()
+    assert not load_classifier().training  # found without a path
     code = main(
         [
             "evaluate",
-            str(out / "lenet_mnist.pt"),
+            str(judge),
             "--data-root",
             str(SHARED_MNIST),
             "--n-test",
@@ -138,3 +219,9 @@ def test_cli_trains_on_mnist_and_evaluates(capsys, tmp_path):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_test"] == 500 and result["test_accuracy"] > 0.9
+
+
+def test_destination_is_out_when_given_else_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_GEN_CACHE", str(tmp_path / "cache"))
+    assert classifier_destination(tmp_path / "o") == tmp_path / "o" / "lenet_mnist.pt"
+    assert classifier_destination(None) == tmp_path / "cache" / "lenet_mnist.pt"

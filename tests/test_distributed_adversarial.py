@@ -297,8 +297,11 @@ def test_cyclegan_on_two_ranks_matches_one_process_without_pool(job):
     for rec in (r0, r1):
         for name in ("g_loss", "cycle_loss", "identity_loss", "d_a_loss", "d_b_loss"):
             assert rec["cycle"]["history"][name] == pytest.approx(history[name], rel=1e-5)
+        # Adam divides by sqrt(v): for weights whose gradients are ~0 the summation order of
+        # two shards vs one batch moves them by up to ~3e-5 after 6 steps (lr 2e-4); a wrong
+        # split of the batches moves them by O(lr) per step.
         for name, value in ref.items():
-            torch.testing.assert_close(rec["cycle"]["params"][name], value, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(rec["cycle"]["params"][name], value, rtol=1e-4, atol=1e-4)
     for name, value in r0["cycle"]["params"].items():
         assert torch.equal(value, r1["cycle"]["params"][name]), name
 

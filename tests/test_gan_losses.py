@@ -61,8 +61,8 @@ def test_targets_follow_the_device(mode):
     assert GANLoss(mode)(pred, False).device.type == "cuda"
 
 
-def test_unknown_mode_names_the_flag():
-    with pytest.raises(PplGenError, match="--loss must be one of vanilla, lsgan, wgan-gp"):
+def test_unknown_mode_names_the_parameter():
+    with pytest.raises(PplGenError, match="^loss must be one of vanilla, lsgan, wgan-gp"):
         GANLoss("hinge")
 
 
@@ -109,3 +109,39 @@ def test_scheduler_state_round_trip():
     sched2 = constant_then_linear_decay(opt2, 1, 3)
     sched2.load_state_dict(sched.state_dict())
     assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def test_linear_decay_never_goes_below_zero():
+    f = LinearDecay(0, 2)
+    assert [f(e) for e in range(5)] == pytest.approx([2 / 3, 1 / 3, 0, 0, 0])
+
+
+def test_reschedule_follows_the_new_totals():
+    """A schedule restored with the old totals (2 epochs, all decaying) and rescheduled for
+    4 epochs (2 decaying) gives the rates of a fresh 4-epoch schedule from epoch 2 on."""
+    from ppl_gen.gan.schedules import reschedule
+
+    p = nn.Parameter(torch.zeros(1))
+    old_opt = torch.optim.Adam([p], lr=0.1)
+    old = constant_then_linear_decay(old_opt, 0, 2)
+    for _ in range(2):
+        old_opt.step()
+        old.step()
+    opt = torch.optim.Adam([p], lr=0.1)
+    sched = constant_then_linear_decay(opt, 0, 2)
+    opt.load_state_dict(old_opt.state_dict())
+    sched.load_state_dict(old.state_dict())  # restores LinearDecay(0, 2)
+    reschedule(sched, 2, 2)
+    fresh_opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.1)
+    fresh = constant_then_linear_decay(fresh_opt, 2, 2)
+    for _ in range(2):
+        fresh.step()
+    rates, expected = [], []
+    for _ in range(3):
+        rates.append(opt.param_groups[0]["lr"])
+        expected.append(fresh_opt.param_groups[0]["lr"])
+        sched.step()
+        fresh.step()
+    assert rates == pytest.approx(expected) and rates == pytest.approx([0.1 * 2 / 3, 0.1 / 3, 0])
+    assert sched.get_last_lr() == fresh.get_last_lr()
+    assert all(r >= 0 for r in rates)

@@ -71,7 +71,7 @@ def test_cyclegan_downsamplings(n_down):
     assert g(torch.zeros(1, 3, 28, 28)).shape == (1, 3, 28, 28)
     block = next(m for m in g.modules() if m.__class__.__name__ == "ResnetBlock")
     assert block.block[1].in_channels == 4 * 2**n_down
-    with pytest.raises(PplGenError, match="--n-down"):
+    with pytest.raises(PplGenError, match="^n_down must be"):
         ResnetGenerator(3, 3, ngf=4, n_down=4)
 
 
@@ -181,5 +181,22 @@ def test_image_pool_state_round_trip():
 
 
 def test_image_pool_rejects_negative_size():
-    with pytest.raises(PplGenError, match="--pool-size"):
+    with pytest.raises(PplGenError, match="^pool_size must be"):
         ImagePool(-1)
+
+
+def test_image_pool_state_holds_tensors_only_even_when_empty():
+    pool = ImagePool(2, seed=0)
+    empty = pool.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in empty.values())
+    clone = ImagePool(2, seed=5)
+    clone.load_state_dict(empty)
+    assert len(clone) == 0
+    pool.query(torch.randn(3, 1, 2, 2))
+    full = pool.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in full.values())
+    assert full["images"].shape == (2, 1, 2, 2) and int(full["size"]) == 2
+    clone.load_state_dict(full)
+    assert len(clone) == 2 and clone.images[0].device.type == "cpu"
+    clone.reset(seed=0)
+    assert len(clone) == 0

@@ -383,3 +383,11 @@ def test_bad_input_raises():
         GaussianMixture(D, K, "diag").mean_field(torch.randn(20, D))
     with pytest.raises(PplGenError, match="--n-init"):
         model.em(torch.randn(20, D), n_init=0)
+
+
+def test_mixture_implements_the_tractable_protocol():
+    from ppl_gen.lvm.tractable import ExactPosterior, TractableModel
+
+    model = GaussianMixture(D, K)
+    assert isinstance(model, TractableModel) and isinstance(model, ExactPosterior)
+    assert not isinstance(ComponentGaussian, TractableModel)

@@ -44,8 +44,19 @@ def run_worker_job(script: str, out: Path) -> tuple[subprocess.CompletedProcess,
     harness = out / "harness"
     if not (harness / "rank0.pt").exists() or not (harness / "rank1.pt").exists():
         pytest.fail(f"worker job failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    recs = [torch.load(harness / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    return proc, recs
+    return proc, [load_record(harness / f"rank{r}.pt") for r in (0, 1)]
+
+
+def load_record(path: Path) -> dict:
+    """A worker's record, read like a checkpoint (weights only); NumPy scalars, which
+    histories may hold, are the one extra type allowed."""
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core  # NumPy 2 / 1
+    allowed = [np.dtype, core.multiarray.scalar]
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, weights_only=True)
 
 
 def record_written_files() -> list[str]:

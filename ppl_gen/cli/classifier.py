@@ -1,5 +1,6 @@
 """CLI commands: ``ppl-gen train classifier`` (the MNIST judge used by the sample-quality
-metrics; :mod:`ppl_gen.metrics.classifier`) and the ``evaluate`` handler for its checkpoint."""
+metrics; :mod:`ppl_gen.metrics.classifier`, :mod:`ppl_gen.jobs.train_classifier`) and the
+``evaluate`` handler for its checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import typer
 
 from ppl_gen.cli.common import DEVICE, JSON, SEED, EvaluateOptions, emit, evaluator, train_app
-from ppl_gen.data.datasets import default_data_root
+from ppl_gen.data.datasets import default_data_root, load_dataset
+from ppl_gen.jobs.train_classifier import ClassifierJob, run_train_classifier
+from ppl_gen.metrics.classifier import ClassifierConfig, accuracy, load_classifier
 
 
 @train_app.command("classifier")
@@ -22,15 +25,16 @@ def train_classifier_command(
     n_train: int = typer.Option(None, help="use only the first N training images"),
     device: str = DEVICE,
     seed: int = SEED,
-    out: str = typer.Option("runs/classifier", help="output folder (lenet_mnist.pt, metrics.json)"),
+    out: str = typer.Option(
+        None,
+        help="output folder (lenet_mnist.pt, metrics.json); default: the cache folder "
+        "($PPL_GEN_CACHE, else $XDG_CACHE_HOME/ppl_gen, else ~/.cache/ppl_gen), where "
+        "evaluate looks for the judge",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Train the LeNet-style MNIST classifier that scores generated digits (FD-LeNet,
     classifier Inception score, label agreement, mode coverage)."""
-    from ppl_gen.core.io import check_output_dir, write_json
-    from ppl_gen.data.datasets import load_dataset
-    from ppl_gen.metrics.classifier import ClassifierConfig, save_classifier, train_classifier
-
     config = ClassifierConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -39,35 +43,19 @@ def train_classifier_command(
         device=device,
         progress=not as_json,
     )
-    config.validate()
-    check_output_dir(out, "--out")
     root = data_root if data_root is not None else default_data_root()
-    splits = load_dataset("mnist", root, seed=seed, n_train=n_train)
-    net, metrics = train_classifier(
-        splits.train, splits.train_labels, config, test_x=splits.test, test_y=splits.test_labels
-    )
-    from ppl_gen.metrics.classifier import accuracy
-
-    metrics["val_accuracy"] = accuracy(net, splits.val, splits.val_labels)
-    metrics["n_train"] = int(splits.train.shape[0])
-    path = Path(out) / "lenet_mnist.pt"
-    save_classifier(path, net, metrics, config)
-    metrics["checkpoint"] = str(path)
-    write_json(Path(out) / "metrics.json", metrics)
+    metrics = run_train_classifier(ClassifierJob(root, n_train=n_train, out=out, train=config))
     emit(
         metrics,
         as_json,
-        f"MNIST test accuracy {metrics['test_accuracy']:.4f} after {epochs} epochs "
-        f"({metrics['train_seconds']:.0f} s); classifier: {path.resolve()}",
+        f"MNIST test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} epochs "
+        f"({metrics['train_seconds']:.0f} s); classifier: {Path(metrics['checkpoint']).resolve()}",
     )
 
 
 @evaluator("classifier")
 def evaluate_classifier(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Accuracy of the MNIST classifier on the MNIST test set (first ``--n-test`` images)."""
-    from ppl_gen.data.datasets import load_dataset
-    from ppl_gen.metrics.classifier import accuracy, load_classifier
-
     net = load_classifier(opts.checkpoint, opts.device)
     root = opts.data_root if opts.data_root is not None else default_data_root()
     splits = load_dataset("mnist", root, n_test=opts.n_test)

@@ -7,36 +7,72 @@ Inception weights cannot be downloaded here, so the project trains its own on MN
 at :func:`default_classifier_path`.  Numbers computed with it are *not* comparable to
 Inception-based FID/IS from the literature; they compare models within this project.
 
+Where the judge lives (:func:`default_classifier_path`): ``$PPL_GEN_CACHE/lenet_mnist.pt``
+when the environment variable ``PPL_GEN_CACHE`` names a folder, else
+``$XDG_CACHE_HOME/ppl_gen/lenet_mnist.pt``, else ``~/.cache/ppl_gen/lenet_mnist.pt``.  It is
+never looked up relative to the working directory, and it is read with
+``torch.load(..., weights_only=True)`` (:func:`ppl_gen.core.checkpoint.safe_load`), so a
+planted file cannot run code.
+
 Architecture (LeNet-5 style, LeCun et al. 1998, widened): conv5x5-32 (padding 2), ReLU,
 max-pool 2; conv5x5-64, ReLU, max-pool 2; FC 1600→128, ReLU (the *features*, 128-D); FC
 128→10 (logits).  Colour inputs ``(B, 3, 28, 28)`` (e.g. MNIST-M) are converted to grey by
 the channel mean, so the same classifier scores translations and raw MNIST-M images.
+
+Training (:func:`train_classifier`) is Adam on the cross-entropy, run by
+:func:`ppl_gen.engine.fit`: the same seed gives the same weights (cuDNN is held to its
+deterministic algorithms while training), and with a ``checkpoint`` a resumed run equals an
+uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
-import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from ppl_gen.core.checkpoint import load_checkpoint, save_checkpoint
+from ppl_gen.core.checkpoint import FORMAT, safe_load, save_checkpoint
 from ppl_gen.core.device import module_device, resolve_device
+from ppl_gen.core.distributed import single_process
 from ppl_gen.core.errors import PplGenError, require, require_positive_int
+from ppl_gen.engine import LoopConfig, data_fingerprint, fit, seed_everything, settings_record
 
 KIND = "classifier"
 FEATURE_DIM = 128
+CACHE_ENV = "PPL_GEN_CACHE"
+CLASSIFIER_FILE = "lenet_mnist.pt"
+
+#: Settings a resume of :func:`train_classifier` may change.
+MAY_CHANGE = frozenset({"epochs", "progress", "device", "checkpoint", "stop_after"})
+
+
+def cache_dir() -> Path:
+    """The ppl_gen cache folder (absolute): ``$PPL_GEN_CACHE`` if set (a relative value is
+    taken from the working directory at the call), else ``$XDG_CACHE_HOME/ppl_gen`` (an
+    absolute ``XDG_CACHE_HOME`` only, as the XDG specification asks), else
+    ``~/.cache/ppl_gen``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "ppl_gen"
+    return Path.home() / ".cache" / "ppl_gen"
 
 
 def default_classifier_path() -> Path:
-    """``runs/classifier/lenet_mnist.pt`` relative to the working directory (where
-    ``ppl-gen train classifier`` writes by default)."""
-    return Path("runs") / "classifier" / "lenet_mnist.pt"
+    """Where ``ppl-gen train classifier`` writes the judge by default and where
+    :func:`load_classifier` looks without a path: ``cache_dir() / "lenet_mnist.pt"``
+    (:func:`cache_dir`; never relative to the working directory)."""
+    return cache_dir() / CLASSIFIER_FILE
 
 
 def to_classifier_input(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +133,19 @@ class LeNet(nn.Module):
 
 @dataclass
 class ClassifierConfig:
-    """Settings of :func:`train_classifier` (Adam, cross-entropy)."""
+    """Settings of :func:`train_classifier` (Adam, cross-entropy).
+
+    Attributes:
+        epochs: passes over the training images (>= 1); a resumed run continues up to it.
+        batch_size: images per minibatch (>= 1).
+        lr: Adam learning rate (> 0).
+        seed: seeds Python/NumPy/torch (the initial weights) and the minibatch order.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: progress bar and a line per epoch (stderr).
+        checkpoint: path of the training checkpoint written after every epoch (``None``:
+            none); loadable by :func:`load_classifier` too (``kind = "classifier"``).
+        stop_after: stop after this many epochs in this call (``None``: run to ``epochs``).
+    """
 
     epochs: int = 10
     batch_size: int = 128
@@ -105,12 +153,25 @@ class ClassifierConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    checkpoint: str | None = None
+    stop_after: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad setting."""
         require_positive_int("epochs", self.epochs)
         require_positive_int("batch_size", self.batch_size)
-        require(self.lr > 0, f"lr must be positive, got {self.lr!r}")
+        if self.stop_after is not None:
+            require_positive_int("stop_after", self.stop_after)
+        require(
+            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
+            f"lr must be positive, got {self.lr!r}",
+        )
+        require(
+            not isinstance(self.seed, bool)
+            and isinstance(self.seed, int)
+            and 0 <= self.seed < 2**32,
+            f"seed must be an integer in 0 .. 2**32 - 1, got {self.seed!r}",
+        )
 
 
 @torch.no_grad()
@@ -126,6 +187,49 @@ def accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((pred.cpu() == y.cpu()).float().mean())
 
 
+class ClassifierTask:
+    """The engine :class:`~ppl_gen.engine.Task` of :func:`train_classifier`: components
+    ``model`` (the :class:`LeNet`) and ``optimizer`` (Adam), one stream ``shuffle`` (CPU,
+    the minibatch order)."""
+
+    def __init__(self, net: LeNet, x: torch.Tensor, y: torch.Tensor, config: ClassifierConfig):
+        self.net, self.x, self.y, self.config = net, x, y, config
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+        self.streams = {"shuffle": torch.Generator().manual_seed(config.seed)}
+
+    def components(self) -> dict[str, Any]:
+        return {"model": self.net, "optimizer": self.optimizer}
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return self.streams
+
+    def start_epoch(self, epoch: int) -> None:
+        self.net.train()
+
+    def batches(self, epoch: int) -> tuple[torch.Tensor, ...]:
+        order = torch.randperm(self.x.shape[0], generator=self.streams["shuffle"])
+        return order.to(self.x.device).split(self.config.batch_size)
+
+    def step(self, batch: torch.Tensor, iteration: int) -> Mapping[str, Any]:
+        loss = F.cross_entropy(self.net(self.x[batch]), self.y[batch])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach(), "weight": int(batch.shape[0])}
+
+
+@contextlib.contextmanager
+def _deterministic_cudnn() -> Iterator[None]:
+    """cuDNN's deterministic algorithms, no autotuning, for the block (then restored)."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
 def train_classifier(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -133,16 +237,30 @@ def train_classifier(
     *,
     test_x: torch.Tensor | None = None,
     test_y: torch.Tensor | None = None,
+    resume: bool = False,
 ) -> tuple[LeNet, dict]:
     """Train a :class:`LeNet` on ``train_x: (N, 784)`` images in [0, 1] with labels
-    ``train_y: (N,)`` (int64 in 0..9).
+    ``train_y: (N,)`` (int64 in 0..9): Adam on the mean cross-entropy (nats), the loop of
+    :func:`ppl_gen.engine.fit`.  Seeds everything with ``config.seed`` before building the
+    network, so the same call twice gives identical weights.
+
+    Args:
+        train_x, train_y: the training images and labels.
+        config: settings (default :class:`ClassifierConfig`).
+        test_x, test_y: optional held-out images and labels for ``test_accuracy``.
+        resume: continue from ``config.checkpoint`` if it exists (settings other than
+            ``epochs``, ``progress``, ``device``, ``checkpoint`` and ``stop_after``, and the
+            training data, must be those of the checkpoint).
 
     Returns:
         the trained classifier (eval mode) and a dict with ``train_seconds`` (seconds),
-        ``epochs``, ``train_accuracy`` and, if test data are given, ``test_accuracy``.
+        ``epochs``, ``history`` (per-epoch mean training ``loss``, nats), ``train_accuracy``
+        and, if test data are given, ``test_accuracy``.
 
     Raises:
-        PplGenError: bad settings, mismatched rows or labels outside 0..9.
+        PplGenError: bad settings, mismatched rows, labels outside 0..9, or a refused
+            resume (naming the changed setting).
+        TrainingDiverged: a non-finite or exploded loss.
     """
     config = config or ClassifierConfig()
     config.validate()
@@ -153,31 +271,30 @@ def train_classifier(
         "train_y: labels must be digit classes 0..9",
     )
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     net = LeNet().to(device)
     x = to_classifier_input(train_x).to(device)
-    y = train_y.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    t0 = time.perf_counter()
-    for epoch in range(config.epochs):
-        order = torch.randperm(x.shape[0], generator=generator).to(device)
-        batches = order.split(config.batch_size)
-        bar = tqdm(
-            batches,
-            desc=f"classifier epoch {epoch + 1}/{config.epochs}",
-            disable=True if not config.progress else None,
-            leave=False,
-        )
-        for idx in bar:
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    y = train_y.long().to(device)
+    loop = LoopConfig(
+        epochs=config.epochs,
+        kind=KIND,
+        settings=settings_record(config),
+        may_change=MAY_CHANGE,
+        data_fingerprint=data_fingerprint(train_x, train_y.long()),
+        checkpoint=config.checkpoint,
+        resume=resume,
+        stop_after=config.stop_after,
+        seed=config.seed,
+        progress=config.progress,
+        desc="classifier epoch",
+    )
+    with _deterministic_cudnn():
+        result = fit(ClassifierTask(net, x, y, config), loop, single_process(device))
     net.eval()
     metrics = {
-        "epochs": config.epochs,
-        "train_seconds": time.perf_counter() - t0,
+        "epochs": result.epochs,
+        "train_seconds": result.seconds,
+        "history": result.history,
         "train_accuracy": accuracy(net, train_x, train_y),
     }
     if test_x is not None and test_y is not None:
@@ -188,7 +305,8 @@ def train_classifier(
 def save_classifier(
     path: str | os.PathLike, classifier: LeNet, metrics: dict, config: ClassifierConfig
 ) -> Path:
-    """Write the classifier checkpoint atomically (``kind = "classifier"``)."""
+    """Write the judge atomically and durably as a weights-only checkpoint
+    (``kind = "classifier"``; ``model``, ``metrics``, ``config``)."""
     return save_checkpoint(
         path,
         {
@@ -203,27 +321,43 @@ def save_classifier(
 def load_classifier(
     path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> LeNet:
-    """Load a classifier written by ``ppl-gen train classifier`` (eval mode, on ``device``).
+    """Load the judge written by ``ppl-gen train classifier`` (or :func:`save_classifier`,
+    or a :func:`train_classifier` checkpoint) in eval mode on ``device``.
+
+    The file is read with ``torch.load(..., weights_only=True)``
+    (:func:`ppl_gen.core.checkpoint.safe_load`): a file holding anything but tensors and
+    plain containers is refused before any of it runs.
 
     Args:
-        path: the checkpoint; ``None`` means :func:`default_classifier_path`.
+        path: the checkpoint; ``None`` means :func:`default_classifier_path` (the cache,
+            never the working directory).
+        device: ``cpu``, ``auto``, ``cuda`` or ``cuda:N``.
 
     Raises:
-        PplGenError: naming ``--classifier`` if the file is missing (with the command that
-            produces it) or is not a classifier checkpoint.
+        PplGenError: naming ``classifier`` if the file is missing (saying how to create it),
+            unreadable, unsafe, or not a classifier checkpoint.
     """
     path = Path(path) if path is not None else default_classifier_path()
     if not path.is_file():
         raise PplGenError(
-            f"classifier: no MNIST classifier at {str(path)!r}; train one with "
-            f"`ppl-gen train classifier data_root DIR out {path.parent}`"
+            f"classifier: no MNIST judge classifier at {str(path)!r}; create it with "
+            "`ppl-gen train classifier --data-root MNIST_DIR` (writes "
+            f"{str(default_classifier_path())!r}) or pass the path of one (--classifier PATH)"
         )
-    state = load_checkpoint(path)
+    state = safe_load(path, "cpu", what="classifier")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PplGenError(f"classifier: {str(path)!r} is not a ppl_gen checkpoint ({FORMAT})")
     if state.get("kind") != KIND:
         raise PplGenError(
             f"classifier: {str(path)!r} is a {state.get('kind', 'latent-variable')!r} "
             "checkpoint, not an MNIST classifier"
         )
     net = LeNet()
-    net.load_state_dict(state["model"])
+    try:
+        net.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PplGenError(
+            f"classifier: {str(path)!r} holds other weights ({first[:120]})"
+        ) from None
     return net.to(resolve_device(device)).eval()
