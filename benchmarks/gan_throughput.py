@@ -16,7 +16,7 @@ book-keeping).  The machine is shared:
 the load average is recorded, and the ratio is what the target is about.
 
 ``.venv/bin/python benchmarks/gan_throughput.py [--data-root DIR] [--rounds 5] [--n 3200]``
-(``--quick``: 2 rounds of 640 images, 128 CycleGAN images, results in
+(``--quick``: 2 rounds (unless ``--rounds``) of 640 images, 128 CycleGAN images, results in
 ``gan_throughput_quick.json``, for checking that the script works.)
 """
 
@@ -74,13 +74,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--bsds-root", type=Path, default=REPO.parent / "shared/data/bsds500/train")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="default 5 (quick: 2)")
     parser.add_argument("--n", type=int, default=3200, help="images per round (dcgan)")
     parser.add_argument("--quick", action="store_true", help="small check run (see docs)")
     args = parser.parse_args()
     n_cycle = 640
     if args.quick:
-        args.rounds, args.n, n_cycle = 2, 640, 128
+        args.n, n_cycle = 640, 128
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 5
     t_start = time.perf_counter()
     data = load_images("mnist", args.data_root, n=args.n, seed=0)
     base = dict(

@@ -169,10 +169,10 @@ class GaussianMixture(nn.Module):
     ) -> None:
         super().__init__()
         self.data_dim = require_positive_int("data_dim", data_dim)
-        self.n_components = require_positive_int("--components", n_components)
+        self.n_components = require_positive_int("n_components", n_components)
         if covariance not in COVARIANCES:
             raise PplGenError(
-                f"--covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}"
+                f"covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}"
             )
         require(
             isinstance(reg_covar, (int, float)) and reg_covar >= 0,
@@ -264,7 +264,7 @@ class GaussianMixture(nn.Module):
         flat = self.flatten(x)
         require(
             flat.shape[0] >= min_rows,
-            f"x: need at least {min_rows} rows (--components {self.n_components}), "
+            f"x: need at least {min_rows} rows (n_components {self.n_components}), "
             f"got {flat.shape[0]}",
         )
         require(bool(torch.isfinite(flat).all()), "x: contains NaN or infinite values")

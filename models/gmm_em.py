@@ -65,7 +65,7 @@ def kmeans_plusplus(
     Raises:
         PplGenError: if ``K`` is not a positive integer or exceeds the number of rows.
     """
-    require_positive_int("--components", n_clusters)
+    require_positive_int("n_clusters", n_clusters)
     n = x.shape[0]
     require(n >= n_clusters, f"x: k-means++ needs at least {n_clusters} rows, got {n}")
     trials = 2 + int(math.log(n_clusters)) if n_local_trials is None else n_local_trials
@@ -246,10 +246,10 @@ def em(
         PplGenError: for bad arguments, data with fewer than ``K`` rows or non-finite
             values, or a covariance that stops being positive definite.
     """
-    require_positive_int("--em-max-iter", max_iter)
-    require_positive_int("--n-init", n_init)
-    require(isinstance(tol, (int, float)) and tol >= 0, f"--em-tol must be >= 0, got {tol!r}")
-    require(init or n_init == 1, "--n-init > 1 needs init=True (k-means++ restarts)")
+    require_positive_int("max_iter", max_iter)
+    require_positive_int("n_init", n_init)
+    require(isinstance(tol, (int, float)) and tol >= 0, f"tol must be >= 0, got {tol!r}")
+    require(init or n_init == 1, "n_init > 1 needs init=True (k-means++ restarts)")
     t_all = time.perf_counter()
     if dist is None or not dist.distributed:
         x64 = model._fit_data(x, model.n_components if init else 1)
@@ -266,7 +266,7 @@ def em(
         design = Design(x64, center, model.covariance, dist)
         require(
             design.n_total >= (model.n_components if init else 1),
-            f"x: need at least {model.n_components} rows (--components "
+            f"x: need at least {model.n_components} rows (n_components "
             f"{model.n_components}), got {design.n_total}",
         )
         init_design = Design(x_init, center, model.covariance) if init else None

@@ -239,7 +239,7 @@ def cholesky(a: torch.Tensor, what: str) -> torch.Tensor:
         bad = int(torch.nonzero(info > 0)[0, 0])
         raise PplGenError(
             f"{what} of component {bad} is not positive definite (a component collapsed "
-            "onto too few points); increase reg_covar or reduce --components"
+            "onto too few points); increase reg_covar or reduce n_components"
         )
     return chol
 

@@ -361,7 +361,7 @@ def from_state(vb: VBPosterior, design: Design) -> dict:
 def require_full(model: nn.Module) -> None:
     """Raise :class:`PplGenError` unless ``model`` has full covariances."""
     if model.covariance != "full":
-        raise PplGenError("mean-field GMM needs --covariance full")
+        raise PplGenError('covariance: the mean-field GMM needs covariance="full"')
 
 
 @torch.no_grad()
@@ -419,12 +419,12 @@ def mean_field(
         :func:`lower_bound_sklearn_convention`).
 
     Raises:
-        PplGenError: for ``covariance="diag"`` ("mean-field GMM needs --covariance full"),
+        PplGenError: for ``covariance="diag"`` (the mean-field GMM needs ``covariance="full"``),
             bad arguments or data, or a ``W_k^-1`` that is not positive definite.
     """
     require_full(model)
-    require_positive_int("--em-max-iter", max_iter)
-    require(isinstance(tol, (int, float)) and tol >= 0, f"--em-tol must be >= 0, got {tol!r}")
+    require_positive_int("max_iter", max_iter)
+    require(isinstance(tol, (int, float)) and tol >= 0, f"tol must be >= 0, got {tol!r}")
     reg = model.reg_covar if reg_covar is None else float(reg_covar)
     require(reg >= 0, f"reg_covar must be >= 0, got {reg}")
     t0 = time.perf_counter()

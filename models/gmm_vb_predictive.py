@@ -167,7 +167,7 @@ def bounds(model: nn.Module, x_test: torch.Tensor, k: int = 1000, seed: int = 0)
         PplGenError: before ``mean_field``, for ``covariance="diag"`` or bad ``k``.
     """
     vb = require_vb(model)
-    require_positive_int("--iwae-k", k)
+    require_positive_int("k", k)
     nc, d = model.n_components, model.data_dim
     x64 = model.flatten(x_test).double()
     n = x64.shape[0]

@@ -87,7 +87,7 @@ class LinearGaussianModel(MeanFieldVI, nn.Module):
             or not 1 <= latent_dim < data_dim
         ):
             raise PplGenError(
-                f"--latent-dim must be an integer in [1, {data_dim - 1}] for "
+                f"latent_dim must be an integer in [1, {data_dim - 1}] for "
                 f"{type(self).__name__} of {data_dim}-dimensional data (latent_dim < data_dim), "
                 f"got {latent_dim!r}"
             )

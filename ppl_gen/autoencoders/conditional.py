@@ -20,8 +20,10 @@ from ppl_gen.core.device import resolve_device
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.data.datasets import DataSplits
 from ppl_gen.guides.conditional_encoder import ConditionalEncoderGuide
+from ppl_gen.engine import seed_everything
 from ppl_gen.infer.bounds import BoundEstimate, evaluate_bounds
-from ppl_gen.models.cvae import CVAE, with_label_columns
+from ppl_gen.infer.training import TrainConfig, train
+from ppl_gen.models.cvae import CVAE, one_hot, with_label_columns
 
 KIND = "cvae"
 
@@ -63,7 +65,7 @@ def build_cvae(
 
 def train_cvae(
     splits: DataSplits,
-    config,
+    config: TrainConfig,
     *,
     latent_dim: int = 20,
     hidden: Sequence[int] = (400,),
@@ -76,7 +78,8 @@ def train_cvae(
     Args:
         splits: image rows ``(n, D)`` with labels.
         config: a :class:`ppl_gen.infer.training.TrainConfig` (every checkpoint it writes has
-            ``kind = "cvae"``, taken from the spec).
+            ``kind = "cvae"``, taken from the spec); ``config.seed`` seeds Python, NumPy and
+            torch before the networks are built, so the same call gives the same weights.
         latent_dim, hidden, likelihood: the model (see :class:`~ppl_gen.models.CVAE`).
         data_spec: how the data was loaded (stored in the checkpoint for the tools).
         resume: continue from ``config.checkpoint``.
@@ -84,8 +87,7 @@ def train_cvae(
     Returns:
         :class:`CVAEFit`.
     """
-    from ppl_gen.infer.training import train
-
+    seed_everything(config.seed)  # before the networks are built: same seed, same weights
     model, guide, aug = build_cvae(splits, latent_dim, hidden, likelihood)
     spec = {
         "kind": KIND,
@@ -139,8 +141,6 @@ def cvae_bounds(
         images: ``(N, D)`` on the model's device; labels: ``(N,)`` ints.
         k: importance samples K.
     """
-    from ppl_gen.models.cvae import one_hot
-
     rows = torch.cat([images, one_hot(labels, model.num_classes, images)], dim=1)
     return evaluate_bounds(model, guide, rows, k)
 
