@@ -50,7 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--bsds-root", type=Path, default=REPO.parent / "shared/data/bsds500/train")
-    parser.add_argument("--classifier", type=Path, default=REPO / "runs/classifier/lenet_mnist.pt")
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="MNIST judge (default: the cached one, metrics.classifier.default_classifier_path)",
+    )
     parser.add_argument("--n-train", type=int, default=5000, help="images per domain")
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--decay-epochs", type=int, default=7)

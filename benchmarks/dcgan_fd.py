@@ -26,7 +26,7 @@ import ppl_gen  # noqa: F401
 # isort: split
 import torch
 from gan_stages import benchmark_config, train_in_stages
-from plain_vae import DEFAULT_DATA_ROOT, REPO, RESULTS, environment, write_json
+from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment, write_json
 
 from ppl_gen.data.images import load_images
 from ppl_gen.metrics.classifier import load_classifier
@@ -43,7 +43,12 @@ from ppl_gen.metrics.generative import (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
-    parser.add_argument("--classifier", type=Path, default=REPO / "runs/classifier/lenet_mnist.pt")
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="MNIST judge (default: the cached one, metrics.classifier.default_classifier_path)",
+    )
     parser.add_argument("--eval-at", default="1,5,15", help="epochs after which to evaluate")
     parser.add_argument("--n-samples", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="2,000 images, epochs 1,2")

@@ -38,12 +38,12 @@ def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor | None = None)
     """``(N,)`` int labels -> ``(N, C)`` float one-hot rows (dtype/device of ``like``).
 
     Raises:
-        PplGenError: naming ``--label`` if a label is outside ``0..C-1``.
+        PplGenError: naming ``label`` if a label is outside ``0..C-1``.
     """
     y = torch.as_tensor(y)
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise PplGenError(
-            f"--label: labels must be in 0..{num_classes - 1}, got values in "
+            f"label: labels must be in 0..{num_classes - 1}, got values in "
             f"{int(y.min())}..{int(y.max())}"
         )
     out = F.one_hot(y.long(), num_classes)
@@ -65,11 +65,11 @@ def with_label_columns(splits: DataSplits, num_classes: int | None = None) -> Da
         and binarisation, and ``image_shape = (D + C,)``.
 
     Raises:
-        PplGenError: naming ``--data`` if the dataset has no labels.
+        PplGenError: naming ``data`` if the dataset has no labels.
     """
     if splits.train_labels is None:
         raise PplGenError(
-            f"--data {splits.name}: the conditional VAE needs labelled data (MNIST, digits, "
+            f"data {splits.name}: the conditional VAE needs labelled data (MNIST, digits, "
             "or a .npz with labels 'y')"
         )
     labels = [
@@ -105,7 +105,7 @@ class CVAE(nn.Module):
     Sites: ``"z"`` (latent, event ``(Z,)``) and ``"x"`` (observed image, event ``(D,)``).
 
     Raises:
-        PplGenError: non-positive sizes (``--latent-dim``, ``--hidden``) or an unknown
+        PplGenError: non-positive sizes (``latent_dim``, ``hidden``) or an unknown
             likelihood.
     """
 
@@ -123,8 +123,8 @@ class CVAE(nn.Module):
         super().__init__()
         self.image_dim = require_positive_int("image_dim", image_dim)
         self.num_classes = require_positive_int("num_classes", num_classes)
-        self.latent_dim = require_positive_int("--latent-dim", latent_dim)
-        self.hidden = tuple(require_positive_int("--hidden", int(w)) for w in hidden)
+        self.latent_dim = require_positive_int("latent_dim", latent_dim)
+        self.hidden = tuple(require_positive_int("hidden", int(w)) for w in hidden)
         self.likelihood_name = likelihood
         self.likelihood = make_likelihood(likelihood, image_dim)
         self.prior = make_prior("normal", latent_dim)

@@ -383,3 +383,88 @@ def test_seed_everything_gives_identical_weights():
     c = ToyTask(ToyConfig(seed=4))
     assert torch.equal(a.model.weight, b.model.weight)
     assert not torch.equal(a.model.weight, c.model.weight)
+
+
+# ----------------------------------------------------------------------------- frozen rank
+
+FROZEN_AT = 5  # rank 1 stops itself before its 6th step (epoch 2 of a 64-row, batch-16 run)
+TIMEOUT_S = 10
+
+
+def frozen_worker(out: Path) -> int:
+    """Under torchrun: ``ppl-gen train vae`` whose rank 1 freezes (SIGSTOP) mid-training."""
+    import json
+    import os
+    import signal
+    import sys
+    import time
+
+    import ppl_gen.__main__ as entry
+    from ppl_gen.infer import training
+
+    step = training.SVITask.step
+
+    def freezing(self, idx, iteration):
+        if self.ctx.rank == 1 and iteration == FROZEN_AT:
+            marker = {"pid": os.getpid(), "time": time.time()}
+            (out / "frozen.json").write_text(json.dumps(marker))
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return step(self, idx, iteration)
+
+    training.SVITask.step = freezing
+    sys.argv = [
+        "ppl-gen", "train", "vae", "--data", "digits", "--n-train", "64", "--epochs", "50",
+        "--batch-size", "16", "--hidden", "8", "--latent-dim", "2", "--device", "cpu",
+        "--out", str(out / "run"),
+    ]  # fmt: skip
+    return entry.run()
+
+
+def _kill_if_alive(pid: int) -> None:
+    import os
+    import signal
+
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return  # gone
+    if b"test_engine.py" in cmdline:  # still our frozen worker, not a reused pid
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_frozen_rank_ends_the_job_naming_it(tmp_path):
+    import json
+    import subprocess
+    import time
+
+    from torchrun_harness import torchrun
+
+    env = {"PPL_GEN_COLLECTIVE_TIMEOUT": str(TIMEOUT_S), "PYTHONWARNINGS": "ignore"}
+    marker = tmp_path / "frozen.json"
+    try:
+        try:
+            proc = torchrun(__file__, str(tmp_path), timeout=240, env=env)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the job with a frozen rank did not end within 240 s")
+        ended = time.time()
+        assert marker.exists(), f"rank 1 never froze:\n{proc.stderr[-3000:]}"
+        frozen = json.loads(marker.read_text())
+    finally:
+        if marker.exists():
+            _kill_if_alive(json.loads(marker.read_text())["pid"])
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors, proc.stderr[-3000:]
+    assert errors[0].startswith("error: rank 0 of 2: ")
+    assert f"rank 1 did not answer within {TIMEOUT_S} s" in errors[0], errors[0]
+    # timeout + torchrun's 30 s grace before it SIGKILLs the frozen worker, + slack
+    assert ended - frozen["time"] < TIMEOUT_S + 30 + 20, ended - frozen["time"]
+    # the job's last good checkpoint is intact and loads
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] >= 1
+
+
+if __name__ == "__main__":  # the worker of test_a_frozen_rank_ends_the_job_naming_it
+    import sys
+
+    sys.exit(frozen_worker(Path(sys.argv[1])))

@@ -25,9 +25,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str, timeout: float = 100) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node 2`` on loopback, one thread per process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def torchrun(
+    *args: str, timeout: float = 100, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2`` on loopback, one thread per process; ``env``: extra
+    environment variables."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     command = [

@@ -31,7 +31,7 @@ def check_output(output: str) -> str:
     """Return ``output`` if it is a known output convention.
 
     Raises:
-        PplGenError: naming ``--output`` otherwise.
+        PplGenError: naming ``output`` otherwise.
     """
     if output not in OUTPUTS:
         raise PplGenError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
@@ -42,7 +42,7 @@ def activation_class(name: str) -> type[nn.Module]:
     """The ``nn.Module`` class of a hidden-layer activation name.
 
     Raises:
-        PplGenError: naming ``--activation`` for an unknown name.
+        PplGenError: naming ``activation`` for an unknown name.
     """
     if name not in ACTIVATIONS:
         raise PplGenError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")

@@ -38,7 +38,7 @@ def make_autoencoder(
     (``arch="conv"``; ``hidden``/``activation`` unused) for rows of ``data_dim`` values.
 
     Raises:
-        PplGenError: unknown ``arch`` (``--arch``), or sizes the architecture rejects.
+        PplGenError: unknown ``arch`` (``arch``), or sizes the architecture rejects.
     """
     if arch == "mlp":
         return MLPAutoencoder(data_dim, latent_dim, hidden, activation, output, image_shape)
@@ -81,7 +81,7 @@ def load_autoencoder(
 
     Raises:
         PplGenError: if the file is not a ppl_gen autoencoder checkpoint (``CHECKPOINT``) or
-            the device is not available (``--device``).
+            the device is not available (``device``).
     """
     dev = resolve_device(device)
     state = load_checkpoint(checkpoint, map_location=dev)

@@ -19,8 +19,8 @@ from ppl_gen.core.checkpoint import load_checkpoint
 from ppl_gen.core.device import resolve_device
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.data.datasets import DataSplits
-from ppl_gen.guides.conditional_encoder import ConditionalEncoderGuide
 from ppl_gen.engine import seed_everything
+from ppl_gen.guides.conditional_encoder import ConditionalEncoderGuide
 from ppl_gen.infer.bounds import BoundEstimate, evaluate_bounds
 from ppl_gen.infer.training import TrainConfig, train
 from ppl_gen.models.cvae import CVAE, one_hot, with_label_columns
@@ -55,7 +55,7 @@ def build_cvae(
     label-augmented splits to train them on.
 
     Raises:
-        PplGenError: unlabelled data (``--data``) or bad sizes.
+        PplGenError: unlabelled data (``data``) or bad sizes.
     """
     aug = with_label_columns(splits)
     num_classes = aug.data_dim - splits.data_dim
@@ -155,7 +155,7 @@ def sample_classes(
         ``(images (len(classes) * per_class, D), labels (...,))``, class-major order.
 
     Raises:
-        PplGenError: a class outside ``0..C-1`` (``--classes``).
+        PplGenError: a class outside ``0..C-1`` (``classes``).
     """
     for c in classes:
         if not 0 <= int(c) < model.num_classes:

@@ -68,7 +68,7 @@ class ConvAutoencoder(Autoencoder):
 
     Raises:
         PplGenError: if ``image_shape`` is not ``(H, W)`` with sides divisible by 4
-            (``--arch conv``), or on non-positive sizes.
+            (``arch="conv"``), or on non-positive sizes.
     """
 
     def __init__(

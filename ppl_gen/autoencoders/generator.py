@@ -44,7 +44,7 @@ class LatentGaussian:
         them reproducible).
 
         Raises:
-            PplGenError: if ``n`` is not a positive integer (``--n-samples``).
+            PplGenError: if ``n`` is not a positive integer.
         """
         require_positive_int("n_samples", n)
         eps = torch.randn(

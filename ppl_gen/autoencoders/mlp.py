@@ -30,7 +30,7 @@ class MLPAutoencoder(Autoencoder):
     Shapes: ``x: (batch, D)``, ``h: (batch, Z)``.
 
     Raises:
-        PplGenError: for non-positive sizes (``--latent-dim``, ``--hidden``) or unknown
+        PplGenError: for non-positive sizes (``latent_dim``, ``hidden``) or unknown
             ``activation`` / ``output``.
     """
 

@@ -24,7 +24,7 @@ def check_noise(kind: str, level: float) -> tuple[str, float]:
     """Validate a corruption request and return it.
 
     Raises:
-        PplGenError: naming ``--noise`` for an unknown kind, ``--noise-level`` for a level
+        PplGenError: naming ``noise`` for an unknown kind, ``noise_level`` for a level
             outside ``[0, inf)`` (gaussian) or ``[0, 1)`` (masking).
     """
     if kind not in NOISES:

@@ -1,8 +1,8 @@
 """CLI commands of the autoencoder family: ``train ae|dae|sae|cae|cvae``, the ``latent``
 tools, ``novelty``, and the ``evaluate`` handlers of autoencoder and CVAE checkpoints.
 
-Each command is a thin layer over the library: :func:`ppl_gen.autoencoders.train_autoencoder`,
-:func:`ppl_gen.autoencoders.conditional.train_cvae`, :mod:`ppl_gen.jobs.latent` and
+Each command parses its options and calls a job: :mod:`ppl_gen.jobs.train_autoencoder`
+(training, figures, ``metrics.json``), :mod:`ppl_gen.jobs.latent` and
 :func:`ppl_gen.jobs.novelty.run_novelty`.
 """
 
@@ -13,6 +13,9 @@ from pathlib import Path
 
 import typer
 
+from ppl_gen.autoencoders.build import load_autoencoder
+from ppl_gen.autoencoders.conditional import cvae_bounds, load_cvae
+from ppl_gen.autoencoders.evaluation import reconstruction_errors, squared_errors
 from ppl_gen.cli.common import (
     DATA,
     DATA_ROOT,
@@ -26,7 +29,28 @@ from ppl_gen.cli.common import (
     parse_hidden,
     train_app,
 )
+from ppl_gen.core.device import module_device
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.core.io import check_output_dir
+from ppl_gen.data.datasets import load_dataset
+from ppl_gen.jobs.latent import (
+    load_images,
+    run_attribute,
+    run_grid,
+    run_interpolate,
+    run_manifold,
+    run_reconstruct,
+    run_tsne,
+)
+from ppl_gen.jobs.novelty import NoveltyConfig, run_novelty
+from ppl_gen.jobs.train_autoencoder import (
+    AutoencoderJob,
+    CVAEJob,
+    run_train_autoencoder,
+    run_train_cvae,
+)
+from ppl_gen.latent.interpolate import METHODS
+from ppl_gen.latent.pairs import EncoderDecoder, load_pair
 
 latent_app = typer.Typer(
     no_args_is_help=True,
@@ -42,107 +66,38 @@ JSON_OPT = typer.Option(False, "--json", help="print the result as JSON")
 
 
 def _train_autoencoder(variant: str, **o) -> None:
-    import torch
-
-    from ppl_gen.autoencoders import (
-        fit_latent_gaussian,
-        make_autoencoder,
-        reconstruction_errors,
-        sample_decoded,
-        train_autoencoder,
-        variant_config,
-    )
-    from ppl_gen.core.io import check_output_dir, write_json
-    from ppl_gen.data.datasets import load_dataset
-    from ppl_gen.viz import report as reports
-    from ppl_gen.viz.autoencoders import plot_training_curves
-
-    out = Path(o["out"] or f"runs/{variant}")
-    config = variant_config(
-        variant,
+    job = AutoencoderJob(
+        variant=variant,
+        data=o["data"],
+        data_root=o["data_root"],
+        download=o["download"],
+        binarize=o["binarize"],
+        n_train=o["n_train"],
+        arch=o["arch"],
+        latent_dim=o["latent_dim"],
+        hidden=parse_hidden(o["hidden"]),
+        activation=o["activation"],
+        output=o["output"],
+        noise=o["noise"],
+        noise_level=o["noise_level"],
+        sparsity=o["sparsity"],
+        contractive=o["contractive"],
         epochs=o["epochs"],
         batch_size=o["batch_size"],
         lr=o["lr"],
-        noise=o.get("noise"),
-        noise_level=o.get("noise_level"),
-        sparsity=o.get("sparsity"),
-        contractive=o.get("contractive"),
         seed=o["seed"],
         device=o["device"],
-        checkpoint=str(out / "checkpoint.pt"),
+        out=o["out"],
+        resume=o["resume"],
         progress=not o["as_json"],
     )
-    config.validate()
-    check_output_dir(out, "--out")
-    hidden = parse_hidden(o["hidden"])
-    splits = load_dataset(
-        o["data"],
-        o["data_root"],
-        download=o["download"],
-        binarize=o["binarize"],
-        seed=o["seed"],
-        n_train=o["n_train"],
-    )
-    torch.manual_seed(o["seed"])
-    model = make_autoencoder(
-        o["arch"],
-        splits.data_dim,
-        splits.image_shape,
-        o["latent_dim"],
-        hidden,
-        activation=o["activation"],
-        output=o["output"],
-    )
-    data_spec = {
-        "name": o["data"],
-        "root": o["data_root"],
-        "binarize": o["binarize"],
-        "seed": o["seed"],
-    }
-    result = train_autoencoder(
-        model,
-        splits,
-        config,
-        resume=o["resume"],
-        spec={"variant": variant, "data": data_spec},
-    )
-    units = "nats per datapoint" if model.output == "sigmoid" else "squared error per datapoint"
-    plot_training_curves(result.history, out / "loss_curves.png", units)
-    device = next(model.parameters()).device
-    test = splits.test.to(device)
-    errors = reconstruction_errors(model, test)
-    with torch.no_grad():
-        gaussian = fit_latent_gaussian(model.encode(splits.train.to(device)))
-        gen = torch.Generator(device=device).manual_seed(o["seed"])
-        samples, _ = sample_decoded(model.decode, gaussian, 64, gen)
-        recon = model.reconstruct(test[:10])
-    reports.save_image_panels(
-        {"decoded draws from the latent Gaussian": samples},
-        splits.image_shape,
-        out / "samples.png",
-    )
-    reports.save_reconstructions(
-        test[:10], {variant: recon}, splits.image_shape, out / "reconstructions.png"
-    )
-    summary = {
-        "checkpoint": config.checkpoint,
-        "variant": variant,
-        "epochs": result.epochs,
-        "iterations": result.iterations,
-        "train_seconds": result.seconds,
-        "final_train_loss": result.history["train_loss"][-1],
-        "final_val_reconstruction": result.history["val_reconstruction"][-1],
-        "test_reconstruction": float(errors.mean()),
-        "test_reconstruction_se": float(errors.std() / math.sqrt(max(len(errors), 1))),
-        "units": units,
-        "history": result.history,
-    }
-    write_json(out / "metrics.json", summary)
+    summary = run_train_autoencoder(job)
     emit(
         summary,
         o["as_json"],
-        f"trained {result.epochs} epochs; test reconstruction {summary['test_reconstruction']:.3f} "
-        f"{units}; checkpoint: {Path(config.checkpoint).resolve()}",
+        f"trained {summary['epochs']} epochs; test reconstruction "
+        f"{summary['test_reconstruction']:.3f} {summary['units']}; "
+        f"checkpoint: {Path(summary['checkpoint']).resolve()}",
     )
 
 
@@ -223,68 +178,31 @@ def train_cvae_command(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a conditional VAE p(x|z,y)p(z) with guide q(z|x,y) (Sohn et al. 2015)."""
-    import torch
-
-    from ppl_gen.autoencoders.conditional import sample_classes, train_cvae
-    from ppl_gen.core.io import check_output_dir, write_json
-    from ppl_gen.data.datasets import load_dataset
-    from ppl_gen.infer.training import TrainConfig
-    from ppl_gen.viz import report as reports
-
-    widths = parse_hidden(hidden)
-    config = TrainConfig(
+    job = CVAEJob(
+        data=data,
+        data_root=data_root,
+        download=download,
+        binarize=binarize,
+        n_train=n_train,
+        latent_dim=latent_dim,
+        hidden=parse_hidden(hidden),
+        likelihood=likelihood,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         elbo=elbo,
         seed=seed,
         device=device,
-        checkpoint=str(Path(out) / "checkpoint.pt"),
+        out=out,
+        resume=resume,
         progress=not as_json,
     )
-    config.validate()
-    check_output_dir(out, "--out")
-    splits = load_dataset(
-        data, data_root, download=download, binarize=binarize, seed=seed, n_train=n_train
-    )
-    data_spec = {"name": data, "root": data_root, "binarize": binarize, "seed": seed}
-    torch.manual_seed(seed)
-    fit = train_cvae(
-        splits,
-        config,
-        latent_dim=latent_dim,
-        hidden=widths,
-        likelihood=likelihood,
-        data_spec=data_spec,
-        resume=resume,
-    )
-    reports.plot_loss_curves({"cvae": fit.result.history}, Path(out) / "loss_curves.png")
-    classes = list(range(fit.model.num_classes))
-    gen = torch.Generator(device=next(fit.model.parameters()).device).manual_seed(seed)
-    images, _ = sample_classes(fit.model, classes, 10, gen)
-    reports.save_image_panels(
-        {"samples, one row per class": images},
-        fit.model.image_shape,
-        Path(out) / "samples.png",
-        nrow=10,
-    )
-    history = fit.result.history
-    summary = {
-        "checkpoint": config.checkpoint,
-        "epochs": fit.result.epochs,
-        "iterations": fit.result.iterations,
-        "train_seconds": fit.result.seconds,
-        "final_train_elbo": history["train_elbo"][-1],
-        "final_val_elbo": history["val_elbo"][-1],
-        "units": "nats per image (bound on log p(x|y))",
-        "history": history,
-    }
-    write_json(Path(out) / "metrics.json", summary)
+    summary = run_train_cvae(job)
     emit(
         summary,
         as_json,
-        f"trained {fit.result.epochs} epochs; train ELBO {summary['final_train_elbo']:.3f} "
-        f"nats/image; checkpoint: {Path(config.checkpoint).resolve()}",
+        f"trained {summary['epochs']} epochs; train ELBO {summary['final_train_elbo']:.3f} "
+        f"nats/image; checkpoint: {Path(summary['checkpoint']).resolve()}",
     )
 
 
@@ -297,17 +215,12 @@ LATENT_OUT = typer.Option("runs/latent", help="output folder for the figure and 
 LABEL = typer.Option(None, help="conditional checkpoints: class to decode with")
 
 
-def _setup(checkpoint: str, device: str, out: str):
-    from ppl_gen.core.io import check_output_dir
-    from ppl_gen.latent.pairs import load_pair
-
-    check_output_dir(out, "--out")
+def _setup(checkpoint: str, device: str, out: str) -> EncoderDecoder:
+    check_output_dir(out, "out")
     return load_pair(checkpoint, device)
 
 
-def _images(pair, data, data_root, seed, n=None):
-    from ppl_gen.jobs.latent import load_images
-
+def _images(pair: EncoderDecoder, data, data_root, seed, n=None):
     x, y, _ = load_images(pair, data, data_root, n=n, seed=seed)
     return x, y
 
@@ -338,11 +251,8 @@ def latent_interpolate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode a linear or spherical interpolation between two codes."""
-    from ppl_gen.jobs.latent import run_interpolate
-    from ppl_gen.latent.interpolate import METHODS
-
     if method not in METHODS:
-        raise PplGenError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise PplGenError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     pair = _setup(checkpoint, device, out)
     x = y = None
     if z_from is None and z_to is None:
@@ -378,12 +288,10 @@ def latent_grid(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode the n x n grid spanned by the codes of four test images."""
-    from ppl_gen.jobs.latent import run_grid
-
     try:
         idx = tuple(int(i) for i in corners.split(","))
     except ValueError:
-        raise PplGenError(f"--corners must be 4 comma-separated indices, got {corners!r}") from None
+        raise PplGenError(f"corners must be 4 comma-separated indices, got {corners!r}") from None
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed)
     _emit_tool(run_grid(pair, out, x, y, corners=idx, n=n, method=method, label=label), as_json)
@@ -399,8 +307,6 @@ def latent_manifold(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode the 2-D latent manifold through the inverse Gaussian CDF (2-D latents only)."""
-    from ppl_gen.jobs.latent import run_manifold
-
     pair = _setup(checkpoint, device, out)
     _emit_tool(run_manifold(pair, out, n=n, label=label), as_json)
 
@@ -420,12 +326,10 @@ def latent_attribute(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Attribute vector (mean code with the attribute minus without) applied to images."""
-    from ppl_gen.jobs.latent import run_attribute
-
     try:
         values = tuple(float(a) for a in alphas.split(","))
     except ValueError:
-        raise PplGenError(f"--alphas must be comma-separated numbers, got {alphas!r}") from None
+        raise PplGenError(f"alphas must be comma-separated numbers, got {alphas!r}") from None
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed, n_points)
     summary = run_attribute(pair, out, x, y, attribute=attribute, n_images=n_images, alphas=values)
@@ -445,9 +349,6 @@ def latent_tsne(
     as_json: bool = JSON_OPT,
 ) -> None:
     """t-SNE of the test codes and the latent scatter, coloured by label."""
-    from ppl_gen.jobs.latent import run_tsne
-    from ppl_gen.latent.embedding import tsne  # noqa: F401  (fail early if sklearn is missing)
-
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed, n_points)
     _emit_tool(run_tsne(pair, out, x, y, perplexity=perplexity, seed=seed), as_json)
@@ -467,8 +368,6 @@ def latent_reconstruct(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Reconstructions of test images (with --noise: corrupted input and its denoising)."""
-    from ppl_gen.jobs.latent import run_reconstruct
-
     pair = _setup(checkpoint, device, out)
     x, y = _images(pair, data, data_root, seed)
     summary = run_reconstruct(
@@ -500,8 +399,6 @@ def novelty(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train without one class and report the AUROC of detecting it as novel."""
-    from ppl_gen.jobs.novelty import NoveltyConfig, run_novelty
-
     config = NoveltyConfig(
         model=model,
         holdout_class=holdout_class,
@@ -534,12 +431,10 @@ def novelty(
 
 
 def _data_for(spec: dict, opts: EvaluateOptions):
-    from ppl_gen.data.datasets import load_dataset
-
     data = dict(spec.get("data") or {})
     name = opts.data or data.get("name")
     if name is None:
-        raise PplGenError("--data is required: the checkpoint does not record its dataset")
+        raise PplGenError("data is required: the checkpoint does not record its dataset")
     return load_dataset(
         name,
         opts.data_root or data.get("root"),
@@ -552,14 +447,12 @@ def _data_for(spec: dict, opts: EvaluateOptions):
 @evaluator("autoencoder")
 def evaluate_autoencoder(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Test reconstruction loss (the model's own, per datapoint) and squared error."""
-    from ppl_gen.autoencoders import load_autoencoder, reconstruction_errors, squared_errors
-
     model, state = load_autoencoder(opts.checkpoint, opts.device)
     spec = state.get("spec") or {}
     splits = _data_for(spec, opts)
     if splits.data_dim != model.data_dim:
         raise PplGenError(
-            f"--data: the autoencoder takes {model.data_dim} values per datapoint, "
+            f"data: the autoencoder takes {model.data_dim} values per datapoint, "
             f"{splits.name} has {splits.data_dim}"
         )
     loss = reconstruction_errors(model, splits.test)
@@ -586,16 +479,14 @@ def evaluate_autoencoder(state: dict, opts: EvaluateOptions) -> tuple[dict, str]
 @evaluator("cvae")
 def evaluate_cvae(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Test ELBO and IWAE-K of log p(x|y) (nats per image) of a CVAE checkpoint."""
-    from ppl_gen.autoencoders.conditional import cvae_bounds, load_cvae
-
     model, guide, state = load_cvae(opts.checkpoint, opts.device)
     splits = _data_for(state.get("spec") or {}, opts)
     if splits.data_dim != model.image_dim or splits.test_labels is None:
         raise PplGenError(
-            f"--data: the CVAE takes labelled images of {model.image_dim} values, "
+            f"data: the CVAE takes labelled images of {model.image_dim} values, "
             f"{splits.name} has {splits.data_dim}"
         )
-    device = next(model.parameters()).device
+    device = module_device(model)
     bounds = cvae_bounds(
         model, guide, splits.test.to(device), splits.test_labels.to(device), opts.iwae_k
     )

@@ -34,12 +34,25 @@ How a trainer adopts it (the GAN and DANN trainers, for example)::
             save_checkpoint(...)                            # rank 0 alone writes
     ctx.barrier()
 
-Batch norm under data parallelism: :func:`sync_batchnorm` replaces every ``BatchNorm*d``
-layer by one whose training-mode statistics are those of the *global* batch (the union of
-every rank's part), so a step on ``world_size`` shards normalises exactly like one process
-on the whole batch.  On CUDA that is :class:`torch.nn.SyncBatchNorm`; PyTorch's version
-refuses CPU tensors, so on CPU (gloo) it is :class:`GlobalBatchNorm`, which all-reduces the
-per-channel sums with a differentiable all-reduce.
+Batch norm under data parallelism: :func:`sync_batchnorm` (:mod:`ppl_gen.core.batchnorm`,
+re-exported here) replaces every ``BatchNorm*d`` layer by one whose training-mode
+statistics are those of the *global* batch (the union of every rank's part), so a step on
+``world_size`` shards normalises exactly like one process on the whole batch.  On CUDA that
+is :class:`torch.nn.SyncBatchNorm`; PyTorch's version refuses CPU tensors, so on CPU (gloo)
+it is :class:`GlobalBatchNorm`, which all-reduces the per-channel sums with a
+differentiable all-reduce.
+
+A rank that crashes closes its connections, and the others stop at once with
+:class:`RankFailed`.  A rank that freezes (stopped with ``SIGSTOP``, hung in a driver,
+swapped out) closes nothing: every collective waits at most the **collective timeout**,
+:data:`DEFAULT_TIMEOUT_S` = 60 s unless the environment variable
+``PPL_GEN_COLLECTIVE_TIMEOUT`` gives another number of seconds (or ``init_from_env``'s
+``timeout_s``), then fails with :class:`RankFailed` saying which rank did not answer within
+that time.  The failing rank exits (status 1) and ``torchrun`` then stops the job: it sends
+the other workers ``SIGTERM`` and, to a frozen one that cannot act on it, ``SIGKILL`` 30 s
+later.  So a job with a frozen rank ends within about timeout + 30 s (90 s by default).
+Raise the timeout for steps that legitimately keep one rank busy longer (e.g. a long
+evaluation on rank 0 while the others wait).
 
 ``DistributedDataParallel`` averages gradients only for modules whose ``forward`` is
 called through the wrapper; Pyro's ELBOs call the model and guide themselves, so the SVI
@@ -61,6 +74,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from ppl_gen.core.batchnorm import GlobalBatchNorm, sync_batchnorm
 from ppl_gen.core.device import resolve_device
 from ppl_gen.core.errors import PplGenError
 
@@ -68,6 +82,29 @@ T = TypeVar("T")
 
 #: Environment variables torchrun sets for every worker.
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Default collective timeout in seconds (module docs).
+DEFAULT_TIMEOUT_S = 60.0
+#: Environment variable overriding :data:`DEFAULT_TIMEOUT_S` (seconds, > 0).
+TIMEOUT_ENV = "PPL_GEN_COLLECTIVE_TIMEOUT"
+
+
+def collective_timeout() -> float:
+    """The collective timeout in seconds: ``$PPL_GEN_COLLECTIVE_TIMEOUT`` if set, else
+    :data:`DEFAULT_TIMEOUT_S`.
+
+    Raises:
+        PplGenError: the variable is set but not a positive number of seconds.
+    """
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise PplGenError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 class RankFailed(RuntimeError):
@@ -87,6 +124,7 @@ class DistributedContext:
         local_rank: rank on this node (selects the GPU).
         device: the device this process computes on.
         backend: ``"gloo"``, ``"nccl"`` or ``None`` (single process).
+        timeout_s: how long a collective waits for the other ranks (seconds).
     """
 
     rank: int = 0
@@ -94,6 +132,7 @@ class DistributedContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     backend: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @property
     def is_main(self) -> bool:
@@ -177,16 +216,38 @@ class DistributedContext:
 
     # ------------------------------------------------------------------ collectives
 
+    def failure(self, what: str, exc: BaseException) -> RankFailed:
+        """The :class:`RankFailed` for a communication error ``exc`` during ``what``: a
+        timeout names the rank(s) that did not answer and the time waited; anything else
+        says another rank probably crashed.  Both quote the backend's first line."""
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's "[source.cc:561] " prefix
+        me = f"rank {self.rank} of {self.world_size}"
+        if _looks_like_timeout(first):
+            return RankFailed(
+                f"{me}: {what} failed: {self._silent_peers(first)} did not answer within "
+                f"{self.timeout_s:g} s (stopped, frozen or too slow; {TIMEOUT_ENV} sets the "
+                f"limit) [{first[:160]}]"
+            )
+        return RankFailed(
+            f"{me}: {what} failed, probably because another rank crashed (see its error "
+            f"above) [{first[:160]}]"
+        )
+
+    def _silent_peers(self, message: str) -> str:
+        if self.world_size == 2:
+            return f"rank {1 - self.rank}"
+        named = sorted({int(r) for r in re.findall(r"\branks? (\d+)", message)} - {self.rank})
+        named = [r for r in named if r < self.world_size]
+        if named:
+            return ("rank " if len(named) == 1 else "ranks ") + ", ".join(map(str, named))
+        return "another rank"
+
     def _collective(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except (RuntimeError, torch_dist.DistBackendError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's "[source.cc:561] " prefix
-            raise RankFailed(
-                f"rank {self.rank} of {self.world_size}: {what} failed, probably because "
-                f"another rank crashed (see its error above) [{first[:160]}]"
-            ) from exc
+            raise self.failure(what, exc) from exc
 
     def all_reduce_sum(self, tensor: torch.Tensor, what: str = "all_reduce") -> torch.Tensor:
         """Sum ``tensor`` over ranks, in place, and return it (identical on every rank)."""
@@ -286,12 +347,7 @@ class DistributedContext:
             raise
         except (RuntimeError, torch_dist.DistBackendError) as exc:
             if isinstance(exc, torch_dist.DistBackendError) or _looks_like_lost_peer(str(exc)):
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                first = re.sub(r"^\[[^\]]*\]\s*", "", first)
-                raise RankFailed(
-                    f"rank {self.rank} of {self.world_size}: {what} failed, probably because "
-                    f"another rank crashed (see its error above) [{first[:160]}]"
-                ) from exc
+                raise self.failure(what, exc) from exc
             raise
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -339,131 +395,19 @@ def _looks_like_lost_peer(text: str) -> bool:
     return any(k in text.lower() for k in keys)
 
 
+def _looks_like_timeout(text: str) -> bool:
+    """Whether a backend message reports a wait that ran out (gloo: ``Timed out waiting
+    10000ms for recv operation to complete``; NCCL's watchdog: ``... ran for N
+    milliseconds before timing out``)."""
+    low = text.lower()
+    return any(k in low for k in ("timed out", "timeout", "timing out", "deadline"))
+
+
 def _gather_sizes(n: int, world: int, device: torch.device) -> list[int]:
     mine = torch.tensor([n], dtype=torch.long, device=device)
     sizes = [torch.zeros_like(mine) for _ in range(world)]
     torch_dist.all_gather(sizes, mine)
     return [int(s) for s in sizes]
-
-
-# ---------------------------------------------------------------------- batch norm
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """``all_reduce(SUM)`` that back-propagates: the gradient of a sum over ranks with
-    respect to each rank's term is the sum over ranks of the upstream gradients."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        out = tensor.clone(memory_format=torch.contiguous_format)
-        torch_dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        torch_dist.all_reduce(grad)
-        return grad
-
-
-class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch norm over the global batch of a data-parallel step, on any device (gloo/CPU
-    included, which :class:`torch.nn.SyncBatchNorm` refuses).
-
-    In training mode, for input ``x: (n_r, C, ...)`` on each rank, the per-channel mean and
-    (biased) variance are those of all ranks' inputs together, ``N = sum_r n_r`` values
-    (Ioffe & Szegedy 2015, Alg. 1, over the union of the shards), combined from each rank's
-    ``(mean_r, var_r, n_r)`` by Chan et al.'s parallel formula (as ``SyncBatchNorm`` does)
-    after one differentiable all-reduce, so the gradients are those of one process
-    normalising the whole batch.  The running statistics are
-    updated with the global mean and the unbiased global variance (identical on every
-    rank).  In eval mode, or without a process group, it is plain
-    :func:`torch.nn.functional.batch_norm`.  Same parameters, buffers and state-dict keys
-    as ``BatchNorm1d`` / ``BatchNorm2d``.
-    """
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """``input: (n_r, C, *)`` → normalised ``(n_r, C, *)``."""
-        self._check_input_dim(input)
-        sync = (
-            self.training
-            and torch_dist.is_available()
-            and torch_dist.is_initialized()
-            and torch_dist.get_world_size() > 1
-        )
-        if not sync:
-            return super().forward(input)
-        c = input.shape[1]
-        dims = [0, *range(2, input.dim())]
-        shape = (1, c) + (1,) * (input.dim() - 2)
-        # One all-reduce: every rank fills its row (mean_r, var_r, n_r) of a zero table.
-        x = input.float()  # statistics in float32 also under bf16 autocast
-        var_r, mean_r = torch.var_mean(x, dim=dims, unbiased=False)
-        count = x.new_full((1,), input.numel() / max(c, 1))
-        world, rank = torch_dist.get_world_size(), torch_dist.get_rank()
-        rows = [x.new_zeros(2 * c + 1)] * world
-        rows[rank] = torch.cat([mean_r, var_r, count])
-        table = _AllReduceSum.apply(torch.stack(rows))  # (world, 2C + 1)
-        means, variances, counts = table[:, :c], table[:, c : 2 * c], table[:, -1:]
-        n = counts.sum()
-        mean = (counts * means).sum(0) / n  # Chan et al.'s parallel combination
-        var = (counts * (variances + (means - mean).square())).sum(0) / n
-        out = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = (
-                    1.0 / float(self.num_batches_tracked)
-                    if self.momentum is None
-                    else self.momentum
-                )
-                unbiased = var * (n / (n - 1).clamp_min(1))
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
-        return out.to(input.dtype)
-
-
-def sync_batchnorm(module: nn.Module, ctx: DistributedContext) -> nn.Module:
-    """Make every ``BatchNorm*d`` layer of ``module`` normalise over the global batch.
-
-    Call before :meth:`DistributedContext.wrap`.  One process: ``module`` unchanged.  CUDA:
-    :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`.  Otherwise each layer becomes a
-    :class:`GlobalBatchNorm` holding the same parameters and buffers.  The layers are
-    replaced in place (the returned module is ``module`` unless it is itself a batch-norm
-    layer), and the state-dict keys do not change, so checkpoints load into the plain
-    network.
-    """
-    if not ctx.distributed:
-        return module
-    if ctx.device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _to_global_bn(module)
-
-
-def _to_global_bn(module: nn.Module) -> nn.Module:
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, GlobalBatchNorm
-    ):
-        new = GlobalBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine,
-            module.track_running_stats,
-        )  # fmt: skip
-        new.load_state_dict(module.state_dict())
-        new = new.to(next(iter(module.state_dict().values()), torch.empty(0)).device)
-        if module.affine:
-            new.weight.requires_grad_(module.weight.requires_grad)
-            new.bias.requires_grad_(module.bias.requires_grad)
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        module.add_module(name, _to_global_bn(child))
-    return module
 
 
 def load_for_resume(path: str | os.PathLike, ctx: DistributedContext) -> dict | None:
@@ -504,7 +448,7 @@ def init_from_env(
     device_spec: str | torch.device | None = "auto",
     backend: str | None = None,
     *,
-    timeout_s: float = 600.0,
+    timeout_s: float | None = None,
 ) -> DistributedContext:
     """Join the process group torchrun set up, or describe a single process.
 
@@ -515,13 +459,15 @@ def init_from_env(
             each process takes GPU ``LOCAL_RANK`` (``cuda:N`` is then not allowed, since
             ranks would share a GPU).
         backend: ``gloo`` / ``nccl``; default ``nccl`` on CUDA, ``gloo`` on CPU.
-        timeout_s: how long a collective waits for the other ranks (seconds).
+        timeout_s: how long a collective waits for the other ranks (seconds); default
+            :func:`collective_timeout` (``$PPL_GEN_COLLECTIVE_TIMEOUT``, else 60 s).
 
     Returns:
         The :class:`DistributedContext`; ``world_size == 1`` without torchrun.
 
     Raises:
-        PplGenError: bad device request, or torchrun's variables are malformed.
+        PplGenError: bad device request, torchrun's variables are malformed, or a bad
+            timeout.
     """
     global _CURRENT
     device = resolve_device(device_spec)
@@ -556,6 +502,9 @@ def init_from_env(
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    timeout_s = collective_timeout() if timeout_s is None else float(timeout_s)
+    if not timeout_s > 0:
+        raise PplGenError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
     if not torch_dist.is_initialized():
         kwargs = {"timeout": datetime.timedelta(seconds=timeout_s)}
         if device.type == "cuda":
@@ -567,6 +516,7 @@ def init_from_env(
         local_rank=local_rank,
         device=device,
         backend=backend,
+        timeout_s=timeout_s,
     )
     return _CURRENT
 
@@ -592,9 +542,12 @@ def single_process(device: str | torch.device = "cpu") -> DistributedContext:
 
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "TIMEOUT_ENV",
     "DistributedContext",
     "GlobalBatchNorm",
     "RankFailed",
+    "collective_timeout",
     "current",
     "init_from_env",
     "launched_by_torchrun",

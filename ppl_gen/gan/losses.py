@@ -75,7 +75,8 @@ def gradient_penalty(
         real, fake: ``(B, C, H, W)`` (or ``(B, D)``) batches of the same shape; ``fake`` is
             detached here.
         generator: random stream for the interpolation weights ``eps ~ U(0, 1)`` of shape
-            ``(B, 1, ..., 1)``, drawn on ``real``'s device.
+            ``(B, 1, ..., 1)``, drawn on the stream's device (``real``'s without one) and
+            moved to ``real``'s.
 
     Returns:
         Scalar tensor with a graph, so its gradient reaches the critic's parameters.
@@ -85,7 +86,8 @@ def gradient_penalty(
             f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} differ"
         )
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(shape, device=real.device, dtype=real.dtype, generator=generator)
+    where = generator.device if generator is not None else real.device
+    eps = torch.rand(shape, device=where, dtype=real.dtype, generator=generator).to(real.device)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     out = critic(x_hat, *extra)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)

@@ -28,8 +28,11 @@ from ppl_gen.gan.losses import GANLoss, gradient_penalty
 def sample_noise(
     n: int, latent_dim: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """``z: (n, latent_dim)`` ~ N(0, I) from ``generator`` (on ``device``)."""
-    return torch.randn(n, latent_dim, generator=generator, device=device)
+    """``z: (n, latent_dim)`` ~ N(0, I) drawn from ``generator`` on its own device (the
+    trainers' streams are CPU generators, so a seed gives the same noise on every device
+    and a run can resume on another device), then moved to ``device``."""
+    z = torch.randn(n, latent_dim, generator=generator, device=generator.device)
+    return z.to(device, non_blocking=True)
 
 
 def discriminator_step(

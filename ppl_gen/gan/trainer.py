@@ -15,11 +15,12 @@ optional linear learning-rate decay over the last ``decay_epochs`` epochs
 (:mod:`ppl_gen.gan.schedules`).  :class:`GANTask` is the family's engine task: its
 components are ``generator``, ``discriminator``, ``opt_g``, ``opt_d``, ``sched_g``,
 ``sched_d`` (and the collapse ``monitor``), its random streams ``shuffle`` (minibatch order),
-``noise`` (``z``) and ``penalty`` (the gradient penalty's interpolation weights).  The engine
-(:func:`ppl_gen.engine.fit`) owns the epochs, progress bar, divergence stop, checkpoint per
-epoch (``out/checkpoint.pt``, with the ``kind``, ``config``, ``data``, ``image_shape`` and
-``num_classes`` that ``ppl-gen evaluate`` reads) and exact resume; the task adds a sample
-grid per epoch (``samples_epoch_NNN.png``), the loss curves (``loss_curves.png``) and the
+``noise`` (``z``) and ``penalty`` (the gradient penalty's interpolation weights): CPU
+generators whose draws are moved to the device, so a resume may move to another device.
+The engine (:func:`ppl_gen.engine.fit`) owns the epochs, progress bar, divergence stop,
+checkpoint per epoch (``out/checkpoint.pt``, with the ``kind``, ``config``, ``data``,
+``image_shape`` and ``num_classes`` that ``ppl-gen evaluate`` reads) and exact resume; the
+task adds a sample grid per epoch (``samples_epoch_NNN.png``), the loss curves (``loss_curves.png``) and the
 collapse warnings (:mod:`ppl_gen.gan.monitor`).  A resume may raise ``epochs`` and
 ``decay_epochs``: the schedule is then recomputed from the new totals
 (:func:`~ppl_gen.gan.schedules.reschedule`).
@@ -253,16 +254,17 @@ def build_gan(
     )
 
 
-def _streams(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+def _streams(seed: int) -> dict[str, torch.Generator]:
+    # CPU streams: the same draws on every device, and a checkpoint resumes on any device
     return {
         "shuffle": torch.Generator().manual_seed(seed),
-        "noise": torch.Generator(device=device).manual_seed(seed + 1),
-        "penalty": torch.Generator(device=device).manual_seed(seed + 2),
+        "noise": torch.Generator().manual_seed(seed + 1),
+        "penalty": torch.Generator().manual_seed(seed + 2),
     }
 
 
 def _fixed_inputs(config: GANConfig, device: torch.device, num_classes: int | None):
-    g = torch.Generator(device=device).manual_seed(config.seed + 1000)
+    g = torch.Generator().manual_seed(config.seed + 1000)
     if config.model == "cgan":
         per = 8
         labels = torch.arange(num_classes, device=device).repeat_interleave(per)
@@ -314,7 +316,7 @@ class GANTask:
         n_constant = config.epochs - config.decay_epochs
         self.sched_g = constant_then_linear_decay(self.opt_g, n_constant, config.decay_epochs)
         self.sched_d = constant_then_linear_decay(self.opt_d, n_constant, config.decay_epochs)
-        self.streams = _streams(config.seed, device)
+        self.streams = _streams(config.seed)
         self.loss_fn = GANLoss(config.loss)
         self.images = ctx.to_device(to_tanh_range(data.images))
         self.labels = ctx.to_device(data.labels) if self.conditional else None

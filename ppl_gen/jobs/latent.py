@@ -38,12 +38,12 @@ def load_images(
 
     Args:
         pair: the checkpoint's pair (its ``data`` gives the default dataset).
-        data, data_root: override the dataset (``--data``, ``--data-root``).
-        n: keep the first ``n`` test images (``--n-points``).
+        data, data_root: override the dataset (``data``, ``data_root``).
+        n: keep the first ``n`` test images (``n_points``).
         seed: split seed (default: the checkpoint's).
 
     Raises:
-        PplGenError: no dataset known or given (``--data``), or images whose width differs
+        PplGenError: no dataset known or given (``data``), or images whose width differs
             from the checkpoint's.
     """
     spec = pair.data or {}
@@ -123,7 +123,7 @@ def run_interpolate(
 
     Raises:
         PplGenError: endpoints of different shapes or of the wrong latent dimension
-            (``--latent-dim`` mismatch), bad indices, or a pair without encoder when no
+            (``latent_dim`` mismatch), bad indices, or a pair without encoder when no
             codes are given.
     """
     if (z_from is None) != (z_to is None):
@@ -133,7 +133,7 @@ def run_interpolate(
         z0 = z_from if torch.is_tensor(z_from) else _load_z(z_from, "z_from")
         z1 = z_to if torch.is_tensor(z_to) else _load_z(z_to, "z_to")
         check_endpoints(z0, z1)
-        check_latent(z0, pair.latent_dim, "z_from/--z-to points")
+        check_latent(z0, pair.latent_dim, "z_from/z_to points")
         z0, z1 = z0.reshape(-1).to(pair.device), z1.reshape(-1).to(pair.device)
     else:
         if x is None:
@@ -185,7 +185,7 @@ def run_grid(
     (``z (n*n, Z)``, ``images (n*n, D)``, ``corners`` indices).
 
     Raises:
-        PplGenError: not four corner indices (``--corners``) or as :func:`run_interpolate`.
+        PplGenError: not four corner indices (``corners``) or as :func:`run_interpolate`.
     """
     if len(corners) != 4:
         raise PplGenError(f"corners must be 4 comma-separated indices, got {len(corners)}")
@@ -216,8 +216,8 @@ def run_manifold(
     ``manifold.png`` / ``manifold.npz`` (``z (n*n, 2)``, ``images (n*n, D)``).
 
     Raises:
-        PplGenError: the checkpoint's latent space is not 2-D (``--latent-dim``), or a
-            conditional checkpoint without ``--label``.
+        PplGenError: the checkpoint's latent space is not 2-D (``latent_dim``), or a
+            conditional checkpoint without ``label``.
     """
     if pair.conditional and label is None:
         raise PplGenError("label is required for the manifold of a conditional checkpoint")
@@ -245,7 +245,7 @@ def run_attribute(
 
     Raises:
         PplGenError: no positive or no negative examples, or an unknown attribute
-            (``--attribute``).
+            (``attribute``).
     """
     require_positive_int("n_images", n_images)
     mask = attribute_mask(attribute, x, labels)
@@ -289,7 +289,7 @@ def run_tsne(
     both coloured by label, and ``tsne.npz`` (``z``, ``tsne``, ``scatter``, ``labels``).
 
     Raises:
-        PplGenError: too few points for the perplexity (``--perplexity``), or no encoder.
+        PplGenError: too few points for the perplexity (``perplexity``), or no encoder.
     """
     y = labels if pair.conditional else None
     z = pair.encode_rows(x, y).cpu()

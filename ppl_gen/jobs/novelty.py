@@ -24,8 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppl_gen.autoencoders.mlp import MLPAutoencoder
+from ppl_gen.autoencoders.trainer import train_autoencoder, variant_config
+from ppl_gen.core.device import module_device
 from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.io import check_output_dir, write_json
 from ppl_gen.data.datasets import DataSplits, load_dataset
+from ppl_gen.engine import seed_everything
+from ppl_gen.guides import AmortisedGaussianGuide
+from ppl_gen.infer.bounds import evaluate_bounds
+from ppl_gen.infer.training import TrainConfig, train
+from ppl_gen.jobs.train_autoencoder import data_spec
+from ppl_gen.latent.pairs import EncoderDecoder
+from ppl_gen.lvm.builders import ModelSpec
+from ppl_gen.models import VAE
 
 MODELS = ("ae", "dae", "sae", "cae", "vae")
 
@@ -57,7 +69,7 @@ def holdout_class(splits: DataSplits, holdout: int) -> DataSplits:
     """Remove class ``holdout`` from the train and validation splits (test unchanged).
 
     Raises:
-        PplGenError: naming ``--holdout-class`` for unlabelled data or a class absent from
+        PplGenError: naming ``holdout_class`` for unlabelled data or a class absent from
             the training or test labels.
     """
     if splits.train_labels is None or splits.test_labels is None:
@@ -88,7 +100,7 @@ def reconstruction_scores(pair, x: torch.Tensor, batch_size: int = 1000) -> torc
         if hasattr(pair, "encode_rows"):
             rec = pair.decode_rows(pair.encode_rows(xb)).cpu()
         else:
-            dev = next(pair.parameters()).device
+            dev = module_device(pair)
             rec = pair.reconstruct(xb.to(dev)).cpu()
         out.append((rec - xb.cpu().reshape(rec.shape)).pow(2).sum(-1))
     return torch.cat(out)
@@ -96,8 +108,6 @@ def reconstruction_scores(pair, x: torch.Tensor, batch_size: int = 1000) -> torc
 
 def iwae_scores(model, guide, x: torch.Tensor, k: int = 100) -> torch.Tensor:
     """``-IWAE-K(x)`` per row (nats), ``(N,)`` on CPU (:func:`ppl_gen.evaluate_bounds`)."""
-    from ppl_gen.infer.bounds import evaluate_bounds
-
     return -evaluate_bounds(model, guide, x, k).iwae
 
 
@@ -164,11 +174,9 @@ def run_novelty(config: NoveltyConfig) -> dict:
     Raises:
         PplGenError: bad configuration or data.
     """
-    from ppl_gen.core.io import check_output_dir, write_json
-
     config.validate()
-    out = check_output_dir(config.out) if config.out else None
-    torch.manual_seed(config.seed)
+    out = check_output_dir(config.out, "out") if config.out else None
+    seed_everything(config.seed)
     binarize = "dynamic" if config.model == "vae" else "none"
     splits = load_dataset(
         config.data, config.data_root, binarize=binarize, seed=config.seed, n_test=config.n_test
@@ -184,12 +192,8 @@ def run_novelty(config: NoveltyConfig) -> dict:
     ckpt = str(out / "checkpoint.pt") if out is not None else None
     t0 = time.perf_counter()
     scores: dict[str, torch.Tensor] = {}
+    data = data_spec(config.data, config.data_root, binarize, config.seed)
     if config.model == "vae":
-        from ppl_gen.guides import AmortisedGaussianGuide
-        from ppl_gen.infer.training import TrainConfig, train
-        from ppl_gen.latent.pairs import EncoderDecoder
-        from ppl_gen.models import VAE
-
         model = VAE(
             splits.data_dim, config.latent_dim, config.hidden, "bernoulli", splits.image_shape
         )
@@ -203,8 +207,6 @@ def run_novelty(config: NoveltyConfig) -> dict:
             checkpoint=ckpt,
             progress=config.progress,
         )
-        from ppl_gen.lvm.builders import ModelSpec
-
         mspec = ModelSpec(
             "vae",
             splits.data_dim,
@@ -217,16 +219,11 @@ def run_novelty(config: NoveltyConfig) -> dict:
             "model": mspec.to_dict(),
             "guide": "amortised",
             "num_train": int(train_splits.train.shape[0]),
-            "data": {
-                "name": config.data,
-                "root": config.data_root,
-                "binarize": binarize,
-                "seed": config.seed,
-            },
+            "data": data,
         }
         train(model, guide, train_splits, tc, spec=spec)
         train_seconds = time.perf_counter() - t0
-        device = next(model.parameters()).device
+        device = module_device(model)
         x = splits.test.to(device)
         pair = EncoderDecoder(
             lambda v: guide.encode(v)["z"][0],
@@ -238,8 +235,6 @@ def run_novelty(config: NoveltyConfig) -> dict:
         scores["reconstruction"] = reconstruction_scores(pair, x)
         scores["iwae"] = iwae_scores(model, guide, x, config.iwae_k)
     else:
-        from ppl_gen.autoencoders import MLPAutoencoder, train_autoencoder, variant_config
-
         model = MLPAutoencoder(
             splits.data_dim, config.latent_dim, config.hidden, image_shape=splits.image_shape
         )
@@ -253,15 +248,7 @@ def run_novelty(config: NoveltyConfig) -> dict:
             checkpoint=ckpt,
             progress=config.progress,
         )
-        data_spec = {
-            "name": config.data,
-            "root": config.data_root,
-            "binarize": binarize,
-            "seed": config.seed,
-        }
-        train_autoencoder(
-            model, train_splits, tc, spec={"variant": config.model, "data": data_spec}
-        )
+        train_autoencoder(model, train_splits, tc, spec={"variant": config.model, "data": data})
         train_seconds = time.perf_counter() - t0
         scores["reconstruction"] = reconstruction_scores(model, splits.test)
     novel = splits.test_labels == config.holdout_class

@@ -37,7 +37,7 @@ def attribute_mask(
         ``(N,)`` bool mask.
 
     Raises:
-        PplGenError: naming ``--attribute`` for an unknown attribute or a class attribute
+        PplGenError: naming ``attribute`` for an unknown attribute or a class attribute
             without labels.
     """
     match = _CLASS.match(attribute.strip())
@@ -66,7 +66,7 @@ def attribute_vector(z: torch.Tensor, mask: torch.Tensor, name: str = "attribute
         ``(Z,)`` attribute vector.
 
     Raises:
-        PplGenError: naming ``--attribute`` when there are no positive or no negative
+        PplGenError: naming ``attribute`` when there are no positive or no negative
             examples, or the shapes disagree.
     """
     mask = torch.as_tensor(mask, device=z.device).bool().reshape(-1)

@@ -47,8 +47,8 @@ def tsne(
         ``(N, 2)`` float64 coordinates.
 
     Raises:
-        PplGenError: naming ``--perplexity`` if it is not positive or not below the number
-            of points (``--n-points``).
+        PplGenError: naming ``perplexity`` if it is not positive or not below the number
+            of points (``n_points``).
     """
     from sklearn.manifold import TSNE
 

@@ -54,7 +54,7 @@ def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
         ``(steps, ..., Z)``; entry 0 is ``z0`` and entry ``steps - 1`` is ``z1``.
 
     Raises:
-        PplGenError: endpoints of different shapes, or ``steps < 2`` (``--steps``).
+        PplGenError: endpoints of different shapes, or ``steps < 2`` (``steps``).
     """
     check_endpoints(z0, z1)
     t = _ts(_steps(steps), z0).reshape(-1, *([1] * z0.dim()))
@@ -75,7 +75,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int, eps: float = 1e-7) -> 
         ``(steps, ..., Z)``; entry 0 is ``z0`` and entry ``steps - 1`` is ``z1``.
 
     Raises:
-        PplGenError: endpoints of different shapes, or ``steps < 2`` (``--steps``).
+        PplGenError: endpoints of different shapes, or ``steps < 2`` (``steps``).
     """
     check_endpoints(z0, z1)
     t = _ts(_steps(steps), z0).reshape(-1, *([1] * z0.dim()))
@@ -99,7 +99,7 @@ def interpolate(
     """``lerp`` or ``slerp`` by name.
 
     Raises:
-        PplGenError: unknown ``method`` (``--method``) and as :func:`lerp`.
+        PplGenError: unknown ``method`` (``method``) and as :func:`lerp`.
     """
     if method not in METHODS:
         raise PplGenError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -123,7 +123,7 @@ def corner_grid(corners: torch.Tensor, n: int, method: str = "lerp") -> torch.Te
         the four corners are reproduced exactly.
 
     Raises:
-        PplGenError: ``corners`` not ``(4, Z)`` (``--corners``), ``n < 2`` or an unknown
+        PplGenError: ``corners`` not ``(4, Z)`` (``corners``), ``n < 2`` or an unknown
             method.
     """
     if not torch.is_tensor(corners) or corners.dim() != 2 or corners.shape[0] != 4:

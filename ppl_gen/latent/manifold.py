@@ -18,7 +18,7 @@ def manifold_latents(
     second upwards).
 
     Raises:
-        PplGenError: ``n < 2`` (``--n``) or ``0 < lo < hi < 1`` violated.
+        PplGenError: ``n < 2`` (``n``) or ``0 < lo < hi < 1`` violated.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise PplGenError(f"n must be an integer >= 2, got {n!r}")
@@ -38,13 +38,13 @@ def manifold(
     Args:
         pair: an encoder/decoder pair with ``latent_dim == 2``.
         n: grid side.
-        label: the class to condition on, for conditional pairs (``--label``).
+        label: the class to condition on, for conditional pairs (``label``).
 
     Returns:
         ``(images (n * n, D), codes (n * n, 2))`` on CPU, row-major.
 
     Raises:
-        PplGenError: naming ``--latent-dim`` if the checkpoint's latent space is not 2-D.
+        PplGenError: naming ``latent_dim`` if the checkpoint's latent space is not 2-D.
     """
     if pair.latent_dim != 2:
         raise PplGenError(

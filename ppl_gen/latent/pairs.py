@@ -114,7 +114,7 @@ class EncoderDecoder:
         """Data-space rows ``(N, D)`` of codes ``z: (N, Z)`` (labels for conditional pairs).
 
         Raises:
-            PplGenError: if ``z`` does not have ``Z`` columns (``--latent-dim`` mismatch) or
+            PplGenError: if ``z`` does not have ``Z`` columns (``latent_dim`` mismatch) or
                 labels are missing for a conditional pair.
         """
         check_latent(z, self.latent_dim)
@@ -127,7 +127,7 @@ class EncoderDecoder:
 def check_latent(z: torch.Tensor, latent_dim: int, what: str = "latent points") -> None:
     """Raise :class:`PplGenError` unless ``z`` is ``(..., latent_dim)``.
 
-    The message names ``--latent-dim``: the request's latent dimension does not match the
+    The message names ``latent_dim``: the request's latent dimension does not match the
     checkpoint's.
     """
     if not torch.is_tensor(z) or z.dim() < 1 or z.shape[-1] != latent_dim:
@@ -151,7 +151,7 @@ def load_pair(checkpoint: str, device: str | torch.device = "auto") -> EncoderDe
 
     Raises:
         PplGenError: unreadable checkpoint (``CHECKPOINT``), no loader for its kind, or an
-            unavailable ``--device``.
+            unavailable ``device``.
     """
     dev = resolve_device(device)
     state = load_checkpoint(checkpoint, map_location=dev)

@@ -34,7 +34,7 @@ def denoise(
         ``(noisy (N, D), reconstruction of the noisy input (N, D))`` on CPU.
 
     Raises:
-        PplGenError: bad ``noise`` / ``level`` (``--noise``, ``--noise-level``) or as
+        PplGenError: bad ``noise`` / ``level`` (``noise``, ``noise_level``) or as
             :func:`reconstruct`.
     """
     x = x.reshape(x.shape[0], -1).to(pair.device)
