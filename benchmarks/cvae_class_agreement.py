@@ -6,8 +6,9 @@ training images for each latent size in ``--latent-dims`` (default 2 -- the targ
 20, to show how agreement depends on Z: a large latent space lets the encoder carry the
 class in ``z`` too, so prior samples mix classes), draws ``--per-class`` samples of every
 class (``z ~ N(0, I)``, decoder means) and classifies them with the project's
-independently trained LeNet (``ppl_gen.metrics.classifier``; ``runs/classifier/lenet_mnist.pt``,
-trained here when absent).
+independently trained LeNet (``ppl_gen.metrics.classifier``: ``--classifier`` or the cached
+judge at ``default_classifier_path()``, ``$PPL_GEN_CACHE`` / ``$XDG_CACHE_HOME/ppl_gen`` /
+``~/.cache/ppl_gen``; trained here, seed 0, when absent).
 Target: >= 90% of the samples of each requested class are classified as that class.
 Also reports the classifier's accuracy on real test images (the reference), and the test
 ELBO / IWAE-K bounds on log p(x | y) in nats.
@@ -58,8 +59,7 @@ def run_one(args, splits, classifier, z_dim: int) -> dict:
     config = TrainConfig(
         epochs=args.epochs, batch_size=128, lr=1e-3, seed=args.seed, device="cpu", progress=False
     )
-    torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # train_cvae seeds everything with config.seed
     fit = train_cvae(splits, config, latent_dim=z_dim, hidden=(400,))
     train_seconds = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(args.seed + 7)
@@ -122,7 +122,7 @@ def main() -> None:
 
     splits = load_dataset("mnist", args.data_root, binarize="dynamic", seed=args.seed)
     grey = load_dataset("mnist", args.data_root, seed=args.seed)
-    path = Path(args.classifier) if args.classifier else REPO / default_classifier_path()
+    path = Path(args.classifier) if args.classifier else default_classifier_path()
     classifier, source = classifier_for(args.data_root, path)
     reference = accuracy(classifier, grey.test, grey.test_labels)
     print(f"classifier ({source}): test accuracy on real images {reference:.4f}", flush=True)

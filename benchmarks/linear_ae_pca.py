@@ -27,6 +27,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from ppl_gen.autoencoders import MLPAutoencoder, fit_full_batch, principal_angles_degrees
+from ppl_gen.core.io import write_json
 from ppl_gen.data.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,8 +95,6 @@ def main() -> None:
         print(f"MNIST skipped: no folder {args.data_root}")
     results["load_average"] = [round(v, 2) for v in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    from ppl_gen.core.io import write_json
-
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

@@ -24,6 +24,7 @@ from ppl_gen.autoencoders import (
     variant_config,
 )
 from ppl_gen.autoencoders.conditional import sample_classes, train_cvae
+from ppl_gen.engine import seed_everything
 from ppl_gen.guides import AmortisedGaussianGuide
 from ppl_gen.jobs import latent as jobs
 from ppl_gen.latent import EncoderDecoder
@@ -31,7 +32,7 @@ from ppl_gen.models import VAE
 from ppl_gen.viz import report as reports
 
 OUT = Path("runs/latent_example")
-torch.manual_seed(0)
+seed_everything(0)  # Python, NumPy and torch: the networks below start the same every run
 binary = ppl_gen.load_dataset("digits", binarize="dynamic", seed=0)
 grey = ppl_gen.load_dataset("digits", seed=0)
 x, y = grey.test, grey.test_labels

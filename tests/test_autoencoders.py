@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ppl_gen.autoencoders import (
     ConvAutoencoder,
@@ -26,8 +25,11 @@ from ppl_gen.autoencoders import (
     train_autoencoder,
     variant_config,
 )
+from ppl_gen.core.checkpoint import save_checkpoint
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.data.datasets import load_dataset
+from ppl_gen.engine import seed_everything
+from ppl_gen.jobs.train_autoencoder import AutoencoderJob, run_train_autoencoder
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +64,13 @@ def test_bad_shapes_raise_one_line_errors():
     model = MLPAutoencoder(64, 5, (16,))
     with pytest.raises(PplGenError, match="64 values"):
         model.encode(torch.rand(3, 10))
-    with pytest.raises(PplGenError, match="--latent-dim"):
+    with pytest.raises(PplGenError, match="latent_dim"):
         model.decode(torch.rand(3, 4))
-    with pytest.raises(PplGenError, match="--arch conv"):
+    with pytest.raises(PplGenError, match="^arch conv"):
         ConvAutoencoder((10, 10))
-    with pytest.raises(PplGenError, match="--arch"):
+    with pytest.raises(PplGenError, match="^arch "):
         make_autoencoder("rnn", 64, (8, 8), 5)
-    with pytest.raises(PplGenError, match="--activation"):
+    with pytest.raises(PplGenError, match="^activation "):
         MLPAutoencoder(64, 5, (16,), activation="swish")
 
 
@@ -156,9 +158,9 @@ def test_corruptions():
     again = corrupt(x, "masking", 0.3, torch.Generator().manual_seed(0))
     assert torch.equal(masked, again)
     for kind, level, flag in (
-        ("salt", 0.1, "--noise"),
-        ("masking", 1.0, "--noise-level"),
-        ("gaussian", -0.1, "--noise-level"),
+        ("salt", 0.1, "^noise must"),
+        ("masking", 1.0, "^noise_level"),
+        ("gaussian", -0.1, "^noise_level"),
     ):
         with pytest.raises(PplGenError, match=flag):
             corrupt(x, kind, level)
@@ -168,9 +170,9 @@ def test_variant_config_defaults_and_conflicts():
     assert variant_config("dae").noise == "gaussian"
     assert variant_config("dae", noise="masking").noise_level == 0.25
     assert variant_config("sae").sparsity > 0 and variant_config("cae").contractive > 0
-    with pytest.raises(PplGenError, match="--noise applies to dae"):
+    with pytest.raises(PplGenError, match="^noise applies to dae"):
         variant_config("ae", noise="gaussian")
-    with pytest.raises(PplGenError, match="--contractive applies to cae"):
+    with pytest.raises(PplGenError, match="^contractive applies to cae"):
         variant_config("sae", contractive=0.1)
     with pytest.raises(PplGenError, match="model must be one of"):
         variant_config("vae")
@@ -206,31 +208,80 @@ def test_training_reduces_validation_loss(digits, variant):
     assert result.history["val_reconstruction"][-1] < 0.8 * before
 
 
-def test_resume_continues_exactly(digits, tmp_path):
+def _run(data, ckpt, resume=False, hidden=(16,), **overrides):
+    seed_everything(0)
+    model = MLPAutoencoder(64, 4, hidden)
+    settings = {"epochs": 2, "batch_size": 100, "progress": False, "device": "cpu", **overrides}
+    config = variant_config("dae", checkpoint=str(ckpt) if ckpt else None, **settings)
+    result = train_autoencoder(model, data, config, resume=resume)
+    return model, result
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_resume_continues_exactly(digits, tmp_path, binarize):
+    data = load_dataset("digits", seed=0, binarize=binarize) if binarize != "none" else digits
     ckpt = tmp_path / "ae.pt"
-
-    def run(epochs: int, resume: bool) -> nn.Module:
-        torch.manual_seed(0)
-        model = MLPAutoencoder(64, 4, (16,))
-        config = variant_config(
-            "dae", epochs=epochs, batch_size=100, progress=False, device="cpu", checkpoint=str(ckpt)
-        )
-        train_autoencoder(model, digits, config, resume=resume)
-        return model
-
-    straight = run(2, resume=False).state_dict()
-    ckpt.unlink()
-    run(1, resume=False)
-    resumed = run(2, resume=True).state_dict()
-    for key, value in straight.items():
-        assert torch.equal(value, resumed[key]), key
+    straight, full = _run(data, None)
+    _, first = _run(data, ckpt, stop_after=1)
+    assert first.epochs == 1 and load_autoencoder(str(ckpt), "cpu")[1]["epoch"] == 1
+    resumed, result = _run(data, ckpt, resume=True)
+    assert result.resumed_from == 1 and result.epochs == 2
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert result.history["train_loss"] == full.history["train_loss"]
+    assert result.history["val_reconstruction"] == full.history["val_reconstruction"]
     model, state = load_autoencoder(str(ckpt), "cpu")
     assert state["kind"] == "autoencoder" and state["epoch"] == 2
-    assert torch.equal(model.state_dict()["encoder.0.weight"], straight["encoder.0.weight"])
+    assert state["spec"]["model"] == straight.spec()
+    for key, value in straight.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_resume_may_extend_epochs_and_refuses_other_changes(digits, tmp_path):
+    ckpt = tmp_path / "ae.pt"
+    _run(digits, ckpt, epochs=1)
+    _, longer = _run(digits, ckpt, resume=True, epochs=3)
+    assert longer.epochs == 3 and longer.resumed_from == 1
+    with pytest.raises(PplGenError, match="^lr 0.01 differs from the checkpoint's 0.001"):
+        _run(digits, ckpt, resume=True, epochs=4, lr=0.01)
+    with pytest.raises(PplGenError, match="^noise_level 0.5 differs"):
+        _run(digits, ckpt, resume=True, epochs=4, noise_level=0.5)
+    with pytest.raises(PplGenError, match="^hidden \\[8\\] differs"):
+        _run(digits, ckpt, resume=True, epochs=4, hidden=(8,))
+    other = load_dataset("digits", seed=1)
+    with pytest.raises(PplGenError, match="^data differ"):
+        _run(other, ckpt, resume=True, epochs=4)
+    save_checkpoint(tmp_path / "gan.pt", {"kind": "dcgan"})
+    with pytest.raises(PplGenError, match="'dcgan' run, not 'autoencoder'"):
+        _run(digits, tmp_path / "gan.pt", resume=True)
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    def job(folder, seed=0):
+        summary = run_train_autoencoder(
+            AutoencoderJob(
+                variant="cae",
+                latent_dim=3,
+                hidden=(8,),
+                epochs=1,
+                seed=seed,
+                device="cpu",
+                out=tmp_path / folder,
+                progress=False,
+            )
+        )
+        return load_autoencoder(summary["checkpoint"], "cpu")[0].state_dict()
+
+    a, b, c = job("a"), job("b"), job("c", seed=1)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+    assert not torch.equal(a["encoder.0.weight"], c["encoder.0.weight"])
+    for name in ("metrics.json", "loss_curves.png", "samples.png", "reconstructions.png"):
+        assert (tmp_path / "a" / name).is_file(), name
 
 
 def test_training_rejects_data_of_the_wrong_width(digits):
-    with pytest.raises(PplGenError, match="--data"):
+    with pytest.raises(PplGenError, match="^data: the autoencoder takes 10 values"):
         train_autoencoder(MLPAutoencoder(10, 2, (4,)), digits, variant_config("ae", epochs=1))
 
 

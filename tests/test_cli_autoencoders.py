@@ -85,6 +85,10 @@ def test_resume_extends_training(checkpoints, capsys, tmp_path):
     argv[3] = "2"
     code, out, _ = run(capsys, [*argv, "--out", tmp_path, "--resume"])
     assert code == 0 and json.loads(out)["epochs"] == 2
+    # any other changed setting is refused, naming its flag
+    code, _, err = run(capsys, [*argv, "--out", tmp_path, "--resume", "--lr", "0.01"])
+    assert code == 2
+    one_line_error(err, "--lr 0.01 differs from the checkpoint's 0.001")
 
 
 @pytest.mark.parametrize(

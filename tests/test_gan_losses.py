@@ -135,12 +135,15 @@ def test_reschedule_follows_the_new_totals():
     fresh_opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.1)
     fresh = constant_then_linear_decay(fresh_opt, 2, 2)
     for _ in range(2):
+        fresh_opt.step()
         fresh.step()
     rates, expected = [], []
     for _ in range(3):
         rates.append(opt.param_groups[0]["lr"])
         expected.append(fresh_opt.param_groups[0]["lr"])
+        opt.step()
         sched.step()
+        fresh_opt.step()
         fresh.step()
     assert rates == pytest.approx(expected) and rates == pytest.approx([0.1 * 2 / 3, 0.1 / 3, 0])
     assert sched.get_last_lr() == fresh.get_last_lr()

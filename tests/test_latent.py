@@ -74,7 +74,7 @@ def test_interpolation_between_different_shapes_is_refused():
         lerp(torch.zeros(3), torch.zeros(4), 5)
     with pytest.raises(PplGenError, match="same shape"):
         slerp(torch.zeros(2, 3), torch.zeros(3), 5)
-    with pytest.raises(PplGenError, match="--steps"):
+    with pytest.raises(PplGenError, match="^steps"):
         slerp(torch.ones(3), torch.ones(3), 1)
 
 
@@ -87,7 +87,7 @@ def test_corner_grid_reproduces_the_corners(method):
     if method == "lerp":
         odd = corner_grid(corners, 3, "lerp").reshape(3, 3, 5)
         torch.testing.assert_close(odd[1, 1], corners.mean(0))
-    with pytest.raises(PplGenError, match="--corners"):
+    with pytest.raises(PplGenError, match="^corners"):
         corner_grid(corners[:3], 4)
 
 
@@ -112,7 +112,7 @@ def test_attribute_masks():
     assert attribute_mask("class:1", x, labels).tolist() == [True, False, True, False]
     assert attribute_mask("thick", x).tolist() == [False, True, True, False]
     assert attribute_mask("thin", x).tolist() == [True, False, False, True]
-    with pytest.raises(PplGenError, match="--attribute"):
+    with pytest.raises(PplGenError, match="^attribute"):
         attribute_mask("bold", x)
 
 
@@ -133,7 +133,7 @@ def test_manifold_matches_the_report_grid_and_needs_two_dimensions():
     assert images.shape == (25, 64) and z.shape == (25, 2)
     torch.testing.assert_close(images, latent_manifold_grid(pair.decode_rows, 5))
     torch.testing.assert_close(z, manifold_latents(5))
-    with pytest.raises(PplGenError, match="--latent-dim"):
+    with pytest.raises(PplGenError, match="^latent_dim"):
         manifold(_pair(3), 5)
 
 
@@ -141,7 +141,7 @@ def test_tsne_shape_and_the_perplexity_limit():
     z = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
     emb = tsne(z, perplexity=5, max_iter=250)
     assert emb.shape == (40, 2) and np.isfinite(emb).all()
-    with pytest.raises(PplGenError, match="--perplexity"):
+    with pytest.raises(PplGenError, match="^perplexity"):
         tsne(z[:10], perplexity=30)
 
 
@@ -150,7 +150,7 @@ def test_tsne_shape_and_the_perplexity_limit():
 
 def test_pair_checks_latent_dimensions_and_missing_encoders():
     pair = _pair(3)
-    with pytest.raises(PplGenError, match="--latent-dim"):
+    with pytest.raises(PplGenError, match="^latent_dim"):
         pair.decode_rows(torch.zeros(2, 4))
     with pytest.raises(PplGenError, match="64 values"):
         pair.encode_rows(torch.zeros(2, 10))
@@ -222,15 +222,15 @@ def test_tool_bad_inputs(trained_ae, tmp_path):
     x, y, _ = jobs.load_images(pair, n=20)
     with pytest.raises(PplGenError, match="same shape"):
         jobs.run_interpolate(pair, tmp_path, z_from=torch.zeros(2), z_to=torch.zeros(3))
-    with pytest.raises(PplGenError, match="--latent-dim"):
+    with pytest.raises(PplGenError, match="^latent_dim"):
         jobs.run_interpolate(pair, tmp_path, z_from=torch.zeros(5), z_to=torch.ones(5))
     with pytest.raises(PplGenError, match="no positive examples"):
         jobs.run_attribute(pair, tmp_path, x, y, attribute="class:42")
-    with pytest.raises(PplGenError, match="--perplexity"):
+    with pytest.raises(PplGenError, match="^perplexity"):
         jobs.run_tsne(pair, tmp_path, x, y, perplexity=30)
-    with pytest.raises(PplGenError, match="--index-b"):
+    with pytest.raises(PplGenError, match="^index_b"):
         jobs.run_interpolate(pair, tmp_path, x, y, index_b=99)
-    with pytest.raises(PplGenError, match="--data"):
+    with pytest.raises(PplGenError, match="^data"):
         jobs.load_images(pair, "mnist", "/nonexistent")
 
 

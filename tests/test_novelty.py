@@ -41,7 +41,7 @@ def test_holdout_class_removes_it_from_training_only():
     assert not bool((held.train_labels == 9).any()) and not bool((held.val_labels == 9).any())
     assert held.train.shape[0] == int((splits.train_labels != 9).sum())
     assert torch.equal(held.test, splits.test)
-    with pytest.raises(PplGenError, match="--holdout-class"):
+    with pytest.raises(PplGenError, match="^holdout_class"):
         holdout_class(splits, 12)
 
 
@@ -79,7 +79,7 @@ def test_run_novelty_end_to_end(tmp_path, model):
 
 
 def test_novelty_config_errors():
-    with pytest.raises(PplGenError, match="--model"):
+    with pytest.raises(PplGenError, match="^model"):
         run_novelty(NoveltyConfig(model="gan", out=None))
-    with pytest.raises(PplGenError, match="--latent-dim"):
+    with pytest.raises(PplGenError, match="^latent_dim"):
         run_novelty(NoveltyConfig(latent_dim=0, out=None))

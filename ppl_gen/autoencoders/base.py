@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_gen.autoencoders.penalties import contractive_penalty
 from ppl_gen.core.errors import PplGenError
 
 OUTPUTS = ("sigmoid", "linear")
@@ -114,8 +115,6 @@ class Autoencoder(nn.Module):
     def contractive_penalty(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``||J_f(x_n)||_F^2`` per row, ``(batch, D) -> (batch,)`` (Rifai et al.
         2011, eq. 3), by :func:`ppl_gen.autoencoders.penalties.contractive_penalty`."""
-        from ppl_gen.autoencoders.penalties import contractive_penalty
-
         return contractive_penalty(self.encode, x)
 
     def reconstruction_loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ppl_gen.autoencoders.base import Autoencoder, activation_class, check_output
+from ppl_gen.autoencoders.penalties import contractive_penalty, mlp_contractive_penalty
 from ppl_gen.core.errors import require_positive_int
 from ppl_gen.lvm.nets import mlp
 
@@ -58,8 +59,6 @@ class MLPAutoencoder(Autoencoder):
         """Exact ``||J_f(x_n)||_F^2`` per row: the closed form of
         :func:`~ppl_gen.autoencoders.penalties.mlp_contractive_penalty` for at most one
         hidden layer, the vectorised full Jacobian otherwise."""
-        from ppl_gen.autoencoders.penalties import contractive_penalty, mlp_contractive_penalty
-
         flat = self._flat(x)
         closed = mlp_contractive_penalty(self.encoder, flat)
         return closed if closed is not None else contractive_penalty(self.encode, flat)

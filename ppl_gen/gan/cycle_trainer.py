@@ -309,7 +309,13 @@ class CycleGANTask:
         ctx: the data-parallel context.
     """
 
-    def __init__(self, data_a: ImageData, data_b: ImageData, config: CycleGANConfig, ctx) -> None:
+    def __init__(
+        self,
+        data_a: ImageData,
+        data_b: ImageData,
+        config: CycleGANConfig,
+        ctx: DistributedContext,
+    ) -> None:
         self.config, self.ctx = config, ctx
         device = self.device = ctx.device
         seed_everything(config.seed)  # initial weights follow the seed

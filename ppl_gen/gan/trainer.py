@@ -20,9 +20,9 @@ generators whose draws are moved to the device, so a resume may move to another 
 The engine (:func:`ppl_gen.engine.fit`) owns the epochs, progress bar, divergence stop,
 checkpoint per epoch (``out/checkpoint.pt``, with the ``kind``, ``config``, ``data``,
 ``image_shape`` and ``num_classes`` that ``ppl-gen evaluate`` reads) and exact resume; the
-task adds a sample grid per epoch (``samples_epoch_NNN.png``), the loss curves (``loss_curves.png``) and the
-collapse warnings (:mod:`ppl_gen.gan.monitor`).  A resume may raise ``epochs`` and
-``decay_epochs``: the schedule is then recomputed from the new totals
+task adds a sample grid per epoch (``samples_epoch_NNN.png``), the loss curves
+(``loss_curves.png``) and the collapse warnings (:mod:`ppl_gen.gan.monitor`).  A resume may
+raise ``epochs`` and ``decay_epochs``: the schedule is then recomputed from the new totals
 (:func:`~ppl_gen.gan.schedules.reschedule`).
 
 **Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train dcgan ...``, see

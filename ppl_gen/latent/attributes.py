@@ -14,6 +14,7 @@ import re
 import torch
 
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.latent.pairs import check_latent
 
 _CLASS = re.compile(r"^class:(-?\d+)$")
 
@@ -86,8 +87,6 @@ def attribute_vector(z: torch.Tensor, mask: torch.Tensor, name: str = "attribute
 def apply_attribute(z: torch.Tensor, vector: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """``z + alpha * vector`` for each ``alpha``: ``z: (N, Z)``, ``vector: (Z,)``,
     ``alphas: (A,)`` -> ``(N, A, Z)`` (each row of the result is one example's path)."""
-    from ppl_gen.latent.pairs import check_latent
-
     check_latent(vector, z.shape[-1], "attribute vector")
     alphas = torch.as_tensor(alphas, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
     return z.unsqueeze(1) + alphas * vector.reshape(1, 1, -1)

@@ -166,6 +166,10 @@ def load_pair(checkpoint: str, device: str | torch.device = "auto") -> EncoderDe
 
 
 # --------------------------------------------------------------------------- built-in loaders
+# The loaders import their model families when a checkpoint of that kind is opened, not at
+# import time: this module is the registry that decoder-only families (GANs) register with,
+# and it stays free of Pyro and of the model packages (none of them imports it, so these
+# imports form no cycle).
 
 
 def _vae_pair(path: str, state: dict, device: torch.device) -> EncoderDecoder:

@@ -32,6 +32,7 @@ from torchmetrics.image.inception import InceptionScore
 
 from ppl_gen.core.device import module_device
 from ppl_gen.core.errors import PplGenError, require, require_positive_int
+from ppl_gen.data.images import to_unit
 
 
 class _LeNetFeatures(nn.Module):
@@ -201,8 +202,6 @@ def sample_images(
         labels: ``(n,)`` labels for a conditional generator (``None`` otherwise).
         seed: seed of the noise (a CPU generator, so samples are the same on every device).
     """
-    from ppl_gen.data.images import to_unit
-
     require_positive_int("n_samples", n)
     device = module_device(generator)
     g = torch.Generator().manual_seed(seed)
