@@ -89,8 +89,8 @@ def check_resume(
             else "same shapes, different content"
         )
         raise PplGenError(
-            f"resume: the training data differ from the checkpoint's ({what}); resume continues "
-            "a run only on its own data (start a fresh run without resume)"
+            f"data differ from the checkpoint's training data ({what}): resume continues a run "
+            "only on its own data (start a fresh run without resume)"
         )
 
 
