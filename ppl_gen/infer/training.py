@@ -64,13 +64,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import (
-    JitTrace_ELBO,
-    JitTraceMeanField_ELBO,
-    Trace_ELBO,
-    TraceEnum_ELBO,
-    TraceMeanField_ELBO,
-)
+from pyro.infer import Trace_ELBO
 from torch import nn
 
 from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env
@@ -83,6 +77,7 @@ from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
 from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.guides import MeanFieldGuide
 from ppl_gen.infer.bounds import evaluate_bounds
+from ppl_gen.infer.elbos import ELBOS, make_elbo
 from ppl_gen.infer.svi_parts import EpochBatches, PyroParams, average_buffers
 
 __all__ = [
@@ -98,29 +93,6 @@ __all__ = [
     "train",
     "validation_elbo",
 ]
-
-
-class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
-    """``JitTraceMeanField_ELBO`` that compiles once.
-
-    Pyro 1.9.2's ``JitTraceMeanField_ELBO.differentiable_loss`` tests for a cached
-    ``_loss_and_surrogate_loss`` but stores its compiled closure as ``_differentiable_loss``,
-    so it re-traces with ``torch.jit.trace`` on every step (3-4x slower than eager).  Pointing
-    the attribute it tests at the closure it stores makes the cache hit.
-    """
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        self._loss_and_surrogate_loss = getattr(self, "_differentiable_loss", None)
-        return super().differentiable_loss(model, guide, *args, **kwargs)
-
-
-ELBOS = {
-    "trace": Trace_ELBO,
-    "analytic-kl": TraceMeanField_ELBO,
-    "jit": JitTrace_ELBO,
-    "jit-analytic-kl": _JitTraceMeanFieldELBO,
-    "enum": TraceEnum_ELBO,
-}
 
 
 @dataclass
@@ -209,19 +181,6 @@ class TrainResult:
     epochs: int = 0
     iterations: int = 0
     seconds: float = 0.0
-
-
-def make_elbo(name: str, num_particles: int = 1):
-    """The Pyro ELBO object for ``name`` (see :class:`TrainConfig`), vectorised particles."""
-    if name not in ELBOS:
-        raise PplGenError(f"elbo must be one of {', '.join(ELBOS)}, got {name!r}")
-    if name == "enum":
-        # Discrete sites marked infer={"enumerate": "parallel"} are summed out exactly.
-        return TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles)
-    kwargs = {"num_particles": num_particles, "vectorize_particles": num_particles > 1}
-    if name.startswith("jit"):
-        kwargs["ignore_jit_warnings"] = True  # shape checks are constant within a trace
-    return ELBOS[name](**kwargs)
 
 
 def _discover_parameters(elbo, model, guide, x, indices) -> list[torch.Tensor]:
