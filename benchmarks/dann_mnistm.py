@@ -42,9 +42,9 @@ from ppl_gen.adaptation.dann_trainer import (
     DANNConfig,
     load_domain,
     match_channels,
-    run_dann_experiment,
 )
 from ppl_gen.core.io import write_json, write_text
+from ppl_gen.jobs.dann import run_dann_experiment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"source_only": 0.5225, "dann": 0.7666, "train_on_target": 0.9596}

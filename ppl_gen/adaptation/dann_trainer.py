@@ -19,10 +19,13 @@ schedules driven by training progress ``p ∈ [0, 1]`` (steps done / total steps
 on labelled source batches only (the target is never seen, not even by batch norm); the
 train-on-target upper bound is ``mode="source-only"`` with the target as the source.
 
-The loop is a few small functions (:func:`batch_indices`, :func:`dann_step`) over plain
-``torch.optim``.  A checkpoint is written atomically after every epoch; ``resume=True``
-restores the model, optimiser, scheduler, epoch, step, history and random-number states, so
-a resumed run equals an uninterrupted one.
+The step is a few small functions (:func:`batch_indices`, :func:`dann_losses`) over plain
+``torch.optim``; the loop is the engine's (:func:`ppl_gen.engine.fit`): progress, the
+divergence stop, a weights-only checkpoint after every epoch, and ``resume=True``
+restoring the model, optimiser, scheduler, step count, history and every random stream, so a
+resumed run equals an uninterrupted one.  A resume may raise ``epochs`` (the schedules are
+recomputed from the new total number of steps) or change ``progress`` / ``device`` /
+``checkpoint``; any other changed setting, network or data is refused, naming it.
 
 **Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train dann ...``, see
 :mod:`ppl_gen.core.distributed`): every rank draws the same batch permutations (one shared
@@ -49,47 +52,49 @@ figures; a crashed rank makes the others stop with
 from __future__ import annotations
 
 import math
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ppl_gen.adaptation.dann import ARCHS, DANN, ArchConfig, arch_config
+from ppl_gen.adaptation.features import accuracy, extract_features, predict
 from ppl_gen.core import precision as amp
-from ppl_gen.core.checkpoint import save_checkpoint
-from ppl_gen.core.device import resolve_device, to_device
-from ppl_gen.core.distributed import (
-    DistributedContext,
-    RankFailed,
-    init_from_env,
-    load_for_resume,
-    sync_batchnorm,
-)
+from ppl_gen.core.device import resolve_device
+from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env, sync_batchnorm
 from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.data.domains import DOMAINS, DomainData, input_stats, load_domain, match_channels
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.rng import seed_everything
+from ppl_gen.engine.state import data_fingerprint, settings_record
+
+__all__ = [
+    "DOMAINS",
+    "MAY_CHANGE",
+    "MODES",
+    "DANNConfig",
+    "DANNResult",
+    "DANNTask",
+    "DomainData",
+    "accuracy",
+    "batch_indices",
+    "dann_losses",
+    "dann_step",
+    "extract_features",
+    "input_stats",
+    "load_domain",
+    "make_optimizer",
+    "match_channels",
+    "model_from_checkpoint",
+    "predict",
+    "steps_per_epoch",
+    "train_dann",
+]
 
 MODES = ("dann", "source-only")
-
-
-@dataclass
-class DomainData:
-    """One domain's images: ``x_*`` ``(N, C, H, W)`` float32 in [0, 1], ``y_*`` ``(N,)``
-    int64 labels (``y_train`` may be ``None`` for an unlabelled target)."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor | None
-    x_test: torch.Tensor
-    y_test: torch.Tensor | None
-
-    @property
-    def channels(self) -> int:
-        """Image channels C."""
-        return int(self.x_train.shape[1])
+#: Settings a resume may change (the schedules follow a new ``epochs``).
+MAY_CHANGE = frozenset({"epochs", "progress", "device", "checkpoint"})
 
 
 @dataclass
@@ -194,146 +199,6 @@ class DANNResult:
     history: dict[str, list] = field(default_factory=dict)
     seconds: float = 0.0
     steps: int = 0
-
-
-DOMAINS = ("mnist", "mnistm")
-
-
-def load_domain(
-    name: str,
-    *,
-    data_root: str | os.PathLike | None = None,
-    bsds_root: str | os.PathLike | None = None,
-    seed: int = 0,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    flag: str = "source",
-    cache_dir: str | os.PathLike | None = None,
-) -> DomainData:
-    """Read one domain as ``(N, C, 28, 28)`` float32 images in [0, 1] with labels.
-
-    Args:
-        name: ``"mnist"`` (1 channel; torchvision MNIST in ``data_root``), ``"mnistm"``
-            (3 channels; :func:`ppl_gen.data.mnistm.load_mnistm` from ``data_root`` and
-            ``bsds_root``) or a ``.npz`` file with ``x_train``, ``y_train``, ``x_test``,
-            ``y_test`` (``x``: ``(N, H, W)`` or ``(N, C, H, W)``, values in [0, 1]).
-        data_root: MNIST folder (default :func:`ppl_gen.data.datasets.default_data_root`).
-        bsds_root: photographs for MNIST-M (default ``../shared/data/bsds500/train``).
-        seed: MNIST-M seed.
-        n_train, n_test: keep only the first N training / test images.
-        flag: the CLI flag named in error messages (``--source`` / ``--target``).
-        cache_dir: MNIST-M cache folder.
-
-    Raises:
-        PplGenError: unknown name, missing or malformed files (naming ``flag``,
-            ``--data-root`` or ``--bsds-root``), values outside [0, 1].
-    """
-    from ppl_gen.data.datasets import default_data_root
-    from ppl_gen.data.mnistm import _read_mnist, load_mnistm
-
-    for f, v in (("n_train", n_train), ("n_test", n_test)):
-        if v is not None:
-            require_positive_int(f, v)
-    key = str(name).strip()
-    if key.lower() == "mnist":
-        root = data_root if data_root is not None else default_data_root()
-        if root is None:
-            raise PplGenError("data_root is required for mnist: a folder containing MNIST/raw")
-        (xtr, ytr), (xte, yte) = _read_mnist(root, True), _read_mnist(root, False)
-        x_train, x_test = xtr[:, None].float() / 255.0, xte[:, None].float() / 255.0
-    elif key.lower() == "mnistm":
-        x_train, ytr = load_mnistm(
-            data_root, bsds_root, split="train", seed=seed, cache_dir=cache_dir
-        )
-        x_test, yte = load_mnistm(
-            data_root, bsds_root, split="test", seed=seed, cache_dir=cache_dir
-        )
-    elif key.lower().endswith(".npz"):
-        x_train, ytr, x_test, yte = _read_npz(Path(key), flag)
-    else:
-        raise PplGenError(f"{flag} must be mnist, mnistm or a .npz file, got {name!r}")
-    return DomainData(
-        key.lower() if key.lower() in DOMAINS else Path(key).name,
-        x_train[:n_train],
-        ytr[:n_train],
-        x_test[:n_test],
-        yte[:n_test],
-    )
-
-
-def _read_npz(path: Path, flag: str) -> tuple[torch.Tensor, ...]:
-    import numpy as np
-
-    if not path.is_file():
-        raise PplGenError(f"{flag} {str(path)!r}: no such file")
-    try:
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except KeyError as exc:
-        raise PplGenError(f"{flag} {str(path)!r} lacks the array {exc}") from None
-    except Exception as exc:
-        raise PplGenError(
-            f"{flag} {str(path)!r}: cannot read as .npz ({type(exc).__name__})"
-        ) from None
-    out = []
-    for split in ("train", "test"):
-        x = torch.as_tensor(arrays[f"x_{split}"], dtype=torch.float32)
-        y = torch.as_tensor(arrays[f"y_{split}"]).to(torch.int64)
-        if x.dim() == 3:
-            x = x[:, None]
-        if x.dim() != 4 or y.shape != (x.shape[0],) or x.shape[0] == 0:
-            raise PplGenError(
-                f"{flag} {str(path)!r}: x_{split} must be (N, H, W) or (N, C, H, W) with "
-                f"y_{split} (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
-            )
-        if not torch.isfinite(x).all() or float(x.min()) < 0 or float(x.max()) > 1:
-            raise PplGenError(f"{flag} {str(path)!r}: x_{split} values must be finite, in [0, 1]")
-        out += [x, y]
-    return tuple(out)
-
-
-def match_channels(source: DomainData, target: DomainData) -> tuple[DomainData, DomainData]:
-    """Give both domains the same number of channels: greyscale (1 channel) images are
-    replicated to 3 channels when the other domain is RGB (MNIST → MNIST-M, as in the
-    paper); other mismatches are refused.
-
-    Raises:
-        PplGenError: channel counts that differ and are not 1 vs 3 (``--source`` /
-            ``--target``), or images of different sizes.
-    """
-    cs, ct = source.channels, target.channels
-    if source.x_train.shape[2:] != target.x_train.shape[2:]:
-        raise PplGenError(
-            f"source {source.name} images are {tuple(source.x_train.shape[2:])} but target "
-            f"{target.name} images are {tuple(target.x_train.shape[2:])}: sizes must match"
-        )
-    if cs == ct:
-        return source, target
-    if {cs, ct} != {1, 3}:
-        raise PplGenError(
-            f"source {source.name} has {cs} channels but target {target.name} has {ct}: "
-            "only equal counts or greyscale (1) vs RGB (3) are accepted"
-        )
-
-    def rgb(d: DomainData) -> DomainData:
-        if d.channels == 3:
-            return d
-        return DomainData(
-            d.name,
-            d.x_train.expand(-1, 3, -1, -1).contiguous(),
-            d.y_train,
-            d.x_test.expand(-1, 3, -1, -1).contiguous(),
-            d.y_test,
-        )
-
-    return rgb(source), rgb(target)
-
-
-def input_stats(*domains: DomainData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation ``(C,)`` of the pooled training images of
-    ``domains`` (the model's input standardisation)."""
-    x = torch.cat([d.x_train for d in domains])
-    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
 
 def batch_indices(
@@ -460,57 +325,107 @@ def make_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@torch.no_grad()
-def predict(model: DANN, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes ``(N,)`` int64 of images ``x`` ``(N, C, H, W)`` (eval mode)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    preds = [
-        model.classify(x[i : i + batch_size].to(device)).argmax(1).cpu()
-        for i in range(0, x.shape[0], batch_size)
-    ]
-    model.train(was)
-    return torch.cat(preds)
+class DANNTask:
+    """The engine task of :func:`train_dann`: one SGD step on half a batch of source and
+    half a batch of target images (module docs).
 
+    Components ``model``, ``optimizer``, ``scheduler``; random stream ``batches`` (the
+    shared permutations); the schedules' progress ``p`` is the engine's step count over
+    ``total`` steps, so a resumed run continues them exactly.
+    """
 
-def accuracy(model: DANN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of ``x`` ``(N, C, H, W)`` classified as ``y`` ``(N,)``."""
-    return float((predict(model, x, batch_size) == y.cpu()).float().mean())
+    def __init__(
+        self,
+        model: DANN,
+        net: torch.nn.Module,
+        config: DANNConfig,
+        ctx: DistributedContext,
+        source: DomainData,
+        target: DomainData,
+    ) -> None:
+        self.model, self.net, self.config, self.ctx = model, net, config, ctx
+        self.adversarial = config.mode == "dann"
+        self.half = config.batch_size // 2
+        self.n_s, self.n_t = source.x_train.shape[0], target.x_train.shape[0]
+        self.per_epoch = steps_per_epoch(self.n_s, self.half)
+        self.total = self.per_epoch * config.epochs
+        self.optimizer, self.scheduler = make_optimizer(model, config, self.total)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        # Host tensors are copied once, through pinned memory on CUDA.
+        self.xs, self.ys = ctx.to_device(source.x_train), ctx.to_device(source.y_train)
+        self.xt = ctx.to_device(target.x_train) if self.adversarial else None
+        self.lam = model.grl.lambda_
 
+    def components(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
 
-@torch.no_grad()
-def extract_features(model: DANN, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """G_f features ``(N, feature_dim)`` (CPU, float32) of images ``x`` ``(N, C, H, W)``."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    feats = [
-        model.features(x[i : i + batch_size].to(device)).cpu()
-        for i in range(0, x.shape[0], batch_size)
-    ]
-    model.train(was)
-    return torch.cat(feats)
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"batches": self.generator}
 
+    def batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(batch_indices(self.n_s, self.n_t, self.half, self.generator))
 
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    def start_epoch(self, epoch: int) -> None:
+        self.model.train()
 
+    def after_restore(self, state: dict) -> None:
+        """Put the learning rate on the schedule of this run's total steps."""
+        step = self.scheduler.last_epoch
+        for group, base, factor in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base * factor(step)
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    state = to_device(state, "cpu")
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["batches"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor], iteration: int) -> dict:
+        config, device = self.config, self.ctx.device
+        si, ti = (i.to(device) for i in batch)
+        if self.adversarial:
+            self.lam = self.model.set_progress(min(iteration / self.total, 1.0))
+        else:
+            self.lam = 0.0
+        if self.ctx.distributed:
+            stats = _distributed_step(
+                self.net, self.optimizer, self.xs, self.ys, self.xt, si, ti, config, self.ctx
+            )
+        else:
+            with amp.autocast(config.precision, device):
+                loss, *terms = dann_losses(
+                    self.model,
+                    self.xs[si],
+                    self.ys[si],
+                    self.xt[ti] if self.xt is not None else None,
+                    config.separate_batches,
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats = dict(zip(("label_loss", "domain_loss", "domain_accuracy"), terms, strict=True))
+        self.optimizer.step()
+        self.scheduler.step()
+        if not self.adversarial:  # source-only: no domain terms (NaN placeholders)
+            return {"label_loss": stats["label_loss"]}
+        return stats
 
+    def end_epoch(self, summary: EpochSummary) -> dict:
+        means = summary.means
+        return {
+            "label_loss": means.get("label_loss"),
+            "domain_loss": means.get("domain_loss"),
+            "domain_accuracy": means.get("domain_accuracy"),
+            "lambda": float(self.lam),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
 
-def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else None
+    def summary_line(self, epoch: int, entries: dict) -> str:
+        line = f"{self.config.mode} epoch {epoch}: label loss {entries['label_loss']:.4f}"
+        if self.adversarial:
+            line += (
+                f", domain loss {entries['domain_loss']:.4f}, domain accuracy "
+                f"{entries['domain_accuracy']:.3f}, lambda {entries['lambda']:.3f}"
+            )
+        return line + f", lr {entries['lr']:.5f}"
 
 
 def train_dann(
@@ -527,9 +442,9 @@ def train_dann(
     ``target`` training images (data-parallel under torchrun: module docs).
 
     Args:
-        source: labelled source domain (``y_train`` required).
-        target: target domain (labels unused); channel counts must already match
-            (:func:`match_channels`).
+        source: labelled source domain (``y_train`` required), images ``(N_s, C, H, W)``.
+        target: target domain (labels unused), images ``(N_t, C, H, W)``; channel counts
+            must already match (:func:`match_channels`).
         config: settings (default :class:`DANNConfig`).
         arch: a custom network instead of ``config.arch``.
         resume: continue from ``config.checkpoint`` if that file exists.
@@ -541,13 +456,13 @@ def train_dann(
 
     Returns:
         :class:`DANNResult` with the trained model (a plain :class:`DANN`, identical on
-        every rank; losses are those of the global batches).
+        every rank; losses are those of the global batches, nats per image).
 
     Raises:
         PplGenError: bad configuration, unlabelled source, mismatched channels or image
-            sizes, an unreadable or incompatible checkpoint, a global half-batch smaller
-            than the number of processes.
-        TrainingDiverged: a non-finite loss (the last checkpoint is kept).
+            sizes, an unreadable checkpoint or one of another network / settings / data, a
+            global half-batch smaller than the number of processes.
+        TrainingDiverged: a non-finite or exploded loss (the last checkpoint is kept).
         RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = (config or DANNConfig()).validate()
@@ -572,8 +487,6 @@ def _train_dann(
     resume: bool,
     spec: dict | None,
 ) -> DANNResult:
-    from ppl_gen.infer.training import TrainingDiverged
-
     if source.y_train is None:
         raise PplGenError(f"source {source.name} has no labels: DANN needs a labelled source")
     if source.x_train.shape[1:] != target.x_train.shape[1:]:
@@ -582,14 +495,6 @@ def _train_dann(
             f"{target.name} images {tuple(target.x_train.shape[1:])} differ "
             "(see match_channels)"
         )
-    device = ctx.device
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    net_config = arch_config(arch if arch is not None else config.arch, source.channels)
-    adversarial = config.mode == "dann"
-    model = DANN(net_config, lambda_=config.lambda_, gamma=config.gamma)
-    model.set_input_stats(*(input_stats(source, target) if adversarial else input_stats(source)))
-    model.to(device)
     half = config.batch_size // 2
     n_s, n_t = source.x_train.shape[0], target.x_train.shape[0]
     if ctx.distributed and min(half, n_s, n_t) < ctx.world_size:
@@ -598,134 +503,44 @@ def _train_dann(
             f"target images cannot be split over {ctx.world_size} processes (every process "
             "needs at least one image of each domain)"
         )
+    seed_everything(config.seed)
+    net_config = arch_config(arch if arch is not None else config.arch, source.channels)
+    adversarial = config.mode == "dann"
+    model = DANN(net_config, lambda_=config.lambda_, gamma=config.gamma)
+    model.set_input_stats(*(input_stats(source, target) if adversarial else input_stats(source)))
+    model.to(ctx.device)
     if ctx.distributed:
         sync_batchnorm(model, ctx)  # global-batch statistics, per forward pass
         torch.manual_seed(config.seed + 1 + ctx.rank)  # per-rank dropout masks
-    per_epoch = steps_per_epoch(n_s, half)
-    total = per_epoch * config.epochs
-    optimizer, scheduler = make_optimizer(model, config, total)
-    keys = ("epoch", "label_loss", "domain_loss", "domain_accuracy", "lambda", "lr", "seconds")
-    result = DANNResult(model=model, history={k: [] for k in keys})
-    start_epoch = 0
-    ckpt = Path(config.checkpoint) if config.checkpoint else None
-    state = load_for_resume(ckpt, ctx) if resume and ckpt is not None else None
-    if state is not None:
-        if state.get("kind") != "dann" or state.get("arch") != asdict(net_config):
-            raise PplGenError(
-                f"resume: {str(ckpt)!r} is not a checkpoint of this DANN network "
-                "(start afresh without resume or use another out)"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        result.history, result.seconds, result.steps = (
-            state["history"],
-            state["seconds"],
-            state["steps"],
-        )
-        start_epoch = state["epoch"]
-        _set_rng_state(state["rng"], generator)
-        if ctx.distributed:
-            ctx.set_rng_state(state.get("rng_ranks"), config.seed + 1 + 7919 * start_epoch)
-    # Host tensors are copied once, through pinned memory on CUDA.
-    xs_all, ys_all = ctx.to_device(source.x_train), ctx.to_device(source.y_train)
-    xt_all = ctx.to_device(target.x_train)
     # Source-only never uses G_d; the batch-norm buffers agree on every rank by construction.
     net = ctx.wrap(model, find_unused_parameters=not adversarial, forward_sync_buffers=False)
-    model.train()
-    show = config.progress and ctx.is_main
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        stats: dict[str, list[float]] = {"label_loss": [], "domain_loss": [], "domain_accuracy": []}
-        bar = tqdm(
-            batch_indices(n_s, n_t, half, generator),
-            total=per_epoch,
-            desc=f"{config.mode} epoch {epoch + 1}/{config.epochs}",
-            disable=True if not show else None,
-            leave=False,
-        )
-        lam = model.grl.lambda_
-        for i, (si, ti) in enumerate(bar):
-            lam = model.set_progress(min(result.steps / total, 1.0)) if adversarial else 0.0
-            if ctx.distributed:
-                step_stats = _distributed_step(
-                    net, optimizer, xs_all, ys_all, xt_all if adversarial else None,
-                    si.to(device), ti.to(device), config, ctx,
-                )  # fmt: skip
-                bad = not math.isfinite(step_stats["label_loss"]) or (
-                    adversarial and not math.isfinite(step_stats["domain_loss"])
-                )
-            else:
-                si, ti = si.to(device), ti.to(device)
-                with amp.autocast(config.precision, device):
-                    loss, step_stats = dann_step(
-                        model,
-                        xs_all[si],
-                        ys_all[si],
-                        xt_all[ti] if adversarial else None,
-                        separate=config.separate_batches,
-                    )
-                bad = not torch.isfinite(loss)
-            if bad:
-                where = f" (last good checkpoint kept at {ckpt})" if ckpt else ""
-                raise TrainingDiverged(
-                    f"non-finite loss at epoch {epoch + 1}, batch {i + 1}{where}"
-                )
-            if not ctx.distributed:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            optimizer.step()
-            scheduler.step()
-            result.steps += 1
-            for k, v in step_stats.items():
-                stats[k].append(v)
-            bar.set_postfix(label=f"{step_stats['label_loss']:.3f}", refresh=False)
-        result.seconds += time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            "label_loss": _mean(stats["label_loss"]),
-            "domain_loss": _mean(stats["domain_loss"]),
-            "domain_accuracy": _mean(stats["domain_accuracy"]),
-            "lambda": lam,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": result.seconds,
-        }
-        for k in keys:
-            result.history[k].append(row[k])
-        if show:
-            line = f"{config.mode} epoch {epoch + 1}: label loss {row['label_loss']:.4f}"
-            if adversarial:
-                line += (
-                    f", domain loss {row['domain_loss']:.4f}, domain accuracy "
-                    f"{row['domain_accuracy']:.3f}, lambda {lam:.3f}"
-                )
-            tqdm.write(line + f", lr {row['lr']:.5f}, {result.seconds:.0f} s")
-        if ckpt is not None:
-            state = {
-                "kind": "dann",
-                "spec": spec,
-                "config": asdict(config),
-                "arch": asdict(net_config),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "history": result.history,
-                "rng": _rng_state(generator),
-            }
-            if ctx.distributed:
-                state["rng_ranks"] = ctx.rng_states()
-                state["world_size"] = ctx.world_size
-            if ctx.is_main:
-                save_checkpoint(ckpt, state)
+    task = DANNTask(model, net, config, ctx, source, target)
+    settings = {**settings_record(config), "network": settings_record(net_config)}
+    loop = LoopConfig(
+        epochs=config.epochs,
+        kind="dann",
+        settings=settings,
+        may_change=MAY_CHANGE,
+        data_fingerprint=data_fingerprint(
+            source.x_train, source.y_train, target.x_train if adversarial else None
+        ),
+        meta={"spec": spec, "arch": asdict(net_config)},
+        checkpoint=config.checkpoint,
+        resume=resume,
+        seed=config.seed,
+        progress=config.progress,
+        desc=f"{config.mode} epoch",
+    )
+    fitted = fit(task, loop, ctx)
+    result = DANNResult(
+        model=model, history=fitted.history, seconds=fitted.seconds, steps=fitted.iterations
+    )
     model.eval()
     if ctx.distributed:  # hand back a plain network (no process-group batch norm)
         plain = DANN(net_config, lambda_=config.lambda_, gamma=config.gamma)
         plain.load_state_dict(model.state_dict())
         plain.grl.lambda_ = model.grl.lambda_
-        result.model = plain.to(device).eval()
+        result.model = plain.to(ctx.device).eval()
     return result
 
 
@@ -774,134 +589,3 @@ def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> DA
     model = DANN(ArchConfig(**arch), lambda_=cfg.get("lambda_"), gamma=cfg.get("gamma", 10.0))
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval()
-
-
-def run_dann_experiment(
-    source: DomainData,
-    target: DomainData,
-    config: DANNConfig,
-    *,
-    out_dir: str | os.PathLike,
-    train_on_target: bool = False,
-    resume: bool = False,
-    pad_points: int = 2000,
-    tsne: bool = True,
-    spec: dict | None = None,
-    dist: DistributedContext | None = None,
-) -> dict:
-    """The paper's digits experiment (Ganin et al. 2016, Table 2 and fig. 4) on one pair of
-    domains: source-only, DANN and (optionally) train-on-target networks trained with the
-    same ``config`` (its ``mode`` and ``checkpoint`` are set per run), then test accuracies,
-    proxy A-distance of the test features before (source-only network) and after (DANN)
-    adaptation, and figures.
-
-    Writes to ``out_dir``: ``source_only.pt``, ``checkpoint.pt`` (DANN), ``target_only.pt``,
-    ``loss_curves.png``, ``tsne.png`` (with ``tsne``) and ``metrics.json``.  Under torchrun
-    the training is data-parallel and rank 0 alone evaluates and writes (every rank returns
-    rank 0's metrics).
-
-    Args:
-        source, target: labelled domains with matching channels (:func:`match_channels`).
-        config: shared training settings.
-        out_dir: output folder.
-        train_on_target: also train on the labelled target training images (upper bound).
-        resume: continue each run from its checkpoint in ``out_dir``.
-        pad_points: test images per domain for the proxy A-distance and t-SNE (at most
-            1,000 of them are embedded).
-        tsne: draw the t-SNE figure.
-        spec: extra JSON-able description stored in the checkpoints.
-        dist: the data-parallel context (default :func:`ppl_gen.core.distributed.init_from_env`).
-
-    Returns:
-        The metrics dict written to ``metrics.json``: accuracies (fractions of test images)
-        ``target_accuracy``, ``source_accuracy`` (DANN), ``source_only_target_accuracy``,
-        ``source_only_source_accuracy``, ``train_on_target_accuracy`` (if trained),
-        ``proxy_a_distance_before`` / ``_after`` (and the held-out errors), seconds, config
-        and per-epoch histories.
-
-    Raises:
-        PplGenError: unlabelled test images, bad settings (see :func:`train_dann`).
-    """
-    from ppl_gen.adaptation.domain_analysis import adaptation_report, plot_history
-    from ppl_gen.core.io import write_json
-
-    if source.y_test is None or target.y_test is None:
-        raise PplGenError("source / target need labelled test images to measure accuracy")
-    out = Path(out_dir)
-    runs = {"source_only": ("source-only", source), "dann": ("dann", source)}
-    if train_on_target:
-        if target.y_train is None:
-            raise PplGenError("train_on_target needs labelled target training images")
-        runs["target_only"] = ("source-only", target)
-    ctx = dist if dist is not None else init_from_env(config.device)
-    models, seconds, history = {}, {}, {}
-    for name, (mode, train_domain) in runs.items():
-        ckpt = out / ("checkpoint.pt" if name == "dann" else f"{name}.pt")
-        run_config = DANNConfig(**{**asdict(config), "mode": mode, "checkpoint": str(ckpt)})
-        if config.progress and ctx.is_main:
-            tqdm.write(f"training {name} ({mode}) ...")
-        t0 = time.perf_counter()
-        result = train_dann(
-            train_domain,
-            target,
-            run_config,
-            resume=resume,
-            spec={**(spec or {}), "run": name},
-            dist=ctx,
-        )
-        models[name], history[name] = result.model, result.history
-        seconds[name] = {
-            "train_seconds": result.seconds,
-            "wall_seconds": time.perf_counter() - t0,
-        }
-    if not ctx.is_main:  # rank 0 alone evaluates and writes; the others receive its metrics
-        return ctx.broadcast_object(None)
-    metrics: dict = {
-        "source": source.name,
-        "target": target.name,
-        "n_train_source": int(source.x_train.shape[0]),
-        "n_train_target": int(target.x_train.shape[0]),
-        "n_test_source": int(source.x_test.shape[0]),
-        "n_test_target": int(target.x_test.shape[0]),
-        "target_accuracy": accuracy(models["dann"], target.x_test, target.y_test),
-        "source_accuracy": accuracy(models["dann"], source.x_test, source.y_test),
-        "source_only_target_accuracy": accuracy(
-            models["source_only"], target.x_test, target.y_test
-        ),
-        "source_only_source_accuracy": accuracy(
-            models["source_only"], source.x_test, source.y_test
-        ),
-    }
-    if train_on_target:
-        metrics["train_on_target_accuracy"] = accuracy(
-            models["target_only"], target.x_test, target.y_test
-        )
-    n_points = min(pad_points, source.x_test.shape[0], target.x_test.shape[0])
-    metrics.update(
-        adaptation_report(
-            models["source_only"],
-            models["dann"],
-            source,
-            target,
-            n_points=n_points,
-            seed=config.seed,
-            tsne_path=out / "tsne.png" if tsne else None,
-        )
-    )
-    metrics.update(
-        {
-            "seconds": seconds,
-            "device": str(ctx.device),
-            "processes": ctx.world_size,
-            "seed": config.seed,
-            "config": {
-                k: v
-                for k, v in asdict(config).items()
-                if k not in ("checkpoint", "progress", "mode")
-            },
-            "history": history,
-        }
-    )
-    plot_history(history, out / "loss_curves.png")
-    write_json(out / "metrics.json", metrics)
-    return ctx.broadcast_object(metrics)

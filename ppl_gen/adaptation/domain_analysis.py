@@ -13,16 +13,13 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ppl_gen.core.errors import PplGenError
-from ppl_gen.core.io import save_with
 
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 
@@ -138,119 +135,3 @@ def tsne_embedding(
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
     points = TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(x)
     return points, np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
-
-
-def plot_tsne(
-    panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    path: str | os.PathLike,
-    domain_names: tuple[str, str] = ("source", "target"),
-) -> Path:
-    """Draw t-SNE maps side by side (one per entry of ``panels``, e.g. ``"before
-    adaptation"`` / ``"after adaptation"``), points coloured by domain; written atomically.
-
-    Args:
-        panels: title → ``(points (n, 2), domain (n,))`` from :func:`tsne_embedding`.
-        path: output image (``.png``).
-        domain_names: legend names of domain 0 and 1.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.5 * len(panels), 4.5))
-    for i, (title, (points, domain)) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        for d, colour in ((0, "tab:blue"), (1, "tab:red")):
-            sel = domain == d
-            ax.scatter(
-                points[sel, 0], points[sel, 1], s=3, c=colour, alpha=0.5, label=domain_names[d]
-            )
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.legend(loc="upper right", markerscale=4, fontsize=8)
-    fig.tight_layout()
-    return save_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
-
-
-def plot_history(histories: Mapping[str, Mapping[str, Sequence]], path: str | os.PathLike) -> Path:
-    """Per-epoch training curves of DANN runs: label loss (nats per source image), domain
-    loss (nats per image) and domain-classifier accuracy, one line per run; written
-    atomically.
-
-    Args:
-        histories: run name → :attr:`DANNResult.history` (``None`` entries are skipped).
-        path: output image (``.png``).
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13.5, 4.0))
-    panels = (
-        ("label_loss", "label loss (nats)"),
-        ("domain_loss", "domain loss (nats)"),
-        ("domain_accuracy", "domain classifier accuracy"),
-    )
-    for i, (key, title) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, i + 1)
-        for name, history in histories.items():
-            pairs = [
-                (e, v) for e, v in zip(history["epoch"], history[key], strict=True) if v is not None
-            ]
-            if pairs:
-                ax.plot(*zip(*pairs, strict=True), marker=".", label=name)
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        if key == "domain_accuracy":
-            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_with(path, lambda tmp: fig.savefig(tmp, dpi=100))
-
-
-def adaptation_report(
-    before,
-    after,
-    source,
-    target,
-    *,
-    n_points: int = 2000,
-    seed: int = 0,
-    tsne_path: str | os.PathLike | None = None,
-) -> dict[str, float]:
-    """Proxy A-distance between source and target test features of two networks (the
-    source-only one ``before`` adaptation and DANN ``after`` it), and optionally the t-SNE
-    figure of both (Ganin et al. 2016, fig. 4).
-
-    Args:
-        before, after: trained :class:`ppl_gen.adaptation.dann.DANN` networks.
-        source, target: :class:`ppl_gen.adaptation.dann_trainer.DomainData`; ``n_points``
-            test images of each (a seeded random subset) are used.
-        n_points: images per domain (at most 1,000 of them go into t-SNE).
-        seed: seeds the subsets, the classifier split and t-SNE.
-        tsne_path: where to draw the t-SNE figure (``None``: no figure).
-
-    Returns:
-        ``proxy_a_distance_before`` / ``_after`` and ``proxy_a_error_before`` / ``_after``.
-    """
-    from ppl_gen.adaptation.dann_trainer import extract_features
-
-    def subset(x: torch.Tensor, s: int) -> torch.Tensor:
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(s))
-        return x[idx[:n_points]]
-
-    xs, xt = subset(source.x_test, seed), subset(target.x_test, seed + 1)
-    out: dict[str, float] = {}
-    feats = {}
-    for label, model in (("before", before), ("after", after)):
-        fs, ft = extract_features(model, xs), extract_features(model, xt)
-        feats[label] = (fs, ft)
-        pad = proxy_a_distance(fs, ft, seed=seed)
-        out[f"proxy_a_distance_{label}"] = pad.distance
-        out[f"proxy_a_error_{label}"] = pad.error
-    if tsne_path is not None:
-        k = min(n_points, 1000)
-        titles = {"before": "before adaptation (source only)", "after": "after adaptation (DANN)"}
-        panels = {
-            titles[label]: tsne_embedding(fs[:k], ft[:k], seed=seed)
-            for label, (fs, ft) in feats.items()
-        }
-        plot_tsne(panels, tsne_path, (source.name, target.name))
-    return out

@@ -5,7 +5,8 @@ for DANN checkpoints.
 same data -- the source-only baseline and DANN (plus, with ``--train-on-target``, the
 train-on-target upper bound) -- followed by
 :func:`ppl_gen.adaptation.domain_analysis.proxy_a_distance`
-and :func:`ppl_gen.adaptation.domain_analysis.tsne_embedding` on the features of both networks.
+and :func:`ppl_gen.adaptation.domain_analysis.tsne_embedding` on the features of both
+networks (the whole experiment is :func:`ppl_gen.jobs.dann.run_dann_experiment`).
 
 Data-parallel under ``torchrun --nproc-per-node N -m ppl_gen train dann ...`` (each process
 takes its part of every global batch; rank 0 alone evaluates, writes and prints).
@@ -17,12 +18,21 @@ from pathlib import Path
 
 import typer
 
+from ppl_gen.adaptation.dann_trainer import (
+    DANNConfig,
+    accuracy,
+    load_domain,
+    match_channels,
+    model_from_checkpoint,
+)
 from ppl_gen.cli.common import DEVICE, SEED, EvaluateOptions, emit, evaluator, train_app
+from ppl_gen.core.distributed import init_from_env
 from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.io import check_output_dir
+from ppl_gen.jobs.dann import run_dann_experiment
 
 
 def _domains(source, target, data_root, bsds_root, seed, n_train, n_test):
-    from ppl_gen.adaptation.dann_trainer import load_domain, match_channels
 
     src = load_domain(
         source,
@@ -88,9 +98,6 @@ def train_dann_command(
     """Domain-adversarial training (DANN, Ganin et al. JMLR 2016) with a source-only
     baseline; writes metrics.json with target and source test accuracy and the proxy
     A-distance before and after adaptation (data-parallel under torchrun)."""
-    from ppl_gen.adaptation.dann_trainer import DANNConfig, run_dann_experiment
-    from ppl_gen.core.distributed import init_from_env
-    from ppl_gen.core.io import check_output_dir
 
     base = DANNConfig(
         arch=arch,
@@ -150,7 +157,6 @@ def train_dann_command(
 @evaluator("dann")
 def evaluate_dann(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Target and source test accuracy of a DANN (or baseline) checkpoint."""
-    from ppl_gen.adaptation.dann_trainer import accuracy, model_from_checkpoint
 
     spec = state.get("spec") or {}
     if "source" not in spec or "target" not in spec:

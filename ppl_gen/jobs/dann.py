@@ -1,0 +1,201 @@
+"""The DANN digits experiment (Ganin et al. JMLR 2016, Table 2 and fig. 4) as one job:
+source-only, DANN and optionally train-on-target networks, their test accuracies, the
+proxy A-distance of test features before and after adaptation, the t-SNE figure, the
+training curves and ``metrics.json`` -- what ``ppl-gen train dann`` runs."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ppl_gen.adaptation.dann_trainer import DANNConfig, train_dann
+from ppl_gen.adaptation.domain_analysis import proxy_a_distance, tsne_embedding
+from ppl_gen.adaptation.features import accuracy, extract_features
+from ppl_gen.core.distributed import DistributedContext, init_from_env
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.core.io import write_json
+from ppl_gen.data.domains import DomainData
+from ppl_gen.viz.adaptation import plot_history, plot_tsne
+
+
+def adaptation_report(
+    before,
+    after,
+    source,
+    target,
+    *,
+    n_points: int = 2000,
+    seed: int = 0,
+    tsne_path: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """Proxy A-distance between source and target test features of two networks (the
+    source-only one ``before`` adaptation and DANN ``after`` it), and optionally the t-SNE
+    figure of both (Ganin et al. 2016, fig. 4).
+
+    Args:
+        before, after: trained :class:`ppl_gen.adaptation.dann.DANN` networks.
+        source, target: :class:`ppl_gen.data.domains.DomainData`; ``n_points``
+            test images of each (a seeded random subset) are used.
+        n_points: images per domain (at most 1,000 of them go into t-SNE).
+        seed: seeds the subsets, the classifier split and t-SNE.
+        tsne_path: where to draw the t-SNE figure (``None``: no figure).
+
+    Returns:
+        ``proxy_a_distance_before`` / ``_after`` and ``proxy_a_error_before`` / ``_after``.
+    """
+
+    def subset(x: torch.Tensor, s: int) -> torch.Tensor:
+        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(s))
+        return x[idx[:n_points]]
+
+    xs, xt = subset(source.x_test, seed), subset(target.x_test, seed + 1)
+    out: dict[str, float] = {}
+    feats = {}
+    for label, model in (("before", before), ("after", after)):
+        fs, ft = extract_features(model, xs), extract_features(model, xt)
+        feats[label] = (fs, ft)
+        pad = proxy_a_distance(fs, ft, seed=seed)
+        out[f"proxy_a_distance_{label}"] = pad.distance
+        out[f"proxy_a_error_{label}"] = pad.error
+    if tsne_path is not None:
+        k = min(n_points, 1000)
+        titles = {"before": "before adaptation (source only)", "after": "after adaptation (DANN)"}
+        panels = {
+            titles[label]: tsne_embedding(fs[:k], ft[:k], seed=seed)
+            for label, (fs, ft) in feats.items()
+        }
+        plot_tsne(panels, tsne_path, (source.name, target.name))
+    return out
+
+
+def run_dann_experiment(
+    source: DomainData,
+    target: DomainData,
+    config: DANNConfig,
+    *,
+    out_dir: str | os.PathLike,
+    train_on_target: bool = False,
+    resume: bool = False,
+    pad_points: int = 2000,
+    tsne: bool = True,
+    spec: dict | None = None,
+    dist: DistributedContext | None = None,
+) -> dict:
+    """The paper's digits experiment (Ganin et al. 2016, Table 2 and fig. 4) on one pair of
+    domains: source-only, DANN and (optionally) train-on-target networks trained with the
+    same ``config`` (its ``mode`` and ``checkpoint`` are set per run), then test accuracies,
+    proxy A-distance of the test features before (source-only network) and after (DANN)
+    adaptation, and figures.
+
+    Writes to ``out_dir``: ``source_only.pt``, ``checkpoint.pt`` (DANN), ``target_only.pt``,
+    ``loss_curves.png``, ``tsne.png`` (with ``tsne``) and ``metrics.json``.  Under torchrun
+    the training is data-parallel and rank 0 alone evaluates and writes (every rank returns
+    rank 0's metrics).
+
+    Args:
+        source, target: labelled domains with matching channels (:func:`match_channels`).
+        config: shared training settings.
+        out_dir: output folder.
+        train_on_target: also train on the labelled target training images (upper bound).
+        resume: continue each run from its checkpoint in ``out_dir``.
+        pad_points: test images per domain for the proxy A-distance and t-SNE (at most
+            1,000 of them are embedded).
+        tsne: draw the t-SNE figure.
+        spec: extra JSON-able description stored in the checkpoints.
+        dist: the data-parallel context (default :func:`ppl_gen.core.distributed.init_from_env`).
+
+    Returns:
+        The metrics dict written to ``metrics.json``: accuracies (fractions of test images)
+        ``target_accuracy``, ``source_accuracy`` (DANN), ``source_only_target_accuracy``,
+        ``source_only_source_accuracy``, ``train_on_target_accuracy`` (if trained),
+        ``proxy_a_distance_before`` / ``_after`` (and the held-out errors), seconds, config
+        and per-epoch histories.
+
+    Raises:
+        PplGenError: unlabelled test images, bad settings (see :func:`train_dann`).
+    """
+    if source.y_test is None or target.y_test is None:
+        raise PplGenError("source / target need labelled test images to measure accuracy")
+    out = Path(out_dir)
+    runs = {"source_only": ("source-only", source), "dann": ("dann", source)}
+    if train_on_target:
+        if target.y_train is None:
+            raise PplGenError("train_on_target needs labelled target training images")
+        runs["target_only"] = ("source-only", target)
+    ctx = dist if dist is not None else init_from_env(config.device)
+    models, seconds, history = {}, {}, {}
+    for name, (mode, train_domain) in runs.items():
+        ckpt = out / ("checkpoint.pt" if name == "dann" else f"{name}.pt")
+        run_config = DANNConfig(**{**asdict(config), "mode": mode, "checkpoint": str(ckpt)})
+        if config.progress and ctx.is_main:
+            tqdm.write(f"training {name} ({mode}) ...")
+        t0 = time.perf_counter()
+        result = train_dann(
+            train_domain,
+            target,
+            run_config,
+            resume=resume,
+            spec={**(spec or {}), "run": name},
+            dist=ctx,
+        )
+        models[name], history[name] = result.model, result.history
+        seconds[name] = {
+            "train_seconds": result.seconds,
+            "wall_seconds": time.perf_counter() - t0,
+        }
+    if not ctx.is_main:  # rank 0 alone evaluates and writes; the others receive its metrics
+        return ctx.broadcast_object(None)
+    metrics: dict = {
+        "source": source.name,
+        "target": target.name,
+        "n_train_source": int(source.x_train.shape[0]),
+        "n_train_target": int(target.x_train.shape[0]),
+        "n_test_source": int(source.x_test.shape[0]),
+        "n_test_target": int(target.x_test.shape[0]),
+        "target_accuracy": accuracy(models["dann"], target.x_test, target.y_test),
+        "source_accuracy": accuracy(models["dann"], source.x_test, source.y_test),
+        "source_only_target_accuracy": accuracy(
+            models["source_only"], target.x_test, target.y_test
+        ),
+        "source_only_source_accuracy": accuracy(
+            models["source_only"], source.x_test, source.y_test
+        ),
+    }
+    if train_on_target:
+        metrics["train_on_target_accuracy"] = accuracy(
+            models["target_only"], target.x_test, target.y_test
+        )
+    n_points = min(pad_points, source.x_test.shape[0], target.x_test.shape[0])
+    metrics.update(
+        adaptation_report(
+            models["source_only"],
+            models["dann"],
+            source,
+            target,
+            n_points=n_points,
+            seed=config.seed,
+            tsne_path=out / "tsne.png" if tsne else None,
+        )
+    )
+    metrics.update(
+        {
+            "seconds": seconds,
+            "device": str(ctx.device),
+            "processes": ctx.world_size,
+            "seed": config.seed,
+            "config": {
+                k: v
+                for k, v in asdict(config).items()
+                if k not in ("checkpoint", "progress", "mode")
+            },
+            "history": history,
+        }
+    )
+    plot_history(history, out / "loss_curves.png")
+    write_json(out / "metrics.json", metrics)
+    return ctx.broadcast_object(metrics)
