@@ -4,7 +4,7 @@ beats the source-only baseline on a tiny synthetic domain shift."""
 import pytest
 import torch
 
-import ppl_gen.adaptation.dann_trainer as trainer
+import ppl_gen.engine.loop as engine_loop
 from ppl_gen.adaptation.dann import ArchConfig, build_dann
 from ppl_gen.adaptation.dann_trainer import (
     DANNConfig,
@@ -63,7 +63,8 @@ def _shift(seed: int = 0, n: int = 400) -> tuple[DomainData, DomainData]:
 
 
 def _config(mode: str, **kw) -> DANNConfig:
-    return DANNConfig(mode=mode, epochs=10, batch_size=32, device="cpu", progress=False, **kw)
+    kw = {"epochs": 10, "batch_size": 32, "device": "cpu", "progress": False, **kw}
+    return DANNConfig(mode=mode, **kw)
 
 
 def test_dann_beats_source_only_on_a_synthetic_shift():
@@ -139,7 +140,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     short = _config("dann", checkpoint=str(tmp_path / "b.pt"))
     # interrupt the same 10-epoch run right after its 4th checkpoint, then resume it
     calls = {"n": 0}
-    real_save = trainer.save_checkpoint
+    real_save = engine_loop.save_checkpoint
 
     def save_then_stop(path, state):
         real_save(path, state)
@@ -147,10 +148,10 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
         if calls["n"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(engine_loop, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train_dann(source, target, short, arch=TINY)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    monkeypatch.setattr(engine_loop, "save_checkpoint", real_save)
     assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 4
     resumed = train_dann(source, target, short, arch=TINY, resume=True)
     for a, b in zip(
@@ -185,20 +186,20 @@ def test_unmatched_channels_are_refused_by_the_trainer():
         "mnist", torch.rand(4, 1, 12, 12), torch.zeros(4).long(), torch.rand(2, 1, 12, 12), None
     )
     rgb = DomainData("mnistm", torch.rand(4, 3, 12, 12), None, torch.rand(2, 3, 12, 12), None)
-    with pytest.raises(PplGenError, match="--source"):
+    with pytest.raises(PplGenError, match="^source"):
         train_dann(grey, rgb, _config("dann"), arch=TINY)
 
 
 @pytest.mark.parametrize(
     "field,value,flag",
     [
-        ("batch_size", 3, "--batch-size"),
-        ("epochs", 0, "--epochs"),
-        ("arch", "vgg", "--arch"),
-        ("lr", -1.0, "--lr"),
+        ("batch_size", 3, "^batch_size"),
+        ("epochs", 0, "^epochs"),
+        ("arch", "vgg", "^arch"),
+        ("lr", -1.0, "^lr"),
     ],
 )
-def test_bad_config_names_the_flag(field, value, flag):
+def test_bad_config_names_the_parameter(field, value, flag):
     with pytest.raises(PplGenError, match=flag):
         DANNConfig(**{field: value}).validate()
 
@@ -213,3 +214,37 @@ def test_training_on_cuda():
         arch=TINY,
     )
     assert next(result.model.parameters()).is_cuda
+
+
+def test_same_seed_twice_gives_identical_weights_and_another_seed_differs():
+    source, target = _shift(n=48)
+    a = train_dann(source, target, _config("dann", epochs=2), arch=TINY)
+    b = train_dann(source, target, _config("dann", epochs=2), arch=TINY)
+    c = train_dann(source, target, _config("dann", epochs=2, seed=5), arch=TINY)
+    sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_resume_refuses_a_changed_setting_and_follows_more_epochs(tmp_path):
+    source, target = _shift(n=48)
+    ckpt = str(tmp_path / "c.pt")
+    train_dann(source, target, _config("dann", epochs=2, checkpoint=ckpt), arch=TINY)
+    with pytest.raises(PplGenError, match="^lr 0.05 differs"):
+        train_dann(
+            source,
+            target,
+            _config("dann", epochs=2, lr=0.05, checkpoint=ckpt),
+            arch=TINY,
+            resume=True,
+        )
+    longer = train_dann(
+        source, target, _config("dann", epochs=4, checkpoint=ckpt), arch=TINY, resume=True
+    )
+    assert longer.history["epoch"] == [1, 2, 3, 4]
+    fresh = train_dann(source, target, _config("dann", epochs=4), arch=TINY)
+    # the schedules follow the new total: the last epoch's lr and lambda match a fresh 4-epoch
+    # run (earlier epochs ran on the 2-epoch schedule, so the weights differ)
+    assert longer.history["lr"][-1] == pytest.approx(fresh.history["lr"][-1], rel=1e-12)
+    assert longer.history["lambda"][-1] == pytest.approx(fresh.history["lambda"][-1], rel=1e-12)
+    assert all(lr > 0 for lr in longer.history["lr"])

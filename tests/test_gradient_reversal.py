@@ -71,5 +71,5 @@ def test_progress_outside_unit_interval_is_refused(bad):
 
 
 def test_negative_fixed_lambda_is_refused():
-    with pytest.raises(PplGenError, match="--lambda"):
+    with pytest.raises(PplGenError, match="^lambda"):
         GradientReversal(-1.0)

@@ -107,14 +107,14 @@ def test_dataset_returns_image_label_pairs_with_transform(sources, tmp_path):
 
 def test_missing_photo_folder_is_a_clear_error(sources, tmp_path):
     mnist, _ = sources
-    with pytest.raises(PplGenError, match="--bsds-root"):
+    with pytest.raises(PplGenError, match="^bsds_root"):
         load_mnistm(mnist, tmp_path / "nope", cache_dir=tmp_path)
 
 
 def test_empty_photo_folder_is_a_clear_error(sources, tmp_path):
     mnist, _ = sources
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PplGenError, match="--bsds-root .*no photographs"):
+    with pytest.raises(PplGenError, match="^bsds_root .*no photographs"):
         load_mnistm(mnist, tmp_path / "empty", cache_dir=tmp_path)
 
 
@@ -127,9 +127,9 @@ def test_photo_smaller_than_the_crop_is_a_clear_error(sources, tmp_path):
 
 def test_bad_split_and_missing_mnist_are_clear_errors(sources, tmp_path):
     mnist, photos = sources
-    with pytest.raises(PplGenError, match="--split"):
+    with pytest.raises(PplGenError, match="^split"):
         load_mnistm(mnist, photos, split="val", cache_dir=tmp_path)
-    with pytest.raises(PplGenError, match="--data-root"):
+    with pytest.raises(PplGenError, match="mnist_root|data_root"):
         load_mnistm(tmp_path / "no_mnist", photos, cache_dir=tmp_path)
 
 

@@ -218,6 +218,17 @@ def test_resume_refuses_other_data_of_the_same_shape(digits, tmp_path):
         train(model, guide, other, config(epochs=2, checkpoint=str(ckpt)), resume=True)
 
 
+def test_resume_refuses_another_binarisation_of_the_same_rows(digits, tmp_path):
+    """Dynamic binarisation vs none: the same stored rows, another training objective."""
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("amortised", digits)
+    train(model, guide, digits, config(epochs=1, val_every=0, checkpoint=str(ckpt)))
+    plain = dataclasses.replace(digits, binarize="none")
+    model, guide = make_pair("amortised", plain)
+    with pytest.raises(PplGenError, match="^binarize 'none' differs from the checkpoint's"):
+        train(model, guide, plain, config(epochs=2, checkpoint=str(ckpt)), resume=True)
+
+
 def test_resume_may_change_epochs_and_validation_interval(digits, tmp_path):
     """N -> 2N epochs with another ``val_every``: allowed, the new value applies."""
     ckpt = tmp_path / "ckpt.pt"
@@ -251,6 +262,20 @@ def test_resume_on_cuda(digits, tmp_path):
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
     assert resumed.history["epoch"] == full.history["epoch"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cpu_checkpoint_resumes_on_cuda_and_back(digits, tmp_path):
+    """``device`` may change on resume: the named streams live on the CPU."""
+    ckpt = tmp_path / "ckpt.pt"
+    model, guide = make_pair("mean-field", digits)
+    train(model, guide, digits, config(epochs=1, checkpoint=str(ckpt)))
+    for epochs, device in ((2, "cuda"), (3, "cpu")):
+        model, guide = make_pair("mean-field", digits)
+        cfg = config(epochs=epochs, device=device, checkpoint=str(ckpt))
+        result = train(model, guide, digits, cfg, resume=True)
+        assert result.history["epoch"] == list(range(1, epochs + 1))
+        assert all(math.isfinite(v) for v in result.history["train_elbo"])
 
 
 # --------------------------------------------------------------------------- seeds

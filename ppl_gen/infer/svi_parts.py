@@ -1,6 +1,6 @@
 """Pieces of the SVI task (:mod:`ppl_gen.infer.training`): the Pyro parameters outside the
-model and guide modules as a checkpoint component, the minibatches of an epoch, and the
-buffer average over ranks."""
+model and guide modules as a checkpoint component, the minibatches of an epoch, dynamic
+binarisation from a CPU stream, and the buffer average over ranks."""
 
 from __future__ import annotations
 
@@ -66,6 +66,28 @@ class EpochBatches:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self.batches
+
+
+def binarize_on_host_stream(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Dynamic binarisation ``b ~ Bernoulli(x)`` drawn from a CPU ``generator`` whatever
+    ``x``'s device (Salakhutdinov & Murray 2008's dynamically binarised MNIST).
+
+    A CPU stream's state can be restored on any device, so a checkpoint written on a GPU
+    resumes on the CPU and back.  On the CPU this is
+    :func:`ppl_gen.data.datasets.binarize_batch`; elsewhere uniforms ``u`` are drawn on the
+    CPU, copied, and ``b = 1[u < x]``.
+
+    Args:
+        x: ``(batch, D)`` probabilities in [0, 1], any device, floating dtype.
+        generator: a CPU :class:`torch.Generator`.
+
+    Returns:
+        ``x``'s shape, dtype and device, exactly 0.0 or 1.0.
+    """
+    if x.device.type == "cpu":
+        return datasets.binarize_batch(x, generator)
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+    return (u.to(x.device, non_blocking=True) < x).to(x.dtype)
 
 
 def average_buffers(modules, ctx: DistributedContext) -> None:

@@ -16,8 +16,14 @@ the Pyro parameters outside them (``pyro.param`` sites of hand-written models an
 under their fixed names), the optimiser, the history and every random stream, so that a
 resumed run continues exactly as an uninterrupted one.  A resume may change ``epochs``,
 ``progress``, ``device``, ``checkpoint`` and ``val_every``; any other changed setting
-(``lr``, ``batch_size``, ``elbo``, ``seed``, ...) or other training data (same shape or not)
-is refused with a :class:`~ppl_gen.core.errors.PplGenError` naming it.
+(``lr``, ``batch_size``, ``elbo``, ``seed``, ...) or other training data (same shape or not,
+or another binarisation) is refused with a :class:`~ppl_gen.core.errors.PplGenError` naming it.
+
+Why not the engine's ``param_store=True``: :func:`ppl_gen.core.naming.unique_scope` names a
+module's store entries with a per-process counter (``VAE_3$$$decoder.0.weight``), so the
+whole store's names differ between the run and its resume; module weights travel as the
+``model`` / ``guide`` components and only the other parameters the optimiser holds, under
+their fixed names, as ``pyro_params`` (:class:`~ppl_gen.infer.svi_parts.PyroParams`).
 
 **Data parallelism** (launched by ``torchrun``, see :mod:`ppl_gen.core.distributed`): every rank
 draws the same permutation of the training set (shared seed) and, from each global
@@ -70,7 +76,7 @@ from torch import nn
 from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.precision import bf16_networks, check_precision, deterministic
-from ppl_gen.data.datasets import DataSplits, binarize_batch, iterate_minibatches
+from ppl_gen.data.datasets import DataSplits, iterate_minibatches
 from ppl_gen.engine import rng
 from ppl_gen.engine.divergence import TrainingDiverged
 from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
@@ -78,7 +84,12 @@ from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.guides import MeanFieldGuide
 from ppl_gen.infer.bounds import evaluate_bounds
 from ppl_gen.infer.elbos import ELBOS, make_elbo
-from ppl_gen.infer.svi_parts import EpochBatches, PyroParams, average_buffers
+from ppl_gen.infer.svi_parts import (
+    EpochBatches,
+    PyroParams,
+    average_buffers,
+    binarize_on_host_stream,
+)
 
 __all__ = [
     "ELBOS",
@@ -99,9 +110,11 @@ __all__ = [
 class TrainConfig:
     """Settings of :func:`train`.
 
-    A resume may change ``epochs`` (a longer run continues), ``progress``, ``device``,
-    ``checkpoint`` and ``val_every`` (:data:`MAY_CHANGE`, applied from the new settings);
-    it refuses any other change.
+    A resume may change ``epochs`` (a longer run continues), ``progress``, ``device`` (the
+    named random streams live on the CPU, so a GPU checkpoint resumes on the CPU and back;
+    the continuation is then not bit-identical), ``checkpoint`` and ``val_every``
+    (:data:`MAY_CHANGE`, applied from the new settings); it refuses any other change, and
+    another ``data.binarize`` mode.
 
     Attributes:
         epochs: passes over the training set (>= 1).
@@ -366,7 +379,7 @@ class SVITask:
     def step(self, idx: torch.Tensor, iteration: int) -> dict:
         xb = self.x[idx]
         if self.dynamic:
-            xb = binarize_batch(xb, self.binarize)
+            xb = binarize_on_host_stream(xb, self.binarize)
         if self.ctx.distributed:
             loss = _distributed_step(
                 self.elbo, self.model_n, self.guide_n, xb, idx, self.params, self.optimizer,
@@ -422,7 +435,7 @@ def train(
         resume: continue from ``config.checkpoint`` if it exists (every piece of state
             restored; training runs up to ``config.epochs``).  Only :data:`MAY_CHANGE`
             settings may differ from the checkpoint's, and the training data must be the
-            same rows.
+            same rows with the same ``binarize`` mode.
         spec: JSON-able description stored in the checkpoint so that tools can rebuild the
             model and guide (see :mod:`ppl_gen.lvm.builders`); its ``"kind"`` entry (default
             ``"latent-variable"``) becomes the checkpoint's kind, which selects the
@@ -479,10 +492,11 @@ def _train(
         )
     # The minibatch order and binarisation are shared by all ranks; model/guide sampling
     # (torch's global generator) differs per rank so that ranks draw independent noise.
+    # Both named streams live on the CPU, so a resume on another device restores them.
     rng.seed_everything(config.seed + ctx.rank)
     generators = {
         "shuffle": torch.Generator().manual_seed(config.seed),
-        "binarize": torch.Generator(device=device).manual_seed(config.seed + 1),
+        "binarize": torch.Generator().manual_seed(config.seed + 1),
     }
     elbo = make_elbo(config.elbo, config.num_particles)
     model_n = functools.partial(model, size=n)
@@ -498,7 +512,7 @@ def _train(
     loop = LoopConfig(
         epochs=config.epochs,
         kind=(spec or {}).get("kind", "latent-variable"),
-        settings=settings_record(config),
+        settings={**settings_record(config), "binarize": data.binarize},
         may_change=MAY_CHANGE,
         data_fingerprint=data_fingerprint(data.train) if config.checkpoint else None,
         meta={"spec": spec},
