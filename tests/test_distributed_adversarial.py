@@ -478,7 +478,7 @@ def test_dann_refuses_more_processes_than_images_per_half_batch():
 
     source, target = domains()
     ctx = DistributedContext(rank=0, world_size=8, device=torch.device("cpu"))
-    with pytest.raises(PplGenError, match="--batch-size 14"):
+    with pytest.raises(PplGenError, match="^batch_size 14"):
         train_dann(source, target, dann_config(), arch=TINY_BN, dist=ctx)
 
 
