@@ -1,8 +1,13 @@
 """IWAE-K evaluation cost: ``evaluate_bounds`` with K = 5000 on the 10,000 MNIST test images.
 
 784-400-20 VAE (``ppl_gen.models.VAE`` + ``AmortisedGaussianGuide``), trained briefly
-(``--train-epochs``, default 1) or loaded from a ppl_gen ``--checkpoint``; the bound values do
-not matter here, only wall time (target <= 360 s) and peak memory (target <= 3 GB).
+(``--train-epochs``, default 1) or loaded from a ppl_gen ``--checkpoint`` (read weights-only,
+:func:`ppl_gen.core.checkpoint.load_checkpoint`; e.g. ``vae_quality.py --checkpoint-dir``'s
+``ppl_gen.pt`` or ``ppl-gen train vae``'s ``checkpoint.pt`` of that architecture); the bound
+values do not matter here, only wall time (target <= 360 s, CPU) and peak memory (target
+<= 3 GB).  ``--device cuda`` evaluates on the GPU (both ppl_gen and the reference; the
+device is synchronised before every clock reading, and the peak CUDA memory allocated
+during the evaluation is reported too).
 
 Every measurement runs in a fresh worker process, so that its memory figures are its own:
 the worker loads torch, Pyro, the model and the test images, takes the *baseline*, runs
@@ -91,17 +96,29 @@ def worker(args: argparse.Namespace) -> None:
     """Evaluate once in this (fresh) process and write a JSON result."""
     from ppl_gen.infer.bounds import evaluate_bounds
 
-    state = torch.load(args.worker, weights_only=False)
-    x = state["x"][: args.n_test]
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def clock() -> float:
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    state = torch.load(args.worker, weights_only=True)
+    x = state["x"][: args.n_test].to(device)
     model, guide = ppl_gen_modules()
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
-    model.eval()
-    guide.eval()
+    model.to(device).eval()
+    guide.to(device).eval()
     plain = PlainVAE()
     copy_from_ppl_gen(plain, model, guide)
-    plain.eval()
+    plain.to(device).eval()
     pyro.set_rng_seed(args.seed)
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    cuda_before = torch.cuda.memory_allocated(device) if cuda else 0
     maxrss_before = _maxrss()
     reset = _reset_peak_rss()
     baseline = _status("VmHWM") if reset else maxrss_before
@@ -112,20 +129,20 @@ def worker(args: argparse.Namespace) -> None:
 
     def reference() -> None:  # plain-PyTorch IWAE-K on the same first rows: machine speed now
         if args.reference_images:
-            t = time.perf_counter()
+            t = clock()
             plain_iwae(plain, x[: args.reference_images], args.k, args.chunk)
-            ref_seconds.append((time.perf_counter() - t) / args.reference_images)
+            ref_seconds.append((clock() - t) / args.reference_images)
 
-    t0 = time.perf_counter()
+    t0 = clock()
     reference()
     for a, b in zip(edges[:-1], edges[1:], strict=True):
-        t = time.perf_counter()
+        t = clock()
         bounds.append(
             evaluate_bounds(model, guide, x[a:b], k=args.k, max_samples_per_chunk=args.chunk)
         )
-        seg_seconds.append(time.perf_counter() - t)
+        seg_seconds.append(clock() - t)
         reference()
-    wall = time.perf_counter() - t0
+    wall = clock() - t0
     seconds = sum(seg_seconds)
     maxrss_after = _maxrss()
     peak = _status("VmHWM") if reset else maxrss_after
@@ -162,6 +179,10 @@ def worker(args: argparse.Namespace) -> None:
         "elbo": float(elbo.mean()),
         "elbo_se": float(elbo.std() / n**0.5) if n > 1 else None,
         "threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda_eval_peak_allocated_bytes": (
+            torch.cuda.max_memory_allocated(device) - cuda_before if cuda else None
+        ),
     }
     Path(args.result).write_text(json.dumps(result))
 
@@ -176,13 +197,14 @@ def run_worker(
     segments: int = 1,
     ref: int = 0,
     threads: int = 0,
+    device: str = "cpu",
 ) -> dict:
     out = tmp / f"result-{n}-{k}-{chunk}-{time.monotonic_ns()}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(state)]
     cmd += ["--result", str(out), "--n-test", str(n), "--k", str(k)]
     cmd += ["--chunk", str(chunk), "--seed", str(seed)]
     cmd += ["--segments", str(segments), "--reference-images", str(ref)]
-    cmd += ["--threads", str(threads)]
+    cmd += ["--threads", str(threads), "--device", device]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return json.loads(out.read_text())
 
@@ -224,7 +246,10 @@ def probe_chunks(args, state: Path, n_test: int, tmp: Path) -> tuple[int, dict]:
     probes: dict[int, list[dict]] = {v: [] for v in values}
     for r in range(args.probe_rounds):
         for value in values if r % 2 == 0 else values[::-1]:
-            res = run_worker(state, n_probe, args.k, value, args.seed, tmp, threads=args.threads)
+            res = run_worker(
+                state, n_probe, args.k, value, args.seed, tmp, threads=args.threads,
+                device=args.device,
+            )  # fmt: skip
             probes[value].append(res)
     print(f"\nprobe: {n_probe} images, K={args.k}, {args.probe_rounds} round(s)")
     print(f"{'max_samples_per_chunk':>22}{'median s':>10}{'s/image':>10}{'eval GB':>9}")
@@ -278,13 +303,24 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="500 test images")
-    parser.add_argument("--out", type=Path, default=RESULTS / "iwae_eval.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default results/iwae_eval.json (_cuda.json)"
+    )
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from ppl_gen.core.device import resolve_device
+
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as exc:  # PplGenError: no such device here
+        parser.error(f"--device: {exc}")
+    if args.out is None:
+        args.out = RESULTS / ("iwae_eval.json" if args.device == "cpu" else "iwae_eval_cuda.json")
     if args.worker is not None:
         worker(args)
         return
@@ -315,6 +351,7 @@ def main() -> None:
             segments,
             args.reference_images,
             args.threads,
+            args.device,
         )
 
     seconds = main_run["seconds"]
@@ -323,6 +360,9 @@ def main() -> None:
     print(f"{'':<34}{'value':>12}{'target':>10}")
     print(f"{'wall time (s)':<34}{seconds:>12.1f}{'<= 360':>10}")
     print(f"{'seconds per image':<34}{main_run['seconds_per_image']:>12.4f}")
+    if main_run["cuda_eval_peak_allocated_bytes"] is not None:
+        cuda_gb = main_run["cuda_eval_peak_allocated_bytes"] / GB
+        print(f"{'CUDA peak allocated in eval (GB)':<34}{cuda_gb:>12.3f}")
     print(f"{'peak RSS increase in eval (GB)':<34}{inc:>12.3f}{'<= 3':>10}")
     for label, key in (
         ("peak RSS during eval (GB)", "peak_rss_bytes"),
@@ -340,7 +380,7 @@ def main() -> None:
         print(f"{'  reference-speed extrapolation (s)':<34}{ref * n_test:>12.1f}")
     print(f"{'IWAE-' + str(args.k) + ' (nats)':<34}{main_run['iwae']:>12.2f}", end="")
     print(f"  (ELBO {main_run['elbo']:.2f})")
-    if n_test == source["n_test_available"] and args.k == 5000:
+    if n_test == source["n_test_available"] and args.k == 5000 and args.device == "cpu":
         ok = seconds <= 360 and inc <= 3
         print(f"\ntargets (360 s, 3 GB): {'PASS' if ok else 'FAIL'}")
     else:
@@ -354,8 +394,9 @@ def main() -> None:
         args.out,
         {
             "benchmark": "iwae_eval",
-            "description": "evaluate_bounds IWAE-K on MNIST test images, 784-400-20 VAE, CPU; "
+            "description": "evaluate_bounds IWAE-K on MNIST test images, 784-400-20 VAE; "
             "memory = peak RSS increase during evaluation in a fresh worker process",
+            "device": args.device,
             "k": args.k,
             "n_test": n_test,
             "model": source,

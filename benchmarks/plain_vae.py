@@ -2,7 +2,9 @@
 
 MLP VAE ``784-400-20`` with ReLU, Bernoulli decoder (logits), diagonal Gaussian encoder
 whose scale is ``min_scale + softplus(raw)`` exactly like
-:class:`ppl_gen.guides.AmortisedGaussianGuide`, analytic KL to ``N(0, I)``, Adam.
+:class:`ppl_gen.guides.AmortisedGaussianGuide`, analytic KL to ``N(0, I)``, Adam.  (The
+``ppl_gen.models`` and ``ppl_gen.guides`` packages live in the repository's ``models/``
+and ``guides/`` folders.)
 
 The module layout mirrors ppl_gen's so that the weights load straight into
 ``ppl_gen.models.VAE(784, 20, (400,))`` (``decoder.*``) and
@@ -124,13 +126,18 @@ def train_plain(
     dynamic: bool = True,
     progress: bool = False,
 ) -> PlainResult:
-    """Train like ``ppl_gen.infer.training.train(..., TrainConfig(elbo="analytic-kl"))``.
+    """Train like ``ppl_gen.infer.training.train(..., TrainConfig(elbo="analytic-kl"))``,
+    on the device ``plain`` lives on (the data are moved there; the minibatch order is drawn
+    on CPU and the binarisation stream lives on that device, as in ``train``).
 
-    ``seconds`` is the wall time of the epoch loops only (as ``TrainResult.seconds``).
+    ``seconds`` is the wall time of the epoch loops only (as ``TrainResult.seconds``); the
+    per-step ``float(loss)`` synchronises a CUDA device, as ppl_gen's loop does.
     """
+    device = next(plain.parameters()).device
+    x_train = x_train.to(device)
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
-    binarize = torch.Generator().manual_seed(seed + 1)
+    binarize = torch.Generator(device=device).manual_seed(seed + 1)
     n = x_train.shape[0]
     optimizer = torch.optim.Adam(plain.parameters(), lr=lr)
     history = {"epoch": [], "train_elbo": [], "seconds": []}
@@ -138,7 +145,7 @@ def train_plain(
     for epoch in range(epochs):
         t0 = time.perf_counter()
         total = 0.0
-        for idx in iterate_minibatches(n, batch_size, generator=shuffle):
+        for idx in iterate_minibatches(n, batch_size, generator=shuffle, device=device):
             xb = x_train[idx]
             if dynamic:
                 xb = binarize_batch(xb, binarize)
@@ -163,8 +170,9 @@ def plain_iwae(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hand-written IWAE-K and ELBO per datapoint, ``(N,)`` each (nats): the timing reference
     for :func:`ppl_gen.infer.bounds.evaluate_bounds` (same chunking rule: ``max_samples_per_chunk //
-    K`` rows at a time, all K samples at once when they fit, running log-sum-exp)."""
-    n = x.shape[0]
+    K`` rows at a time, all K samples at once when they fit, running log-sum-exp).  Runs on
+    ``x``'s device (the plain VAE must live there)."""
+    n, device = x.shape[0], x.device
     rows = max(1, min(n, max_samples_per_chunk // min(k, max_samples_per_chunk)))
     k_chunk = max(1, min(k, max_samples_per_chunk // rows))
     half_log_2pi = 0.5 * math.log(2 * math.pi)
@@ -172,11 +180,11 @@ def plain_iwae(
     for start in range(0, n, rows):
         xb = x[start : start + rows]
         loc, scale = plain.encoder(xb)
-        lse = torch.full((xb.shape[0],), -math.inf)
-        total = torch.zeros(xb.shape[0], dtype=torch.float64)
+        lse = torch.full((xb.shape[0],), -math.inf, device=device)
+        total = torch.zeros(xb.shape[0], dtype=torch.float64, device=device)
         for k_start in range(0, k, k_chunk):
             kk = min(k_chunk, k - k_start)
-            eps = torch.randn(kk, *loc.shape)
+            eps = torch.randn(kk, *loc.shape, device=device)
             z = loc + scale * eps
             logits = plain.decoder(z)
             log_lik = torch.einsum("kbd,bd->kb", logits, xb) - F.softplus(logits).sum(-1)

@@ -1,4 +1,4 @@
-"""Training throughput of ppl_gen's Pyro VAE against a plain-PyTorch loop (CPU).
+"""Training throughput of ppl_gen's Pyro VAE against a plain-PyTorch loop (CPU or CUDA).
 
 784-400-20 ReLU MLP VAE, Bernoulli decoder, batch 128, Adam 1e-3, dynamic binarisation.
 Variants, each timed over the same number of epochs on the same data:
@@ -21,7 +21,11 @@ are noisy; ratios measured side by side are the figure to read).  ``--threads 1`
 the OpenMP barrier stalls that two threads suffer when another process competes for the
 two cores (a step then takes tens of milliseconds instead of a few).
 
-``.venv/bin/python benchmarks/vae_throughput.py [--quick] [--synthetic]``
+``--device cuda`` runs every variant on the GPU (data, networks and the binarisation
+stream on the device; the per-step ``float(loss)`` of every loop synchronises it, so the
+loop times are complete); the results go to ``vae_throughput_cuda.json`` by default.
+
+``.venv/bin/python benchmarks/vae_throughput.py [--quick] [--synthetic] [--device cuda]``
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from plain_vae import (
 )
 from pyro.infer import SVI, Trace_ELBO
 
+from ppl_gen.core.device import resolve_device
 from ppl_gen.data.datasets import DataSplits, binarize_batch, iterate_minibatches
 from ppl_gen.infer.training import TrainConfig, train
 
@@ -93,23 +98,25 @@ def synthetic_data(n_train: int = 54_000, seed: int = 0) -> DataSplits:
     )
 
 
-def fresh_modules(seed: int):
+def fresh_modules(seed: int, device: torch.device | str = "cpu"):
     torch.manual_seed(seed)
     model, guide = ppl_gen_modules()
     plain = PlainVAE()
     copy_from_ppl_gen(plain, model, guide)
-    return model, guide, plain
+    return model.to(device), guide.to(device), plain.to(device)
 
 
-def run_plain(data: DataSplits, epochs: int, seed: int) -> tuple[float, float, int]:
-    _, _, plain = fresh_modules(seed)
+def run_plain(data: DataSplits, epochs: int, seed: int, device) -> tuple[float, float, int]:
+    _, _, plain = fresh_modules(seed, device)
     t0 = time.perf_counter()
     res = train_plain(plain, data.train, epochs=epochs, batch_size=BATCH, seed=seed)
     return res.seconds, time.perf_counter() - t0, data.train.shape[0] * epochs
 
 
-def run_ppl_gen(data: DataSplits, epochs: int, seed: int, elbo: str) -> tuple[float, float, int]:
-    model, guide, _ = fresh_modules(seed)
+def run_ppl_gen(
+    data: DataSplits, epochs: int, seed: int, elbo: str, device
+) -> tuple[float, float, int]:
+    model, guide, _ = fresh_modules(seed, device)
     pyro.clear_param_store()
     config = TrainConfig(
         epochs=epochs,
@@ -119,7 +126,7 @@ def run_ppl_gen(data: DataSplits, epochs: int, seed: int, elbo: str) -> tuple[fl
         seed=seed,
         val_every=0,
         progress=False,
-        device="cpu",
+        device=str(device),
     )
     t0 = time.perf_counter()
     res = train(model, guide, data, config)
@@ -132,10 +139,10 @@ def run_ppl_gen(data: DataSplits, epochs: int, seed: int, elbo: str) -> tuple[fl
 
 
 def run_textbook(
-    data: DataSplits, epochs: int, seed: int, validate: bool
+    data: DataSplits, epochs: int, seed: int, validate: bool, device
 ) -> tuple[float, float, int]:
     """Pyro's VAE tutorial, with this benchmark's networks, data order and binarisation."""
-    model_m, guide_m, plain = fresh_modules(seed)
+    model_m, guide_m, plain = fresh_modules(seed, device)
     encoder, decoder = plain.encoder, plain.decoder
     pyro.clear_param_store()
 
@@ -156,27 +163,28 @@ def run_textbook(
     pyro.set_rng_seed(seed)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=Trace_ELBO())
     shuffle = torch.Generator().manual_seed(seed)
-    binarize = torch.Generator().manual_seed(seed + 1)
-    n = data.train.shape[0]
+    binarize = torch.Generator(device=device).manual_seed(seed + 1)
+    x = data.train.to(device)
+    n = x.shape[0]
     loop = 0.0
     with pyro.validation_enabled(validate):
         for _ in range(epochs):
             t1 = time.perf_counter()
-            for idx in iterate_minibatches(n, BATCH, generator=shuffle):
-                svi.step(binarize_batch(data.train[idx], binarize))
+            for idx in iterate_minibatches(n, BATCH, generator=shuffle, device=device):
+                svi.step(binarize_batch(x[idx], binarize))  # returns a float: synchronises
             loop += time.perf_counter() - t1
     return loop, time.perf_counter() - t0, n * epochs
 
 
-def run_variant(name: str, data: DataSplits, epochs: int, seed: int):
+def run_variant(name: str, data: DataSplits, epochs: int, seed: int, device):
     if name == "plain":
-        return run_plain(data, epochs, seed)
+        return run_plain(data, epochs, seed, device)
     if name in PPL_GEN_ELBO:
-        return run_ppl_gen(data, epochs, seed, PPL_GEN_ELBO[name])
+        return run_ppl_gen(data, epochs, seed, PPL_GEN_ELBO[name], device)
     if name == "pyro-textbook":
-        return run_textbook(data, epochs, seed, validate=True)
+        return run_textbook(data, epochs, seed, True, device)
     if name == "pyro-textbook-noval":
-        return run_textbook(data, epochs, seed, validate=False)
+        return run_textbook(data, epochs, seed, False, device)
     raise ValueError(name)
 
 
@@ -192,9 +200,22 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="5,000 rows, 2 rounds")
-    parser.add_argument("--out", type=Path, default=RESULTS / "vae_throughput.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default results/vae_throughput.json, _cuda.json on a GPU)",
+    )
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:  # PplGenError: no such device here
+        parser.error(f"--device: {exc}")
+    if args.out is None:
+        suffix = "" if device.type == "cpu" else f"_{device.type}"
+        args.out = RESULTS / f"vae_throughput{suffix}.json"
     if args.quick:
         args.n_train = args.n_train or 5000
         args.rounds = min(args.rounds, 2)
@@ -211,13 +232,13 @@ def main() -> None:
     n = data.train.shape[0]
     print(
         f"data: {data.name}, {n} training rows, batch {BATCH}, {args.epochs} epoch(s) per run, "
-        f"{args.rounds} rounds, {torch.get_num_threads()} threads",
+        f"{args.rounds} rounds, {torch.get_num_threads()} threads, device {device}",
         flush=True,
     )
 
     warm = replace(data, train=data.train[: 20 * BATCH])
     for name in variants:  # warm-up: imports, allocator, first-call costs
-        run_variant(name, warm, 1, args.seed)
+        run_variant(name, warm, 1, args.seed, device)
 
     loop = {v: [] for v in variants}
     wall = {v: [] for v in variants}
@@ -225,7 +246,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for name in order:
-            seconds, call, imgs = run_variant(name, data, args.epochs, args.seed)
+            seconds, call, imgs = run_variant(name, data, args.epochs, args.seed, device)
             loop[name].append(seconds)
             wall[name].append(call)
             images[name] = imgs
@@ -278,10 +299,12 @@ def main() -> None:
         args.out,
         {
             "benchmark": "vae_throughput",
-            "description": "training time per epoch loop, 784-400-20 VAE, batch 128, CPU; "
+            "description": "training time per epoch loop, 784-400-20 VAE, batch 128; "
             "ratio_to_plain = median over rounds of (variant / plain) in the same round; "
             "ratio_of_minima = fastest variant run / fastest plain run",
             "data": data.name,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "n_train": n,
             "batch_size": BATCH,
             "epochs_per_run": args.epochs,

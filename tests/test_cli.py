@@ -399,3 +399,19 @@ def test_train_evaluate_round_trip_and_resume(guide, tmp_path, capsys):
     assert resumed["iterations"] == 3 * 2
     assert load_checkpoint(ckpt)["epoch"] == 3
     assert_no_temp_files(out)
+
+
+@pytest.mark.parametrize(
+    "changed, flag",
+    [(["--lr", "0.01"], "--lr 0.01"), (["--binarize", "none"], "--binarize 'none'")],
+)
+def test_a_resume_with_other_settings_is_refused_naming_the_flag(changed, flag, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = [*TINY_TRAIN, "--device", "cpu", "--out", out]
+    code, _, err = run(capsys, base)
+    assert code == 0, err
+    before = (out / "checkpoint.pt").read_bytes()
+    code, stdout, err = run(capsys, [*base, "--epochs", "2", "--resume", *changed])
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err, f"error: {flag} differs from the checkpoint's")
+    assert (out / "checkpoint.pt").read_bytes() == before

@@ -312,6 +312,21 @@ def test_cli_train_vae_with_the_same_seed_twice_gives_identical_weights(tmp_path
     assert not same_parameters(weights["a"], weights["c"])
 
 
+def test_the_train_vae_job_writes_metrics_and_the_figure_from_python(tmp_path):
+    from ppl_gen.jobs.train_vae import TrainVAEConfig, run_train_vae
+
+    out = tmp_path / "job"
+    tiny = dict(data="digits", n_train=64, batch_size=32, hidden=(8,), latent_dim=2, epochs=1)
+    cfg = TrainVAEConfig(**tiny, device="cpu", progress=False, out=str(out))
+    summary = run_train_vae(cfg)
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.json", "loss_curves.png"}
+    assert json.loads((out / "metrics.json").read_text()) == summary
+    assert summary["epochs"] == 1 and math.isfinite(summary["final_train_elbo"])
+    with pytest.raises(PplGenError, match="^guide must be one of"):
+        run_train_vae(dataclasses.replace(cfg, guide="flow", out=str(tmp_path / "other")))
+    assert not (tmp_path / "other").exists()
+
+
 class _Payload:
     """Unpickling this runs ``open(marker, "w")``: a checkpoint that executes code."""
 
@@ -602,40 +617,26 @@ def test_written_files_follow_the_umask(umask, mode, tmp_path):
 # --------------------------------------------------------------------------- load_checkpoint
 
 
-def _garbage(path: Path) -> None:
-    path.write_bytes(b"\x00\x01 definitely not a torch file")
-
-
-def _empty(path: Path) -> None:
-    path.write_bytes(b"")
-
-
-def _wrong_format(path: Path) -> None:
-    torch.save({"model": {}, "epoch": 3}, path)
-
-
-def _not_a_dict(path: Path) -> None:
-    torch.save([1, 2, 3], path)
-
-
 def _truncated(path: Path) -> None:
     save_checkpoint(path, {"epoch": 1, "weights": torch.randn(1000)})
     path.write_bytes(path.read_bytes()[:2000])
 
 
-def _directory(path: Path) -> None:
-    path.mkdir()
+BAD_FILES = {
+    "missing": lambda p: None,
+    "garbage": lambda p: p.write_bytes(b"\x00\x01 definitely not a torch file"),
+    "empty": lambda p: p.write_bytes(b""),
+    "wrong-format": lambda p: torch.save({"model": {}, "epoch": 3}, p),
+    "not-a-dict": lambda p: torch.save([1, 2, 3], p),
+    "truncated": _truncated,
+    "folder": lambda p: p.mkdir(),
+}
 
 
-@pytest.mark.parametrize(
-    "make",
-    [None, _garbage, _empty, _wrong_format, _not_a_dict, _truncated, _directory],
-    ids=["missing", "garbage", "empty", "wrong-format", "not-a-dict", "truncated", "folder"],
-)
-def test_load_checkpoint_rejects_bad_files_naming_checkpoint(make, tmp_path):
+@pytest.mark.parametrize("bad", sorted(BAD_FILES))
+def test_load_checkpoint_rejects_bad_files_naming_checkpoint(bad, tmp_path):
     path = tmp_path / "ckpt.pt"
-    if make is not None:
-        make(path)
+    BAD_FILES[bad](path)
     with pytest.raises(PplGenError, match="^CHECKPOINT") as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value)
