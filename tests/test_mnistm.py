@@ -87,7 +87,7 @@ def test_cache_is_reused_and_keyed_by_the_photos(sources, tmp_path):
     files = list(cache.glob("*.pt"))
     assert len(files) == 1
     # a tampered cache entry is what comes back: proof the cache is read, not rebuilt
-    entry = torch.load(files[0])
+    entry = torch.load(files[0], weights_only=True)
     entry["x"][0].zero_()
     torch.save(entry, files[0])
     x2, _ = load_mnistm(mnist, photos, seed=0, cache_dir=cache)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ppl_gen.adaptation.dann_trainer import DANNConfig, train_dann
 from ppl_gen.adaptation.domain_analysis import proxy_a_distance, tsne_embedding
 from ppl_gen.adaptation.features import accuracy, extract_features
+from ppl_gen.core.checkpoint import load_checkpoint
 from ppl_gen.core.distributed import DistributedContext, init_from_env
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import write_json
@@ -128,9 +129,14 @@ def run_dann_experiment(
             raise PplGenError("train_on_target needs labelled target training images")
         runs["target_only"] = ("source-only", target)
     ctx = dist if dist is not None else init_from_env(config.device)
+    checkpoints = {n: out / ("checkpoint.pt" if n == "dann" else f"{n}.pt") for n in runs}
+    if resume and ctx.is_main:  # every checkpoint is read (safely) before any training
+        for ckpt in checkpoints.values():
+            if ckpt.exists():
+                load_checkpoint(ckpt)
     models, seconds, history = {}, {}, {}
     for name, (mode, train_domain) in runs.items():
-        ckpt = out / ("checkpoint.pt" if name == "dann" else f"{name}.pt")
+        ckpt = checkpoints[name]
         run_config = DANNConfig(**{**asdict(config), "mode": mode, "checkpoint": str(ckpt)})
         if config.progress and ctx.is_main:
             tqdm.write(f"training {name} ({mode}) ...")
