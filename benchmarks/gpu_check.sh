@@ -96,7 +96,7 @@ print(f"NCCL available: {torch.distributed.is_nccl_available()}")
 EOF
   echo >&2
   echo "GPU CHECK CANNOT RUN: no CUDA GPU is visible to PyTorch on this machine" >&2
-  echo "(torch.cuda.is_available() is False; torch ${PY} reports the build above)." >&2
+  echo "(torch.cuda.is_available() is False for $PY; its torch build is shown above)." >&2
   echo "This script exercises the CUDA code paths and needs a machine with a GPU;" >&2
   echo "the CPU test suite is: .venv/bin/pytest -q tests" >&2
   exit 2

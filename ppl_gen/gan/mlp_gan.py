@@ -4,6 +4,7 @@ implementations; the paper used maxout units and dropout)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.gan.init import init_weights_normal
+from ppl_gen.lvm.nets import mlp
 
 
 def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -26,11 +28,12 @@ def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def mlp_layers(sizes: Sequence[int], slope: float = 0.2) -> list[nn.Module]:
-    """Linear layers between consecutive ``sizes`` with LeakyReLU(``slope``) after each."""
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.LeakyReLU(slope)]
-    return layers
+    """Linear layers between consecutive ``sizes`` with LeakyReLU(``slope``) after each
+    (the hidden part of :func:`ppl_gen.lvm.nets.mlp`)."""
+    if len(sizes) < 2:
+        return []
+    body = mlp(sizes[0], sizes[1:-1], sizes[-1], functools.partial(nn.LeakyReLU, slope))
+    return [*body, nn.LeakyReLU(slope)]
 
 
 class MLPGenerator(nn.Module):
