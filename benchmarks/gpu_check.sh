@@ -36,7 +36,7 @@ BUDGET_S=${BUDGET_S:-450}
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ppl_gen_gpu_check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-export PYTHONWARNINGS=ignore
+export PY OUT_DIR WORK PYTHONWARNINGS=ignore
 START=$SECONDS
 SUMMARY=()
 FAILED=0
@@ -44,7 +44,8 @@ FAILED=0
 say() { printf '\n=== %s\n' "$*"; }
 record() { SUMMARY+=("$(printf '%-44s %s' "$1" "$2")"); }
 
-# step NAME LIMIT_S COMMAND...: run COMMAND under `timeout`, within the remaining budget.
+# step NAME LIMIT_S COMMAND...: run COMMAND (a program or an exported function) under
+# `timeout`, within the remaining budget.
 step() {
   local name=$1 limit=$2
   shift 2
@@ -57,7 +58,11 @@ step() {
   [ "$limit" -gt "$left" ] && limit=$left
   say "$name (limit ${limit} s)"
   local t0=$SECONDS rc
-  timeout --kill-after=10 "$limit" "$@"
+  if declare -F "$1" >/dev/null; then
+    timeout --kill-after=10 "$limit" bash -c '"$@"' _ "$@"
+  else
+    timeout --kill-after=10 "$limit" "$@"
+  fi
   rc=$?
   local took=$((SECONDS - t0))
   if [ "$rc" -eq 0 ]; then
@@ -156,9 +161,9 @@ Path(sys.argv[1]).write_text("\n".join(ids) + "\n")
 print(f"{len(ids)} CUDA-only tests:", *ids, sep="\n  ")
 EOF
 mapfile -t CUDA_TESTS < <(grep -v '^$' "$WORK/cuda_tests.txt")
-cuda_tests() {
+cuda_tests() {  # cuda_tests NODE_ID...
   local log=$WORK/cuda_tests.log
-  "$PY" -m pytest -q -rs -p no:cacheprovider "${CUDA_TESTS[@]}" 2>&1 | tee "$log"
+  "$PY" -m pytest -q -rs -p no:cacheprovider "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   if grep -iE "^SKIPPED.*cuda" "$log"; then
     echo "a CUDA test was skipped on a CUDA machine (above)" >&2
@@ -166,8 +171,9 @@ cuda_tests() {
   fi
   return "$rc"
 }
+export -f cuda_tests
 if [ "${#CUDA_TESTS[@]}" -gt 0 ]; then
-  step "CUDA-only tests (${#CUDA_TESTS[@]})" 200 cuda_tests
+  step "CUDA-only tests (${#CUDA_TESTS[@]})" 200 cuda_tests "${CUDA_TESTS[@]}"
 else
   record "CUDA-only tests" "FAILED: none found in tests/"
   FAILED=1
@@ -199,6 +205,7 @@ if bad or not finals:
     sys.exit(f"non-finite or missing final losses: {bad or finals}")
 EOF
 }
+export -f cli_run
 step "bf16: train vae --device cuda" 90 cli_run vae_bf16 train vae --data digits \
   --epochs 3 --device cuda --precision bf16 --out "$WORK/vae_bf16"
 step "bf16: train dcgan --device cuda" 120 cli_run dcgan_bf16 train dcgan "${IMAGES[@]}" \
@@ -209,6 +216,7 @@ torchrun2() {
   "$PY" -m torch.distributed.run --nproc-per-node 2 --master-addr 127.0.0.1 \
     --master-port "$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" "$@"
 }
+export -f torchrun2
 if [ "$NGPU" -ge 2 ]; then
   cat >"$WORK/sync_bn.py" <<'EOF'
 """SyncBatchNorm over NCCL against one process on the whole batch."""
@@ -250,6 +258,7 @@ EOF
     torchrun2 -m ppl_gen "$@" --json >"$OUT_DIR/$name.json" || return 1
     "$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[1], 'processes', m.get('processes'), 'images/s', m.get('images_per_second')); assert m.get('processes') == 2" "$OUT_DIR/$name.json"
   }
+  export -f torch2_cli
   step "2 GPUs: train vae --device cuda" 120 torch2_cli vae_2gpu train vae --data digits \
     --epochs 2 --device cuda --out "$WORK/vae_2gpu"
   step "2 GPUs: train dcgan --device cuda (SyncBatchNorm)" 150 torch2_cli dcgan_2gpu \

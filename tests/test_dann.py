@@ -248,3 +248,43 @@ def test_resume_refuses_a_changed_setting_and_follows_more_epochs(tmp_path):
     assert longer.history["lr"][-1] == pytest.approx(fresh.history["lr"][-1], rel=1e-12)
     assert longer.history["lambda"][-1] == pytest.approx(fresh.history["lambda"][-1], rel=1e-12)
     assert all(lr > 0 for lr in longer.history["lr"])
+
+
+def _flat(value, prefix=""):
+    """``{path: leaf}`` of a nested checkpoint entry (dicts, lists, tensors, numbers)."""
+    if isinstance(value, dict):
+        return {
+            k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}/{key}").items()
+        }
+    if isinstance(value, (list, tuple)):
+        return {
+            k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}/{i}").items()
+        }
+    return {prefix: value}
+
+
+@pytest.mark.parametrize("mode", ["dann", "source-only"])
+def test_one_epoch_then_resume_equals_two_epochs_bit_for_bit(tmp_path, mode):
+    source, target = _shift(n=64)
+    straight = _config(mode, epochs=2, checkpoint=str(tmp_path / "straight.pt"))
+    split = _config(mode, epochs=2, checkpoint=str(tmp_path / "split.pt"))
+    full = train_dann(source, target, straight, arch=TINY)
+    first = train_dann(source, target, split, arch=TINY, stop_after=1)
+    assert first.history["epoch"] == [1] and load_checkpoint(tmp_path / "split.pt")["epoch"] == 1
+    resumed = train_dann(source, target, split, arch=TINY, resume=True)
+    sa, sb = full.model.state_dict(), resumed.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    a, b = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(tmp_path / "split.pt")
+    for key in ("model", "optimizer", "scheduler", "rng"):
+        fa, fb = _flat(a[key]), _flat(b[key])
+        assert fa.keys() == fb.keys(), key
+        for path, leaf in fa.items():
+            if isinstance(leaf, torch.Tensor):
+                assert torch.equal(leaf, fb[path]), f"{key}{path}"
+            else:
+                assert leaf == fb[path], f"{key}{path}"
+    assert a["iterations"] == b["iterations"] and a["epoch"] == b["epoch"] == 2
+    for key in ("label_loss", "domain_loss", "domain_accuracy", "lambda", "lr"):
+        assert a["history"][key] == b["history"][key] == resumed.history[key]
+    with pytest.raises(PplGenError, match="^stop_after"):
+        train_dann(source, target, split, arch=TINY, stop_after=0)

@@ -97,6 +97,30 @@ def test_cache_is_reused_and_keyed_by_the_photos(sources, tmp_path):
     assert len(list(cache.glob("*.pt"))) == 2  # new photo set, new entry
 
 
+class _Trap:
+    """A pickled object whose loading would call a function (what weights_only refuses)."""
+
+    def __reduce__(self):
+        return (_sprung.append, ("ran",))
+
+
+_sprung: list = []
+
+
+def test_cache_entry_holding_code_is_refused_and_rebuilt_atomically(sources, tmp_path):
+    mnist, photos = sources
+    cache = tmp_path / "cache"
+    x1, y1 = load_mnistm(mnist, photos, seed=0, cache_dir=cache)
+    (entry,) = cache.glob("*.pt")
+    torch.save({"x": _Trap(), "y": y1}, entry)  # a crafted cache file
+    x2, y2 = load_mnistm(mnist, photos, seed=0, cache_dir=cache)
+    assert _sprung == []  # never unpickled with code execution
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)  # rebuilt from the sources
+    # the rebuilt entry is a plain, weights-only file, and no temporary file is left over
+    assert torch.equal(torch.load(entry, weights_only=True)["y"], y1)
+    assert sorted(p.name for p in cache.iterdir()) == [entry.name]
+
+
 def test_dataset_returns_image_label_pairs_with_transform(sources, tmp_path):
     mnist, photos = sources
     ds = MNISTM(mnist, photos, train=False, cache_dir=tmp_path, transform=lambda x: x * 2)

@@ -117,7 +117,7 @@ def arch_config(arch: str | ArchConfig, in_channels: int = 3) -> ArchConfig:
     ``in_channels`` set.
 
     Raises:
-        PplGenError: unknown name (``--arch``).
+        PplGenError: unknown name (naming ``arch``).
     """
     if isinstance(arch, ArchConfig):
         config = arch
@@ -245,6 +245,6 @@ def build_dann(
     """A :class:`DANN` with the ``"paper"`` or ``"bn"`` network (or an :class:`ArchConfig`).
 
     Raises:
-        PplGenError: unknown ``arch`` (``--arch``) or bad sizes.
+        PplGenError: unknown ``arch`` or bad sizes.
     """
     return DANN(arch_config(arch, in_channels), lambda_=lambda_, gamma=gamma)

@@ -147,7 +147,7 @@ class DANNConfig:
         """Check every field; returns ``self``.
 
         Raises:
-            PplGenError: naming the CLI flag of the bad field.
+            PplGenError: naming the parameter (field) that is bad.
         """
         if self.arch not in ARCHS:
             raise PplGenError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
@@ -172,7 +172,7 @@ class DANNConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise PplGenError(f"{flag} must be a non-negative number, got {value!r}")
         if self.lambda_ is not None and not (math.isfinite(self.lambda_) and self.lambda_ >= 0):
-            raise PplGenError(f"lambda must be a non-negative number, got {self.lambda_!r}")
+            raise PplGenError(f"lambda_ must be a non-negative number, got {self.lambda_!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise PplGenError(f"seed must be a non-negative integer, got {self.seed!r}")
         amp.check_precision(self.precision)
@@ -435,6 +435,7 @@ def train_dann(
     *,
     arch: ArchConfig | None = None,
     resume: bool = False,
+    stop_after: int | None = None,
     spec: dict | None = None,
     dist: DistributedContext | None = None,
 ) -> DANNResult:
@@ -448,6 +449,8 @@ def train_dann(
         config: settings (default :class:`DANNConfig`).
         arch: a custom network instead of ``config.arch``.
         resume: continue from ``config.checkpoint`` if that file exists.
+        stop_after: stop after this many epochs in this call (the schedules still run over
+            ``config.epochs``; a later ``resume=True`` call continues the run exactly).
         spec: JSON-able description stored in the checkpoint (data sources, for
             ``ppl-gen evaluate``).
         dist: the data-parallel context; default :func:`ppl_gen.core.distributed.init_from_env`
@@ -466,10 +469,12 @@ def train_dann(
         RankFailed: another rank stopped (crashed); the last checkpoint is left as it was.
     """
     config = (config or DANNConfig()).validate()
+    if stop_after is not None:
+        require_positive_int("stop_after", stop_after)
     ctx = dist if dist is not None else init_from_env(config.device)
     with amp.deterministic(config.deterministic, ctx.device):
         try:
-            return _train_dann(source, target, config, ctx, arch=arch, resume=resume, spec=spec)
+            return _train_dann(source, target, config, ctx, arch, resume, stop_after, spec)
         except RankFailed as exc:
             kept = f"; the last good checkpoint {config.checkpoint} is intact" * bool(
                 config.checkpoint
@@ -482,9 +487,9 @@ def _train_dann(
     target: DomainData,
     config: DANNConfig,
     ctx: DistributedContext,
-    *,
     arch: ArchConfig | None,
     resume: bool,
+    stop_after: int | None,
     spec: dict | None,
 ) -> DANNResult:
     if source.y_train is None:
@@ -527,6 +532,7 @@ def _train_dann(
         meta={"spec": spec, "arch": asdict(net_config)},
         checkpoint=config.checkpoint,
         resume=resume,
+        stop_after=stop_after,
         seed=config.seed,
         progress=config.progress,
         desc=f"{config.mode} epoch",

@@ -45,7 +45,7 @@ def dann_lambda(progress: float, gamma: float = 10.0) -> float:
         PplGenError: ``progress`` outside [0, 1] or ``gamma`` not positive.
     """
     if not 0.0 <= progress <= 1.0:
-        raise PplGenError(f"training progress p must be in [0, 1], got {progress!r}")
+        raise PplGenError(f"progress (training progress p) must be in [0, 1], got {progress!r}")
     if not gamma > 0:
         raise PplGenError(f"gamma must be positive, got {gamma!r}")
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
@@ -66,7 +66,7 @@ class GradientReversal(nn.Module):
     def __init__(self, lambda_: float | None = None, gamma: float = 10.0) -> None:
         super().__init__()
         if lambda_ is not None and not lambda_ >= 0:
-            raise PplGenError(f"lambda must be >= 0 (or scheduled), got {lambda_!r}")
+            raise PplGenError(f"lambda_ must be >= 0 (or None: scheduled), got {lambda_!r}")
         self.scheduled = lambda_ is None
         self.gamma = float(gamma)
         self.lambda_ = 0.0 if lambda_ is None else float(lambda_)

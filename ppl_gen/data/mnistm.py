@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import torch_save
+from ppl_gen.data.datasets import default_data_root
 
 CROP = 28
 SPLITS = ("train", "test")
@@ -64,7 +65,7 @@ def photo_files(bsds_root: str | os.PathLike) -> list[Path]:
     """The photographs (``*.jpg``, ``*.jpeg``, ``*.png``) in ``bsds_root``, sorted by name.
 
     Raises:
-        PplGenError: naming ``--bsds-root`` if the folder does not exist or holds no photos.
+        PplGenError: naming ``bsds_root`` if the folder does not exist or holds no photos.
     """
     root = Path(bsds_root)
     if not root.is_dir():
@@ -85,7 +86,7 @@ def read_photos(files: Sequence[Path], crop: int = CROP) -> list[torch.Tensor]:
     replicated).
 
     Raises:
-        PplGenError: naming ``--bsds-root`` and the file if one cannot be decoded or is
+        PplGenError: naming ``bsds_root`` and the file if one cannot be decoded or is
             smaller than ``crop`` x ``crop`` pixels.
     """
     import numpy as np
@@ -208,12 +209,11 @@ def load_mnistm(
         digit labels.
 
     Raises:
-        PplGenError: bad ``split`` (``--split``) or ``seed`` (``--seed``); no MNIST folder
-            (``--data-root``); a missing or empty photo folder, an unreadable photograph or
-            one smaller than 28x28 (``--bsds-root``).
+        PplGenError: naming the parameter: bad ``split`` or ``seed``; no MNIST folder
+            (``data_root``, the name :func:`ppl_gen.data.domains.load_domain` and the CLI
+            give ``mnist_root``); a missing or empty photo folder, an unreadable photograph
+            or one smaller than 28x28 (``bsds_root``).
     """
-    from ppl_gen.data.datasets import default_data_root
-
     if split not in SPLITS:
         raise PplGenError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

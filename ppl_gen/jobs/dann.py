@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ppl_gen.adaptation.dann import DANN
 from ppl_gen.adaptation.dann_trainer import DANNConfig, train_dann
 from ppl_gen.adaptation.domain_analysis import proxy_a_distance, tsne_embedding
 from ppl_gen.adaptation.features import accuracy, extract_features
@@ -25,10 +26,10 @@ from ppl_gen.viz.adaptation import plot_history, plot_tsne
 
 
 def adaptation_report(
-    before,
-    after,
-    source,
-    target,
+    before: DANN,
+    after: DANN,
+    source: DomainData,
+    target: DomainData,
     *,
     n_points: int = 2000,
     seed: int = 0,
