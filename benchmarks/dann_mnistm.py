@@ -38,13 +38,9 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 # isort: split
 import torch
 
-from ppl_gen.adaptation.dann_trainer import (
-    DANNConfig,
-    load_domain,
-    match_channels,
-)
+from ppl_gen.adaptation.dann_trainer import DANNConfig
 from ppl_gen.core.io import write_json, write_text
-from ppl_gen.jobs.dann import run_dann_experiment
+from ppl_gen.jobs.dann import load_domains, run_dann_experiment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"source_only": 0.5225, "dann": 0.7666, "train_on_target": 0.9596}
@@ -112,15 +108,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     load_before = _load()
-    src = load_domain("mnist", data_root=args.data_root, flag="--source")
-    tgt = load_domain(
-        "mnistm",
-        data_root=args.data_root,
-        bsds_root=args.bsds_root,
-        seed=args.seed,
-        flag="--target",
+    src, tgt = load_domains(
+        "mnist", "mnistm", data_root=args.data_root, bsds_root=args.bsds_root, seed=args.seed
     )
-    src, tgt = match_channels(src, tgt)
     config = DANNConfig(
         arch=args.arch,
         epochs=args.epochs,

@@ -227,6 +227,8 @@ from torch import nn
 
 from ppl_gen.core.distributed import init_from_env, sync_batchnorm, teardown
 
+torch.backends.cudnn.allow_tf32 = False  # compare in true float32
+torch.backends.cuda.matmul.allow_tf32 = False
 ctx = init_from_env("cuda")
 assert ctx.backend == "nccl" and ctx.world_size == 2, (ctx.backend, ctx.world_size)
 torch.manual_seed(0)
@@ -244,11 +246,12 @@ d_out = (out - ctx.shard(ref_out)).abs().max().item()
 d_mean = (net[1].running_mean - ref[1].running_mean).abs().max().item()
 d_var = (net[1].running_var - ref[1].running_var).abs().max().item()
 # DDP averages the ranks' gradients; the one-process loss is their sum
-d_grad = (net[0].weight.grad * ctx.world_size - ref[0].weight.grad).abs().max().item()
+scale = ref[0].weight.grad.abs().max().item()
+d_grad = (net[0].weight.grad * ctx.world_size - ref[0].weight.grad).abs().max().item() / scale
 if ctx.is_main:
     print(f"SyncBatchNorm/NCCL vs one process: max |diff| output {d_out:.2e}, running mean "
-          f"{d_mean:.2e}, running var {d_var:.2e}, conv grad {d_grad:.2e}")
-assert max(d_out, d_mean, d_var) < 1e-4 and d_grad < 1e-3, "mismatch"
+          f"{d_mean:.2e}, running var {d_var:.2e}, conv grad {d_grad:.2e} (relative)")
+assert max(d_out, d_mean, d_var) < 1e-4 and d_grad < 1e-4, "mismatch"
 teardown()
 EOF
   step "2 GPUs: SyncBatchNorm over NCCL" 90 torchrun2 "$WORK/sync_bn.py"

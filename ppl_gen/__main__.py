@@ -7,8 +7,10 @@ rank that hit them.  A rank whose partner crashed, or froze past the collective 
 naming what failed (exit status 1) and exits at once, without the interpreter's shutdown,
 so that ``torchrun`` stops the job promptly; torchrun reports the crashed rank's own error
 (recorded with ``torch.distributed.elastic``'s ``record``).  A successful command ends with
-a barrier, so a rank that froze after its last collective also ends the job within the
-timeout instead of leaving it waiting forever.  The process group is left cleanly at exit.
+a check that every rank finished, so a rank that froze after its last collective also ends
+the job within the timeout instead of leaving it waiting forever (rank 0 waits for the
+others, never the reverse: :meth:`~ppl_gen.core.distributed.DistributedContext.finish`).
+The process group is left cleanly at exit.
 """
 
 import os
@@ -34,7 +36,7 @@ def run() -> int:
     try:
         code = main()
         if code == 0:
-            distributed.current("cpu").barrier()  # no-op without a process group
+            distributed.current("cpu").finish()  # no-op without a process group
         return code
     except distributed.RankFailed as exc:
         _peer_lost = True

@@ -129,6 +129,8 @@ def _empty_photos(tmp_path):
         (lambda p: ["--arch", "vgg"], "--arch"),
         (lambda p: ["--batch-size", "33"], "--batch-size"),
         (lambda p: ["--epochs", "0"], "--epochs"),
+        (lambda p: ["--pad-points", "4"], "^error: --pad-points must be at least 8"),
+        (lambda p: ["--lr", "nan"], "^error: --lr must be a positive number"),
         (lambda p: ["--device", "tpu"], "--device"),
     ],
 )
@@ -160,3 +162,23 @@ def test_bad_input_is_one_error_line_and_exit_2(extra, message, tmp_path, capsys
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in err and not out.exists()
+
+
+def test_resume_with_a_changed_setting_is_refused_naming_the_flag(tmp_path, capsys):
+    src, tgt = _npz(tmp_path / "s.npz", 0, n=32), _npz(tmp_path / "t.npz", 3, n=32, seed=1)
+    out = tmp_path / "run"
+    argv = ["train", "dann", "--source", src, "--target", tgt, "--epochs", "1"]
+    argv += ["--batch-size", "16", "--pad-points", "16", "--no-tsne", "--device", "cpu"]
+    argv += ["--out", out, "--json"]
+    code, _, err = run(capsys, argv)
+    assert code == 0, err
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    code, stdout, err = run(capsys, [*argv, "--resume", "--lr", "0.05"])
+    assert code == 2 and stdout == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --lr 0.05 differs"), err
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")} == before  # untouched
+    code, stdout, err = run(capsys, [*argv, "--resume", "--epochs", "2"])  # allowed
+    assert code == 0, err
+    history = json.loads(stdout)["history"]
+    assert history["dann"]["epoch"] == [1, 2] and history["source_only"]["epoch"] == [1, 2]

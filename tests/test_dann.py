@@ -288,3 +288,18 @@ def test_one_epoch_then_resume_equals_two_epochs_bit_for_bit(tmp_path, mode):
         assert a["history"][key] == b["history"][key] == resumed.history[key]
     with pytest.raises(PplGenError, match="^stop_after"):
         train_dann(source, target, split, arch=TINY, stop_after=0)
+
+
+def test_job_checks_name_parameters_and_write_nothing(tmp_path):
+    from ppl_gen.jobs.dann import load_domains, run_dann_job
+
+    out = tmp_path / "out"
+    with pytest.raises(PplGenError, match="^pad_points must be at least 8"):
+        run_dann_job("mnist", "mnistm", _config("dann"), out=out, pad_points=4)
+    with pytest.raises(PplGenError, match="^source must be mnist, mnistm or a .npz"):
+        run_dann_job("svhn", "mnistm", _config("dann"), out=out)
+    with pytest.raises(PplGenError, match="^source .*nope.npz.*no such file"):
+        load_domains(str(tmp_path / "nope.npz"), "mnist")
+    with pytest.raises(PplGenError, match="^data_root .*no MNIST files"):
+        load_domains("mnist", "mnistm", data_root=tmp_path)
+    assert not out.exists()

@@ -223,6 +223,39 @@ def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (folder / LOCK_NAME).exists()
 
 
+RACE = """
+import os, sys, time
+from pathlib import Path
+from ppl_gen.core.errors import PplGenError
+from ppl_gen.core.io import output_lock
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+try:
+    with output_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(4)
+except PplGenError as exc:
+    print("refused", exc, flush=True)
+"""
+
+
+def test_runs_starting_together_on_a_stale_lock_get_one_owner(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": None}))
+    go = tmp_path / "go"
+    procs = [python(RACE, str(folder), str(go)) for _ in range(4)]
+    time.sleep(3)  # let them all start and wait
+    go.write_text("")
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(o.split()[0] for o in outs) == ["held", "refused", "refused", "refused"], outs
+    assert all("in use by another ppl_gen run" in o for o in outs if o.startswith("refused"))
+    assert not (folder / LOCK_NAME).exists() and temps(folder) == []
+
+
 def test_an_unreadable_lock_is_taken_over(tmp_path):
     (tmp_path / LOCK_NAME).write_text("not json")
     with output_lock(tmp_path):

@@ -405,8 +405,8 @@ class DANNTask:
         self.optimizer.step()
         self.scheduler.step()
         if not self.adversarial:  # source-only: no domain terms (NaN placeholders)
-            return {"label_loss": stats["label_loss"]}
-        return stats
+            return {"loss": stats["label_loss"], "label_loss": stats["label_loss"]}
+        return {"loss": stats["label_loss"] + stats["domain_loss"], **stats}
 
     def end_epoch(self, summary: EpochSummary) -> dict:
         means = summary.means

@@ -1,12 +1,12 @@
 """CLI commands for domain adaptation: ``ppl-gen train dann`` and the ``evaluate`` handler
 for DANN checkpoints.
 
-``train dann`` is :func:`ppl_gen.adaptation.dann_trainer.train_dann` run twice on the
-same data -- the source-only baseline and DANN (plus, with ``--train-on-target``, the
-train-on-target upper bound) -- followed by
-:func:`ppl_gen.adaptation.domain_analysis.proxy_a_distance`
-and :func:`ppl_gen.adaptation.domain_analysis.tsne_embedding` on the features of both
-networks (the whole experiment is :func:`ppl_gen.jobs.dann.run_dann_experiment`).
+Both parse their options and call the job (:func:`ppl_gen.jobs.dann.run_dann_job`: the
+source-only baseline, DANN and optionally the train-on-target upper bound, trained with
+:func:`ppl_gen.adaptation.dann_trainer.train_dann`, then test accuracies, the proxy
+A-distance and t-SNE of their features; :func:`ppl_gen.jobs.dann.evaluate_dann_checkpoint`).
+The library's messages name parameters; :func:`ppl_gen.cli.flag_message` turns the leading
+one into its flag (``pad_points must be ...`` -> ``--pad-points must be ...``).
 
 Data-parallel under ``torchrun --nproc-per-node N -m ppl_gen train dann ...`` (each process
 takes its part of every global batch; rank 0 alone evaluates, writes and prints).
@@ -18,41 +18,10 @@ from pathlib import Path
 
 import typer
 
-from ppl_gen.adaptation.dann_trainer import (
-    DANNConfig,
-    accuracy,
-    load_domain,
-    match_channels,
-    model_from_checkpoint,
-)
+from ppl_gen.adaptation.dann_trainer import DANNConfig
 from ppl_gen.cli.common import DEVICE, SEED, EvaluateOptions, emit, evaluator, train_app
 from ppl_gen.core.distributed import init_from_env
-from ppl_gen.core.errors import PplGenError, require_positive_int
-from ppl_gen.core.io import check_output_dir
-from ppl_gen.jobs.dann import run_dann_experiment
-
-
-def _domains(source, target, data_root, bsds_root, seed, n_train, n_test):
-
-    src = load_domain(
-        source,
-        data_root=data_root,
-        bsds_root=bsds_root,
-        seed=seed,
-        n_train=n_train,
-        n_test=n_test,
-        flag="--source",
-    )
-    tgt = load_domain(
-        target,
-        data_root=data_root,
-        bsds_root=bsds_root,
-        seed=seed,
-        n_train=n_train,
-        n_test=n_test,
-        flag="--target",
-    )
-    return match_channels(src, tgt)
+from ppl_gen.jobs.dann import evaluate_dann_checkpoint, run_dann_job
 
 
 @train_app.command("dann")
@@ -98,8 +67,7 @@ def train_dann_command(
     """Domain-adversarial training (DANN, Ganin et al. JMLR 2016) with a source-only
     baseline; writes metrics.json with target and source test accuracy and the proxy
     A-distance before and after adaptation (data-parallel under torchrun)."""
-
-    base = DANNConfig(
+    config = DANNConfig(
         arch=arch,
         epochs=epochs,
         batch_size=batch_size,
@@ -110,38 +78,28 @@ def train_dann_command(
         progress=not as_json,
         precision=precision,
         deterministic=deterministic,
-    ).validate()
-    require_positive_int("--pad-points", pad_points)
-    if pad_points < 8:
-        raise PplGenError(f"--pad-points must be at least 8, got {pad_points}")
-    out_dir = check_output_dir(out, "--out")
-    src, tgt = _domains(source, target, data_root, bsds_root, seed, n_train, n_test)
-    spec = {
-        "source": source,
-        "target": target,
-        "data_root": data_root,
-        "bsds_root": bsds_root,
-        "seed": seed,
-        "n_test": n_test,
-    }
-    ctx = init_from_env(device)
-    metrics = run_dann_experiment(
-        src,
-        tgt,
-        base,
-        out_dir=out_dir,
+    )
+    ctx = init_from_env(config.validate().device)
+    metrics = run_dann_job(
+        source,
+        target,
+        config,
+        out=out,
+        data_root=data_root,
+        bsds_root=bsds_root,
+        n_train=n_train,
+        n_test=n_test,
         train_on_target=train_on_target,
         resume=resume,
         pad_points=pad_points,
         tsne=tsne,
-        spec=spec,
         dist=ctx,
     )
     if not ctx.is_main:  # rank 0 alone prints
         return
     message = (
-        f"target ({tgt.name}) accuracy: DANN {metrics['target_accuracy']:.4f}, source only "
-        f"{metrics['source_only_target_accuracy']:.4f}"
+        f"target ({metrics['target']}) accuracy: DANN {metrics['target_accuracy']:.4f}, "
+        f"source only {metrics['source_only_target_accuracy']:.4f}"
         + (
             f", train on target {metrics['train_on_target_accuracy']:.4f}"
             if train_on_target
@@ -149,7 +107,7 @@ def train_dann_command(
         )
         + f"; source accuracy {metrics['source_accuracy']:.4f}; proxy A-distance "
         f"{metrics['proxy_a_distance_before']:.3f} -> {metrics['proxy_a_distance_after']:.3f}; "
-        f"wrote {out_dir / 'metrics.json'}"
+        f"wrote {Path(out) / 'metrics.json'}"
     )
     emit(metrics, as_json, message)
 
@@ -157,33 +115,16 @@ def train_dann_command(
 @evaluator("dann")
 def evaluate_dann(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     """Target and source test accuracy of a DANN (or baseline) checkpoint."""
-
-    spec = state.get("spec") or {}
-    if "source" not in spec or "target" not in spec:
-        raise PplGenError("CHECKPOINT: the DANN checkpoint does not record its domains")
-    model = model_from_checkpoint(state, opts.device)
-    src, tgt = _domains(
-        spec["source"],
-        spec["target"],
-        opts.data_root if opts.data_root is not None else spec.get("data_root"),
-        opts.bsds_root if opts.bsds_root is not None else spec.get("bsds_root"),
-        spec.get("seed", 0),
-        1,
-        opts.n_test if opts.n_test is not None else spec.get("n_test"),
+    result = evaluate_dann_checkpoint(
+        state,
+        device=opts.device,
+        data_root=opts.data_root,
+        bsds_root=opts.bsds_root,
+        n_test=opts.n_test,
     )
-    result = {
-        "run": spec.get("run"),
-        "mode": state.get("config", {}).get("mode"),
-        "epoch": state.get("epoch"),
-        "source": src.name,
-        "target": tgt.name,
-        "n_test_target": int(tgt.x_test.shape[0]),
-        "target_accuracy": accuracy(model, tgt.x_test, tgt.y_test),
-        "source_accuracy": accuracy(model, src.x_test, src.y_test),
-    }
     message = (
         f"{Path(opts.checkpoint).name} ({result['mode']}, epoch {result['epoch']}): target "
-        f"({tgt.name}) accuracy {result['target_accuracy']:.4f}, source ({src.name}) "
-        f"accuracy {result['source_accuracy']:.4f}"
+        f"({result['target']}) accuracy {result['target_accuracy']:.4f}, source "
+        f"({result['source']}) accuracy {result['source_accuracy']:.4f}"
     )
     return result, message

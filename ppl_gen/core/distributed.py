@@ -66,6 +66,7 @@ import contextlib
 import datetime
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -75,7 +76,8 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from ppl_gen.core.batchnorm import GlobalBatchNorm, sync_batchnorm
-from ppl_gen.core.device import resolve_device
+from ppl_gen.core.checkpoint import load_checkpoint
+from ppl_gen.core.device import resolve_device, to_device
 from ppl_gen.core.errors import PplGenError
 
 T = TypeVar("T")
@@ -321,6 +323,36 @@ class DistributedContext:
         if self.distributed:
             self._collective("barrier", torch_dist.barrier)
 
+    def finish(self) -> None:
+        """End of a job: every rank but 0 records that it finished (and returns at once);
+        rank 0 waits until all have, at most the collective timeout, so a rank that froze
+        after its last collective still ends the job.  Uses the process group's key-value
+        store, so no rank waits for rank 0's final writes.
+
+        Raises:
+            RankFailed: on rank 0, naming the ranks that did not finish within the timeout.
+        """
+        if not self.distributed:
+            return
+        store = torch_dist.distributed_c10d._get_default_store()
+        if not self.is_main:
+            store.set(f"ppl_gen/finished/{self.rank}", b"1")
+            return
+        missing = list(range(1, self.world_size))
+        deadline = time.monotonic() + self.timeout_s
+        while missing:
+            missing = [r for r in missing if not store.check([f"ppl_gen/finished/{r}"])]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if missing:
+            who = ("rank " if len(missing) == 1 else "ranks ") + ", ".join(map(str, missing))
+            raise RankFailed(
+                f"rank 0 of {self.world_size}: finishing failed: {who} did not answer within "
+                f"{self.timeout_s:g} s (stopped, frozen or too slow; {TIMEOUT_ENV} sets the "
+                "limit)"
+            )
+
     def wrap(self, module: nn.Module, **ddp_kwargs) -> nn.Module:
         """``DistributedDataParallel(module)`` when distributed (on this rank's GPU for CUDA),
         else ``module`` itself.  Its ``forward`` must be called through the wrapper."""
@@ -418,9 +450,6 @@ def load_for_resume(path: str | os.PathLike, ctx: DistributedContext) -> dict | 
     Raises:
         PplGenError: an unreadable checkpoint (on every rank).
     """
-    from ppl_gen.core.checkpoint import load_checkpoint
-    from ppl_gen.core.device import to_device
-
     path = os.fspath(path)
     if not ctx.distributed:
         return load_checkpoint(path, map_location=ctx.device) if os.path.exists(path) else None

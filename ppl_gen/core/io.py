@@ -14,11 +14,13 @@ process (killed, crashed) is taken over.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,14 +184,63 @@ def _read_lock(path: Path) -> dict:
         return {}
 
 
+def _create_lock(lock: Path, me: dict) -> bool:
+    """Create ``lock`` holding ``me``, atomically *with* its content (so no other process
+    ever reads a half-written lock): the content goes to a temporary file first, which is
+    then hard-linked to the lock's name (fails if the name exists).  Returns whether the
+    lock was created; ``False``: it exists.  Filesystems without hard links fall back to
+    ``O_EXCL`` creation."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_NAME}{TEMP_MARKER}", dir=lock.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        try:
+            os.link(tmp, lock)
+            return True
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # the holder's clean-up took our temporary file
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+        try:  # no hard links here
+            fd2 = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd2, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _remove_stale(lock: Path, seen: dict) -> None:
+    """Remove ``lock`` if it still holds the stale owner ``seen``: it is first renamed to a
+    private name (atomic), then checked; a lock that another process created meanwhile is
+    put back (``os.link`` again, if the name is still free)."""
+    aside = lock.with_name(f"{LOCK_NAME}{TEMP_MARKER}stale-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return  # someone else removed it
+    if _read_lock(aside) != seen:  # a fresh lock: not ours to remove
+        with contextlib.suppress(OSError):
+            os.link(aside, lock)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(aside)
+
+
 @contextmanager
 def output_lock(folder: str | os.PathLike, flag: str = "out") -> Iterator[Path]:
     """Hold ``folder`` for this run: create ``folder/.ppl_gen.lock`` (pid and host), remove
     stale temporary files of killed runs, and delete the lock on exit.  Re-entrant within
     one process (nested jobs share the lock).
 
-    A lock whose process is dead (or that is unreadable) is taken over; a lock from another
-    host is honoured (its process cannot be checked).
+    A lock whose process is dead is taken over (also when several runs start at once: one
+    of them gets the folder); a lock from another host is honoured (its process cannot be
+    checked).  An unreadable lock (not written by ppl_gen) is taken over too.
 
     Raises:
         PplGenError: naming ``flag`` when another live process holds the folder.
@@ -207,29 +258,22 @@ def output_lock(folder: str | os.PathLike, flag: str = "out") -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):
+    for _ in range(20):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _read_lock(lock)
-            pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
-            if host not in (None, me["host"]) or (_alive(pid) and pid != me["pid"]):
-                raise PplGenError(
-                    f"{flag} {str(folder)!r} is in use by another ppl_gen run (pid {pid} on "
-                    f"{host}); wait for it to finish or choose another folder"
-                ) from None
-            try:  # stale: its process is gone
-                lock.unlink()
-            except FileNotFoundError:
-                pass
-            continue
+            if _create_lock(lock, me):
+                break
         except OSError as exc:
             raise PplGenError(
                 f"{flag} {str(folder)!r}: cannot create a lock file ({exc.strerror or exc})"
             ) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(me, fh)
-        break
+        owner = _read_lock(lock)
+        pid, host = int(owner.get("pid", -1) or -1), owner.get("host")
+        if host not in (None, me["host"]) or (_alive(pid) and pid != me["pid"]):
+            raise PplGenError(
+                f"{flag} {str(folder)!r} is in use by another ppl_gen run (pid {pid} on "
+                f"{host}); wait for it to finish or choose another folder"
+            )
+        _remove_stale(lock, owner)  # its process is gone
     else:
         raise PplGenError(f"{flag} {str(folder)!r}: could not take the folder's lock")
     _HELD[key] = 1
@@ -238,8 +282,6 @@ def output_lock(folder: str | os.PathLike, flag: str = "out") -> Iterator[Path]:
         yield folder
     finally:
         _HELD.pop(key, None)
-        try:
-            if _read_lock(lock).get("pid") == me["pid"]:
+        with contextlib.suppress(FileNotFoundError):
+            if _read_lock(lock) == me:
                 lock.unlink()
-        except FileNotFoundError:
-            pass

@@ -61,12 +61,13 @@ def load_domain(
         bsds_root: photographs for MNIST-M (default ``../shared/data/bsds500/train``).
         seed: MNIST-M seed.
         n_train, n_test: keep only the first N training / test images.
-        flag: the CLI flag named in error messages (``--source`` / ``--target``).
+        flag: the parameter named in error messages (``source`` / ``target``; the CLI
+            turns it into ``--source`` / ``--target``).
         cache_dir: MNIST-M cache folder.
 
     Raises:
         PplGenError: unknown name, missing or malformed files (naming ``flag``,
-            ``--data-root`` or ``--bsds-root``), values outside [0, 1].
+            ``data_root`` or ``bsds_root``), values outside [0, 1].
     """
     for f, v in (("n_train", n_train), ("n_test", n_test)):
         if v is not None:
@@ -135,8 +136,8 @@ def match_channels(source: DomainData, target: DomainData) -> tuple[DomainData, 
     paper); other mismatches are refused.
 
     Raises:
-        PplGenError: channel counts that differ and are not 1 vs 3 (``--source`` /
-            ``--target``), or images of different sizes.
+        PplGenError: channel counts that differ and are not 1 vs 3, or images of
+            different sizes (the message starts with ``source``).
     """
     cs, ct = source.channels, target.channels
     if source.x_train.shape[2:] != target.x_train.shape[2:]:

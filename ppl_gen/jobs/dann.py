@@ -1,10 +1,20 @@
 """The DANN digits experiment (Ganin et al. JMLR 2016, Table 2 and fig. 4) as one job:
 source-only, DANN and optionally train-on-target networks, their test accuracies, the
 proxy A-distance of test features before and after adaptation, the t-SNE figure, the
-training curves and ``metrics.json`` -- what ``ppl-gen train dann`` runs."""
+training curves and ``metrics.json``.
+
+* :func:`run_dann_job` is what ``ppl-gen train dann`` runs: it checks the settings and the
+  output folder, reads both domains (:func:`load_domains`) and runs
+  :func:`run_dann_experiment` on them.
+* :func:`evaluate_dann_checkpoint` is what ``ppl-gen evaluate`` runs on a DANN checkpoint.
+
+Error messages name the Python parameters (``pad_points must be ...``, ``source ...``);
+the command line maps a message's leading name to its flag.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict
@@ -14,14 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_gen.adaptation.dann import DANN
-from ppl_gen.adaptation.dann_trainer import DANNConfig, train_dann
+from ppl_gen.adaptation.dann_trainer import DANNConfig, model_from_checkpoint, train_dann
 from ppl_gen.adaptation.domain_analysis import proxy_a_distance, tsne_embedding
 from ppl_gen.adaptation.features import accuracy, extract_features
 from ppl_gen.core.checkpoint import load_checkpoint
 from ppl_gen.core.distributed import DistributedContext, init_from_env
-from ppl_gen.core.errors import PplGenError
-from ppl_gen.core.io import write_json
-from ppl_gen.data.domains import DomainData
+from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.io import check_output_dir, output_lock, write_json
+from ppl_gen.data.domains import DomainData, load_domain, match_channels
 from ppl_gen.viz.adaptation import plot_history, plot_tsne
 
 
@@ -119,17 +129,49 @@ def run_dann_experiment(
         and per-epoch histories.
 
     Raises:
-        PplGenError: unlabelled test images, bad settings (see :func:`train_dann`).
+        PplGenError: unlabelled test images, ``pad_points`` below 8, ``out_dir`` in use
+            by another run, bad settings (see :func:`train_dann`), naming the parameter.
+        TrainingDiverged: a run's loss became non-finite or exploded.
+        RankFailed: another rank stopped (its checkpoint is kept).
     """
+    _check_pad_points(pad_points)
     if source.y_test is None or target.y_test is None:
         raise PplGenError("source / target need labelled test images to measure accuracy")
+    if train_on_target and target.y_train is None:
+        raise PplGenError("train_on_target needs labelled target training images")
     out = Path(out_dir)
+    ctx = dist if dist is not None else init_from_env(config.device)
+    # Rank 0 holds the folder for the whole experiment (the trainers' own locks nest in it).
+    with output_lock(out) if ctx.is_main else contextlib.nullcontext():
+        metrics = _experiment(
+            source, target, config, out, ctx, train_on_target, resume, pad_points, tsne, spec
+        )
+    return ctx.broadcast_object(metrics)  # rank 0's metrics on every rank
+
+
+def _check_pad_points(pad_points: int) -> None:
+    require_positive_int("pad_points", pad_points)
+    if pad_points < 8:
+        raise PplGenError(f"pad_points must be at least 8, got {pad_points}")
+
+
+def _experiment(
+    source: DomainData,
+    target: DomainData,
+    config: DANNConfig,
+    out: Path,
+    ctx: DistributedContext,
+    train_on_target: bool,
+    resume: bool,
+    pad_points: int,
+    tsne: bool,
+    spec: dict | None,
+) -> dict | None:
+    """:func:`run_dann_experiment` inside the folder lock; the metrics on rank 0, ``None``
+    on the other ranks."""
     runs = {"source_only": ("source-only", source), "dann": ("dann", source)}
     if train_on_target:
-        if target.y_train is None:
-            raise PplGenError("train_on_target needs labelled target training images")
         runs["target_only"] = ("source-only", target)
-    ctx = dist if dist is not None else init_from_env(config.device)
     checkpoints = {n: out / ("checkpoint.pt" if n == "dann" else f"{n}.pt") for n in runs}
     if resume and ctx.is_main:  # every checkpoint is read (safely) before any training
         for ckpt in checkpoints.values():
@@ -137,8 +179,9 @@ def run_dann_experiment(
                 load_checkpoint(ckpt)
     models, seconds, history = {}, {}, {}
     for name, (mode, train_domain) in runs.items():
-        ckpt = checkpoints[name]
-        run_config = DANNConfig(**{**asdict(config), "mode": mode, "checkpoint": str(ckpt)})
+        run_config = DANNConfig(
+            **{**asdict(config), "mode": mode, "checkpoint": str(checkpoints[name])}
+        )
         if config.progress and ctx.is_main:
             tqdm.write(f"training {name} ({mode}) ...")
         t0 = time.perf_counter()
@@ -155,8 +198,8 @@ def run_dann_experiment(
             "train_seconds": result.seconds,
             "wall_seconds": time.perf_counter() - t0,
         }
-    if not ctx.is_main:  # rank 0 alone evaluates and writes; the others receive its metrics
-        return ctx.broadcast_object(None)
+    if not ctx.is_main:  # rank 0 alone evaluates and writes
+        return None
     metrics: dict = {
         "source": source.name,
         "target": target.name,
@@ -205,4 +248,146 @@ def run_dann_experiment(
     )
     plot_history(history, out / "loss_curves.png")
     write_json(out / "metrics.json", metrics)
-    return ctx.broadcast_object(metrics)
+    return metrics
+
+
+def load_domains(
+    source: str,
+    target: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    bsds_root: str | os.PathLike | None = None,
+    seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+) -> tuple[DomainData, DomainData]:
+    """Read the ``source`` and ``target`` domains (:func:`ppl_gen.data.domains.load_domain`:
+    ``mnist``, ``mnistm`` or a ``.npz`` file) and give them the same channels
+    (:func:`ppl_gen.data.domains.match_channels`): ``(N, C, 28, 28)`` images in [0, 1].
+
+    Raises:
+        PplGenError: naming ``source`` / ``target`` (unknown name, bad file, mismatched
+            channels or sizes), ``data_root`` or ``bsds_root`` (missing files).
+    """
+    common = {
+        "data_root": data_root,
+        "bsds_root": bsds_root,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+    }
+    src = load_domain(source, flag="source", **common)
+    tgt = load_domain(target, flag="target", **common)
+    return match_channels(src, tgt)
+
+
+def run_dann_job(
+    source: str,
+    target: str,
+    config: DANNConfig,
+    *,
+    out: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    bsds_root: str | os.PathLike | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    train_on_target: bool = False,
+    resume: bool = False,
+    pad_points: int = 2000,
+    tsne: bool = True,
+    dist: DistributedContext | None = None,
+) -> dict:
+    """``ppl-gen train dann``: check everything before any work (settings, ``pad_points``,
+    the ``out`` folder, both domains), then :func:`run_dann_experiment` in ``out``.
+
+    Args:
+        source, target: domain names (``mnist``, ``mnistm`` or ``.npz`` paths).
+        config: training settings (validated here); ``config.seed`` also seeds MNIST-M.
+        out: output folder (nothing is created there when a check fails).
+        data_root, bsds_root, n_train, n_test: as in :func:`load_domains`.
+        train_on_target, resume, pad_points, tsne, dist: as in :func:`run_dann_experiment`.
+
+    Returns:
+        The metrics of :func:`run_dann_experiment` (on every rank).
+
+    Raises:
+        PplGenError: naming the parameter of the first bad input; see also
+            :func:`run_dann_experiment`.
+    """
+    config = config.validate()
+    _check_pad_points(pad_points)
+    out_dir = check_output_dir(out, "out")
+    src, tgt = load_domains(
+        source,
+        target,
+        data_root=data_root,
+        bsds_root=bsds_root,
+        seed=config.seed,
+        n_train=n_train,
+        n_test=n_test,
+    )
+    spec = {
+        "source": source,
+        "target": target,
+        "data_root": None if data_root is None else str(data_root),
+        "bsds_root": None if bsds_root is None else str(bsds_root),
+        "seed": config.seed,
+        "n_test": n_test,
+    }
+    return run_dann_experiment(
+        src,
+        tgt,
+        config,
+        out_dir=out_dir,
+        train_on_target=train_on_target,
+        resume=resume,
+        pad_points=pad_points,
+        tsne=tsne,
+        spec=spec,
+        dist=dist,
+    )
+
+
+def evaluate_dann_checkpoint(
+    state: dict,
+    *,
+    device: str = "auto",
+    data_root: str | os.PathLike | None = None,
+    bsds_root: str | os.PathLike | None = None,
+    n_test: int | None = None,
+) -> dict:
+    """Target and source test accuracy (fractions) of a DANN or baseline checkpoint written
+    by :func:`run_dann_experiment`, on the domains its ``spec`` records (``data_root`` /
+    ``bsds_root`` / ``n_test`` override the recorded ones).
+
+    Returns:
+        ``run``, ``mode``, ``epoch``, ``source``, ``target``, ``n_test_target``,
+        ``target_accuracy``, ``source_accuracy``.
+
+    Raises:
+        PplGenError: naming ``CHECKPOINT`` if it is not a DANN checkpoint or records no
+            domains; data errors as in :func:`load_domains`.
+    """
+    spec = state.get("spec") or {}
+    if "source" not in spec or "target" not in spec:
+        raise PplGenError("CHECKPOINT: the DANN checkpoint does not record its domains")
+    model = model_from_checkpoint(state, device)
+    src, tgt = load_domains(
+        spec["source"],
+        spec["target"],
+        data_root=data_root if data_root is not None else spec.get("data_root"),
+        bsds_root=bsds_root if bsds_root is not None else spec.get("bsds_root"),
+        seed=spec.get("seed", 0),
+        n_train=1,
+        n_test=n_test if n_test is not None else spec.get("n_test"),
+    )
+    return {
+        "run": spec.get("run"),
+        "mode": state.get("config", {}).get("mode"),
+        "epoch": state.get("epoch"),
+        "source": src.name,
+        "target": tgt.name,
+        "n_test_target": int(tgt.x_test.shape[0]),
+        "target_accuracy": accuracy(model, tgt.x_test, tgt.y_test),
+        "source_accuracy": accuracy(model, src.x_test, src.y_test),
+    }
