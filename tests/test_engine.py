@@ -385,6 +385,57 @@ def test_seed_everything_gives_identical_weights():
     assert not torch.equal(a.model.weight, c.model.weight)
 
 
+# ----------------------------------------------------------------------------- timeouts
+
+
+def test_collective_timeout_default_and_environment(monkeypatch):
+    from ppl_gen.core import distributed
+
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.collective_timeout() == distributed.DEFAULT_TIMEOUT_S == 60.0
+    monkeypatch.setenv("PPL_GEN_COLLECTIVE_TIMEOUT", "12.5")
+    assert distributed.collective_timeout() == 12.5
+    for bad in ("0", "-3", "soon", "inf", "nan"):
+        monkeypatch.setenv("PPL_GEN_COLLECTIVE_TIMEOUT", bad)
+        with pytest.raises(PplGenError, match="^PPL_GEN_COLLECTIVE_TIMEOUT must be a positive"):
+            distributed.collective_timeout()
+
+
+GLOO_TIMEOUT = "[../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 10000ms for recv"
+
+
+@pytest.mark.parametrize(
+    ("rank", "world", "text", "who"),
+    [
+        (0, 2, GLOO_TIMEOUT, "rank 1"),
+        (1, 2, GLOO_TIMEOUT, "rank 0"),
+        (2, 4, GLOO_TIMEOUT, "another rank"),
+        (2, 4, "Timed out: no answer from rank 3", "rank 3"),
+        (0, 4, "Watchdog caught collective operation timeout: ranks 1 and 2", "ranks 1, 2"),
+    ],
+)
+def test_a_timeout_names_the_silent_rank(rank, world, text, who):
+    from ppl_gen.core.distributed import DistributedContext, RankFailed
+
+    ctx = DistributedContext(rank=rank, world_size=world, timeout_s=10)
+    exc = ctx.failure("epoch means all-reduce", RuntimeError(text))
+    assert isinstance(exc, RankFailed)
+    message = str(exc)
+    assert message.startswith(f"rank {rank} of {world}: epoch means all-reduce failed: ")
+    assert f"{who} did not answer within 10 s" in message
+    assert "PPL_GEN_COLLECTIVE_TIMEOUT" in message and "[../" not in message
+
+
+def test_a_crash_is_not_called_a_timeout():
+    from ppl_gen.core.distributed import DistributedContext
+
+    ctx = DistributedContext(rank=0, world_size=2)
+    crash = RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:22953")
+    message = str(ctx.failure("barrier", crash))
+    assert "probably because another rank crashed" in message
+    assert "did not answer" not in message and "[Connection closed by peer" in message
+
+
 # ----------------------------------------------------------------------------- frozen rank
 
 FROZEN_AT = 5  # "mid": rank 1 stops itself before its 6th step (epoch 2: 64 rows, batch 16)

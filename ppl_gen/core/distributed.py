@@ -239,7 +239,8 @@ class DistributedContext:
     def _silent_peers(self, message: str) -> str:
         if self.world_size == 2:
             return f"rank {1 - self.rank}"
-        named = sorted({int(r) for r in re.findall(r"\branks? (\d+)", message)} - {self.rank})
+        lists = re.findall(r"\branks?\s+(\d+(?:\s*(?:,|and)\s*\d+)*)", message, re.IGNORECASE)
+        named = sorted({int(r) for group in lists for r in re.findall(r"\d+", group)} - {self.rank})
         named = [r for r in named if r < self.world_size]
         if named:
             return ("rank " if len(named) == 1 else "ranks ") + ", ".join(map(str, named))
