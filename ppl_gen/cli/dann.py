@@ -95,6 +95,8 @@ def train_dann_command(
         tsne=tsne,
         dist=ctx,
     )
+    if metrics is None:  # another rank of a torchrun job: rank 0 reports
+        return
     if not ctx.is_main:  # rank 0 alone prints
         return
     message = (

@@ -97,7 +97,7 @@ def run_dann_experiment(
     tsne: bool = True,
     spec: dict | None = None,
     dist: DistributedContext | None = None,
-) -> dict:
+) -> dict | None:
     """The paper's digits experiment (Ganin et al. 2016, Table 2 and fig. 4) on one pair of
     domains: source-only, DANN and (optionally) train-on-target networks trained with the
     same ``config`` (its ``mode`` and ``checkpoint`` are set per run), then test accuracies,
@@ -122,7 +122,8 @@ def run_dann_experiment(
         dist: the data-parallel context (default :func:`ppl_gen.core.distributed.init_from_env`).
 
     Returns:
-        The metrics dict written to ``metrics.json``: accuracies (fractions of test images)
+        On rank 0 (and in one process) the metrics dict written to ``metrics.json``
+        (``None`` on the other ranks of a torchrun job): accuracies (fractions of test images)
         ``target_accuracy``, ``source_accuracy`` (DANN), ``source_only_target_accuracy``,
         ``source_only_source_accuracy``, ``train_on_target_accuracy`` (if trained),
         ``proxy_a_distance_before`` / ``_after`` (and the held-out errors), seconds, config
@@ -146,7 +147,9 @@ def run_dann_experiment(
         metrics = _experiment(
             source, target, config, out, ctx, train_on_target, resume, pad_points, tsne, spec
         )
-    return ctx.broadcast_object(metrics)  # rank 0's metrics on every rank
+    # No collective here: the other ranks would wait (up to the collective timeout) while
+    # rank 0 alone evaluates and draws; they return None.
+    return metrics
 
 
 def _check_pad_points(pad_points: int) -> None:
@@ -296,7 +299,7 @@ def run_dann_job(
     pad_points: int = 2000,
     tsne: bool = True,
     dist: DistributedContext | None = None,
-) -> dict:
+) -> dict | None:
     """``ppl-gen train dann``: check everything before any work (settings, ``pad_points``,
     the ``out`` folder, both domains), then :func:`run_dann_experiment` in ``out``.
 
