@@ -62,10 +62,14 @@ from ppl_gen.adaptation.dann import ARCHS, DANN, ArchConfig, arch_config
 from ppl_gen.adaptation.features import accuracy, extract_features, predict
 from ppl_gen.core import precision as amp
 from ppl_gen.core.device import resolve_device
-from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env, sync_batchnorm
+from ppl_gen.core.distributed import (
+    DistributedContext,
+    init_from_env,
+    sync_batchnorm,
+)
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.data.domains import DOMAINS, DomainData, input_stats, load_domain, match_channels
-from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, checkpoint_kept, fit
 from ppl_gen.engine.rng import seed_everything
 from ppl_gen.engine.state import data_fingerprint, settings_record
 
@@ -473,13 +477,8 @@ def train_dann(
         require_positive_int("stop_after", stop_after)
     ctx = dist if dist is not None else init_from_env(config.device)
     with amp.deterministic(config.deterministic, ctx.device):
-        try:
+        with checkpoint_kept(config.checkpoint):
             return _train_dann(source, target, config, ctx, arch, resume, stop_after, spec)
-        except RankFailed as exc:
-            kept = f"; the last good checkpoint {config.checkpoint} is intact" * bool(
-                config.checkpoint
-            )
-            raise RankFailed(f"{exc}{kept}") from exc
 
 
 def _train_dann(

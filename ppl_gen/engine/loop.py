@@ -26,9 +26,10 @@ Returns a :class:`FitResult`; a family wraps it in its own result type.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -37,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_gen.core.checkpoint import FORMAT, save_checkpoint
-from ppl_gen.core.distributed import DistributedContext, load_for_resume
+from ppl_gen.core.distributed import DistributedContext, RankFailed, load_for_resume
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import output_lock
 from ppl_gen.engine import rng
@@ -175,6 +176,23 @@ class FitResult:
     iterations: int = 0
     seconds: float = 0.0
     resumed_from: int = 0
+
+
+@contextlib.contextmanager
+def checkpoint_kept(path: str | os.PathLike | None) -> Iterator[None]:
+    """Inside the block, a :class:`RankFailed` gains ``; the last good checkpoint PATH is
+    intact`` (when ``path`` is given): rank 0 writes checkpoints atomically, so a peer's
+    crash never leaves a half-written one.  Every family's ``train_*`` wraps its run in this.
+
+    Raises:
+        RankFailed: the original failure, with the checkpoint named.
+    """
+    try:
+        yield
+    except RankFailed as exc:
+        if not path:
+            raise
+        raise RankFailed(f"{exc}; the last good checkpoint {path} is intact") from exc
 
 
 def _check_components(components: dict[str, Any]) -> None:
@@ -394,4 +412,4 @@ def _run_epoch(
         tqdm.write(text, file=sys.stderr)
 
 
-__all__ = ["FORMAT", "EpochSummary", "FitResult", "LoopConfig", "Task", "fit"]
+__all__ = ["FORMAT", "EpochSummary", "FitResult", "LoopConfig", "Task", "checkpoint_kept", "fit"]

@@ -61,10 +61,14 @@ from torch import nn
 
 from ppl_gen.core import precision as amp
 from ppl_gen.core.device import resolve_device
-from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env, sync_batchnorm
+from ppl_gen.core.distributed import (
+    DistributedContext,
+    init_from_env,
+    sync_batchnorm,
+)
 from ppl_gen.core.errors import PplGenError, require, require_positive_int
 from ppl_gen.data.images import ImageData, to_tanh_range, to_unit
-from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, checkpoint_kept, fit
 from ppl_gen.engine.rng import seed_everything
 from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.gan.cgan import ConditionalDiscriminator, ConditionalGenerator
@@ -466,13 +470,8 @@ def train_gan(
     config.validate()
     ctx = dist if dist is not None else init_from_env(config.device)
     with amp.deterministic(config.deterministic, ctx.device):
-        try:
+        with checkpoint_kept(config.out and f"{config.out}/checkpoint.pt"):
             return _train_gan(data, config, ctx, resume, stop_after, data_spec)
-        except RankFailed as exc:
-            kept = f"; the last good checkpoint {config.out}/checkpoint.pt is intact" * bool(
-                config.out
-            )
-            raise RankFailed(f"{exc}{kept}") from exc
 
 
 def _train_gan(

@@ -73,13 +73,13 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ppl_gen.core.distributed import DistributedContext, RankFailed, init_from_env
+from ppl_gen.core.distributed import DistributedContext, init_from_env
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.precision import bf16_networks, check_precision, deterministic
 from ppl_gen.data.datasets import DataSplits, iterate_minibatches
 from ppl_gen.engine import rng
 from ppl_gen.engine.divergence import TrainingDiverged
-from ppl_gen.engine.loop import EpochSummary, LoopConfig, fit
+from ppl_gen.engine.loop import EpochSummary, LoopConfig, checkpoint_kept, fit
 from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.guides import MeanFieldGuide
 from ppl_gen.infer.bounds import evaluate_bounds
@@ -458,13 +458,8 @@ def train(
     config.validate()
     ctx = dist if dist is not None else init_from_env(config.device)
     with deterministic(config.deterministic, ctx.device), pyro.validation_enabled(False):
-        try:
+        with checkpoint_kept(config.checkpoint):
             return _train(model, guide, data, config, ctx, resume=resume, spec=spec)
-        except RankFailed as exc:
-            kept = f"; the last good checkpoint {config.checkpoint} is intact" * bool(
-                config.checkpoint
-            )
-            raise RankFailed(f"{exc}{kept}") from exc
 
 
 def _train(
