@@ -373,7 +373,12 @@ def test_train_evaluate_round_trip_and_resume(guide, tmp_path, capsys):
     assert summary["epochs"] == 2 and len(summary["history"]["train_elbo"]) == 2
     ckpt = Path(summary["checkpoint"])
     assert ckpt == out / "checkpoint.pt"
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.json", "loss_curves.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "checkpoint.pt",
+        "metrics.json",
+        "loss_curves.png",
+        "history.jsonl",
+    }
     assert json.loads((out / "metrics.json").read_text()) == summary
     state = load_checkpoint(ckpt)
     assert state["epoch"] == 2 and state["spec"]["guide"] == guide

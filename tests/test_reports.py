@@ -309,7 +309,7 @@ def test_format_metrics_table(metrics):
         approximation_gap=0.25,
         amortisation_gap=0.56,
         psis_khat_mean=0.41,
-        psis_khat_frac_above_0_7=0.1,
+        psis_khat_frac_above_0_7=0.25,
         iterations=5,
     )
     metrics["schemes"]["renyi"]["psis_khat_frac_above_0_7"] = 0.0
@@ -332,7 +332,7 @@ def test_format_metrics_table(metrics):
         "0.250",
         "0.560",
         "0.41",
-        "10% (bound unreliable)",
+        "25% (bound unreliable)",
         "12.3",
         "5",
     ]

@@ -319,7 +319,12 @@ def test_the_train_vae_job_writes_metrics_and_the_figure_from_python(tmp_path):
     tiny = dict(data="digits", n_train=64, batch_size=32, hidden=(8,), latent_dim=2, epochs=1)
     cfg = TrainVAEConfig(**tiny, device="cpu", progress=False, out=str(out))
     summary = run_train_vae(cfg)
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.json", "loss_curves.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "checkpoint.pt",
+        "metrics.json",
+        "loss_curves.png",
+        "history.jsonl",
+    }
     assert json.loads((out / "metrics.json").read_text()) == summary
     assert summary["epochs"] == 1 and math.isfinite(summary["final_train_elbo"])
     with pytest.raises(PplGenError, match="^guide must be one of"):
@@ -396,7 +401,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(bad, digits, tmp_p
     assert sha256(ckpt) == before
     state = load_checkpoint(ckpt)
     assert state["epoch"] == 2 and len(state["history"]["train_elbo"]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "history.jsonl"]
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")

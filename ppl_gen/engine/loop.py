@@ -18,7 +18,9 @@ epoch and one optimisation step -- and :func:`fit` owns everything else:
 * an ``--out`` lock (:func:`ppl_gen.core.io.output_lock`) on the checkpoint's folder for the
   whole run, and removal of a killed run's stale temporary files;
 * data parallelism: the step runs under the context's failure guard, per-epoch means are
-  all-reduced, rank 0 alone writes.
+  all-reduced, rank 0 alone writes;
+* ``history.jsonl`` beside the checkpoint, one JSON object per epoch, and optional
+  TensorBoard scalars (:mod:`ppl_gen.engine.history`).
 
 Returns a :class:`FitResult`; a family wraps it in its own result type.
 """
@@ -43,6 +45,7 @@ from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import output_lock
 from ppl_gen.engine import rng
 from ppl_gen.engine.divergence import EXPLODE_FACTOR, DivergenceGuard
+from ppl_gen.engine.history import HistoryWriter
 from ppl_gen.engine.state import (
     check_resume,
     param_store_state,
@@ -123,6 +126,9 @@ class LoopConfig:
         explode_factor: see :class:`~ppl_gen.engine.divergence.DivergenceGuard`.
         param_store: save and restore Pyro's parameter store (SVI families).
         desc: progress-bar label.
+        history: write ``history.jsonl`` (one JSON object per epoch) beside the checkpoint
+            (:mod:`ppl_gen.engine.history`; rank 0, needs ``checkpoint``).
+        tensorboard: also TensorBoard scalars there (``None``: the process default).
     """
 
     epochs: int
@@ -139,6 +145,8 @@ class LoopConfig:
     explode_factor: float = EXPLODE_FACTOR
     param_store: bool = False
     desc: str = "epoch"
+    history: bool = True
+    tensorboard: bool | None = None
 
 
 @dataclass
@@ -340,6 +348,8 @@ def fit(task: Task, loop: LoopConfig, ctx: DistributedContext) -> FitResult:
         if loop.stop_after is not None:
             last = min(last, result.epochs + loop.stop_after)
         show = loop.progress and ctx.is_main
+        logged = ckpt is not None and ctx.is_main and loop.history
+        recorder = HistoryWriter(ckpt.parent, loop.tensorboard) if logged else None
         for epoch in range(result.epochs, last):
             _run_epoch(task, loop, ctx, guard, result, epoch, show)
             rng_ranks = ctx.all_gather_object(rng.capture()) if ckpt is not None else []
@@ -350,6 +360,10 @@ def fit(task: Task, loop: LoopConfig, ctx: DistributedContext) -> FitResult:
                 writer(epoch + 1, result.history)
             if ckpt is not None:
                 save_checkpoint(ckpt, _checkpoint_state(task, loop, result, guard, rng_ranks, ctx))
+            if recorder is not None:
+                recorder.write_epoch(result.history)
+        if recorder is not None:
+            recorder.close()
         return result
 
 

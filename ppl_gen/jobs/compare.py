@@ -38,10 +38,14 @@ from ppl_gen.infer.schemes import (
     fit_semi_amortised,
     fit_svi_local,
 )
+from ppl_gen.infer.schemes.nuts import write_inference_data
 from ppl_gen.infer.training import TrainConfig, TrainingDiverged
 from ppl_gen.lvm.builders import COMPARE_MODELS, ModelSpec, build_model
 from ppl_gen.lvm.priors import StandardNormalPrior
 from ppl_gen.viz import report as reports
+
+#: Version of ``metrics.json`` (JSON Schema: ``ppl_gen/jobs/metrics.schema.json``).
+METRICS_SCHEMA_VERSION = 2
 
 DEFAULT_SCHEMES = {
     "vae": ("amortised", "mean-field"),
@@ -72,6 +76,8 @@ class CompareConfig:
             VAE likelihood; ``components``, ``covariance``: the GMM.
         binarize: ``dynamic``, ``static`` or ``none`` (``None``: dynamic for the VAEs,
             none for the linear-Gaussian and mixture models).
+        objective, k, estimator: the SVI schemes' training objective, ``elbo`` or ``iwae``
+            with ``k`` samples, and gradient estimator (:mod:`ppl_gen.infer.objectives`).
         iwae_k: K of the test IWAE-K bound.
         n_train, n_test: optional truncation of the splits.
         test_refit_steps, em_max_iter, em_tol, n_init, semi_amortised_steps, nuts_subset,
@@ -95,6 +101,9 @@ class CompareConfig:
     covariance: str = "full"
     binarize: str | None = None
     elbo: str = "analytic-kl"
+    objective: str = "elbo"
+    k: int = 1
+    estimator: str = "reparam"
     iwae_k: int = 1000
     n_train: int | None = None
     n_test: int | None = None
@@ -207,6 +216,9 @@ class CompareConfig:
             batch_size=self.resolved_batch_size,
             lr=self.resolved_lr,
             elbo=self.elbo,
+            objective=self.objective,
+            k=self.k,
+            estimator=self.estimator,
         ).validate()
         resolve_device(self.device)
         check_output_dir(self.out, "out")
@@ -320,7 +332,10 @@ _METRIC_KEYS = (
     "approximation_gap",
     "amortisation_gap",
     "psis_khat_mean",
+    "psis_khat_n_scored",
+    "psis_khat_n_above_0_7",
     "psis_khat_frac_above_0_7",
+    "psis_khat_applicable",
     "bound_unreliable",
     "train_seconds",
     "test_seconds",
@@ -358,8 +373,16 @@ def _scheme_metrics(result: SchemeResult) -> tuple[dict, torch.Tensor]:
         "iterations": history.iterations,
         "epochs": result.epochs,
         "converged": history.converged,
+        "history": {  # metrics.schema.json: one entry per iteration (EM, CAVI) or epoch (SVI)
+            "step": "epoch" if result.epochs is not None else "iteration",
+            "objective": result.objective_name,
+            "units": "nats per datapoint; seconds cumulative",
+            "values": [
+                v if v is not None and math.isfinite(v) else None for v in history.objective
+            ],
+            "seconds": list(history.seconds),
+        },
     }
-    metrics["bound_unreliable"] = bool(metrics["psis_khat_frac_above_0_7"] > 0)
     for key in ("rhat_max", "ess_bulk_min"):
         if key in result.extra:
             metrics[key] = result.extra[key]
@@ -424,6 +447,7 @@ def run_compare(
     settings = config.settings(device)
     out = Path(config.out)
     metrics: dict = {
+        "schema_version": METRICS_SCHEMA_VERSION,
         "dataset": data.name,
         "model": model_name,
         "n_train": int(data.train.shape[0]),
@@ -468,7 +492,12 @@ def _write_outputs(out, config, data, metrics, results, khats, device, failures)
         "PSIS k-hat of the test importance weights (> 0.7: bound unreliable)": "khat_hist.png",
     }
     curves = {
-        name: {"train_elbo": r.history.objective, "seconds": r.history.seconds}
+        name: {
+            "train_elbo": r.history.objective,
+            "seconds": r.history.seconds,
+            "objective": r.objective_name,
+            "step": "epoch" if r.epochs is not None else "iteration",
+        }
         for name, r in results.items()
         if r.history.objective
     }
@@ -517,12 +546,19 @@ def _write_outputs(out, config, data, metrics, results, khats, device, failures)
         file = f"manifold_{name}.png"
         reports.save_manifold(grid, data.image_shape, 20, out / file, title=name)
         figures[f"2-D latent manifold, {name} (Kingma & Welling 2014, fig. 4)"] = file
+    if "nuts" in results:  # ArviZ users read the draws: netCDF + az.summary
+        write_inference_data(results["nuts"].extra["inference_data"], out)
+        results["nuts"].notes.append(
+            "nuts: draws in nuts_posterior.nc (arviz.from_netcdf), az.summary in nuts_summary.csv."
+        )
     notes = failures + [n for r in results.values() for n in r.notes]
     notes += [
         "Gaps (Cremer et al. 2018): approximation gap = log p(x) - ELBO of the best "
         "per-datapoint q found; amortisation gap = that ELBO - the encoder's ELBO.",
         "k-hat: Pareto-smoothed importance sampling shape of each test point's weights "
-        "(ArviZ psislw); above 0.7 the IWAE-K estimate is unreliable.",
+        "(ArviZ psislw); above 0.7 that point's IWAE-K estimate is unreliable. A scheme is "
+        "flagged 'bound unreliable' when more than 10% of its scored points are; a discrete "
+        "proposal (few distinct weights) reads 'not applicable'.",
         "Standard errors are over test datapoints.",
     ]
     write_json(out / "metrics.json", metrics)

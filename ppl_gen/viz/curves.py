@@ -121,28 +121,43 @@ def plot_curves(
     return save_figure(fig, path)
 
 
-def plot_loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: PathLike) -> Path:
-    """Plot training and validation ELBO per epoch (and against wall time) for each scheme.
+def _objective_title(names: Sequence[str], step: str) -> str:
+    """``"log-likelihood (nats/datapoint) per iteration"``, ``"ELBO per epoch"``, ..."""
+    kinds = list(dict.fromkeys(names))
+    if kinds == ["log-likelihood"]:
+        return f"log-likelihood (nats/datapoint) per {step}"
+    return " / ".join(kinds) + f" per {step}"
+
+
+def plot_loss_curves(curves: Mapping[str, Mapping[str, Any]], path: PathLike) -> Path:
+    """Plot each scheme's training objective (and validation ELBO) per step and against time.
 
     Args:
-        curves: ``{scheme_name: {"train_elbo": [...], "val_elbo": [...], "seconds": [...]}}``.
-            ``train_elbo`` (required, non-empty): per-epoch mean training ELBO, nats per
-            datapoint.  ``val_elbo`` (optional, may be missing or empty): per-epoch
-            validation ELBO, nats per datapoint.  ``seconds`` (optional): cumulative wall
-            seconds at the end of each epoch.  Non-empty ``val_elbo`` and ``seconds`` must
-            have the same length as ``train_elbo``.  Non-finite values are drawn as gaps.
+        curves: ``{scheme_name: {"train_elbo": [...], "val_elbo": [...], "seconds": [...],
+            "objective": "ELBO", "step": "epoch"}}``.  ``train_elbo`` (required, non-empty):
+            the training objective after each step, nats per datapoint -- the ELBO, or the
+            average log-likelihood for EM.  ``val_elbo`` (optional, may be missing or
+            empty): per-step validation ELBO, nats per datapoint.  ``seconds`` (optional):
+            cumulative wall seconds at the end of each step.  ``objective`` (optional,
+            default ``"ELBO"``): the objective's name, e.g. ``"log-likelihood"`` for EM.
+            ``step`` (optional, default ``"epoch"``): ``"epoch"`` (SVI) or ``"iteration"``
+            (EM, CAVI).  Non-empty ``val_elbo`` and ``seconds`` must have the same length as
+            ``train_elbo``.  Non-finite values are drawn as gaps.
         path: destination file; the format follows its suffix (PNG when it has none).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, written atomically.
 
-    The figure has a left panel (ELBO against epoch 1..E; training solid, validation
-    dashed, one colour per scheme) and, when at least one scheme gives ``seconds``, a right
-    panel (ELBO against cumulative wall time in seconds, same styles).
+    The figure has one panel per step kind (objective against epoch or iteration 1..E;
+    training solid, validation dashed, one colour per scheme), titled with the real
+    objective and units ("log-likelihood (nats/datapoint) per iteration" for EM, "ELBO per
+    iteration" for CAVI, "ELBO per epoch" for SVI), and, when at least one scheme gives
+    ``seconds``, a last panel against cumulative wall time in seconds (same styles).
 
     Raises:
-        PplGenError: if ``curves`` is empty, a scheme lacks a non-empty ``train_elbo``, or a
-            ``val_elbo``/``seconds`` list has a different length from ``train_elbo``.
+        PplGenError: if ``curves`` is empty, a scheme lacks a non-empty ``train_elbo``, a
+            ``val_elbo``/``seconds`` list has a different length from ``train_elbo``, or
+            ``step`` is not ``epoch`` / ``iteration``.
     """
     if not curves:
         raise PplGenError("curves must name at least one scheme, got an empty mapping")
@@ -159,23 +174,39 @@ def plot_loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: 
                     f"curves[{name!r}][{key!r}] has {len(seq)} entries but train_elbo has "
                     f"{len(train)} (one per epoch)"
                 )
-        series[name] = (train, val, [float(s) for s in secs])
+        step = str(curve.get("step") or "epoch")
+        if step not in ("epoch", "iteration"):
+            raise PplGenError(f"curves[{name!r}]['step'] must be epoch or iteration, got {step!r}")
+        objective = str(curve.get("objective") or "ELBO")
+        series[name] = (train, val, [float(s) for s in secs], objective, step)
 
-    by_epoch: list[Curve] = []
+    by_step: dict[str, list[Curve]] = {}
+    kinds: dict[str, list[str]] = {}
     by_time: list[Curve] = []
-    for i, (name, (train, val, secs)) in enumerate(series.items()):
+    for i, (name, (train, val, secs, objective, step)) in enumerate(series.items()):
         colour = f"C{i % 10}"
-        by_epoch.append(Curve(train, label=f"{name} (train)", color=colour))
+        lines = by_step.setdefault(step, [])
+        kinds.setdefault(step, []).append(objective)
+        label = f"{name}, {objective}"
+        lines.append(Curve(train, label=f"{label} (train)", color=colour))
         if val:
-            by_epoch.append(Curve(val, label=f"{name} (validation)", color=colour, linestyle="--"))
+            lines.append(
+                Curve(val, label=f"{name}, ELBO (validation)", color=colour, linestyle="--")
+            )
         if secs:
-            by_time.append(Curve(train, secs, f"{name} (train)", colour))
+            by_time.append(Curve(train, secs, f"{label} (train)", colour))
             if val:
-                by_time.append(Curve(val, secs, f"{name} (validation)", colour, "--"))
-    ylabel = "ELBO (nats per datapoint)"
-    panels = [Panel(by_epoch, "epoch", ylabel, "ELBO per epoch", integer_x=True)]
+                by_time.append(Curve(val, secs, f"{name}, ELBO (validation)", colour, "--"))
+    panels = []
+    for step, lines in by_step.items():
+        names = kinds[step]
+        ylabel = (names[0] if len(set(names)) == 1 else "objective") + " (nats per datapoint)"
+        panels.append(Panel(lines, step, ylabel, _objective_title(names, step), integer_x=True))
     if by_time:
-        panels.append(Panel(by_time, "wall time (seconds)", ylabel, "ELBO against wall time"))
+        names = [n for ns in kinds.values() for n in ns]
+        ylabel = (names[0] if len(set(names)) == 1 else "objective") + " (nats per datapoint)"
+        title = " / ".join(dict.fromkeys(names)) + " against wall time"
+        panels.append(Panel(by_time, "wall time (seconds)", ylabel, title))
     return plot_curves(panels, path)
 
 

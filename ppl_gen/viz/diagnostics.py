@@ -20,7 +20,8 @@ def plot_khat_histogram(khats: Mapping[str, torch.Tensor], path: PathLike) -> Pa
 
     Args:
         khats: ``{scheme: (N,) k-hat}``; ``-inf`` entries (constant weights) are drawn at the
-            left edge.  A dashed line marks the 0.7 reliability threshold.
+            left edge, ``NaN`` entries (not applicable: few distinct weights) are left out.
+            A dashed line marks the 0.7 reliability threshold.
         path: PNG destination (written atomically).
     """
     fig = new_figure(6.5, 4.0)
@@ -31,6 +32,10 @@ def plot_khat_histogram(khats: Mapping[str, torch.Tensor], path: PathLike) -> Pa
     bins = torch.linspace(lo - 0.05, hi + 0.05, 31).tolist()
     for scheme, k in khats.items():
         values = k.clone().double()
+        values = values[~torch.isnan(values)]  # NaN: k-hat not applicable (discrete proposal)
+        if not values.numel():
+            ax.plot([], [], label=f"{scheme} (k̂ not applicable)")
+            continue
         values[~torch.isfinite(values)] = bins[0]
         ax.hist(values.numpy(), bins=bins, histtype="step", linewidth=1.5, label=scheme)
     ax.axvline(0.7, linestyle="--", color="black", linewidth=1)

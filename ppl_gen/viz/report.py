@@ -25,6 +25,7 @@ from typing import Any
 
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import write_text
+from ppl_gen.infer.diagnostics import khat_cell
 from ppl_gen.viz.curves import plot_loss_curves, plot_objective_vs_time
 from ppl_gen.viz.diagnostics import plot_khat_histogram
 from ppl_gen.viz.figures import PathLike
@@ -97,9 +98,12 @@ def format_metrics_table(metrics: Mapping) -> str:
     Returns:
         The table (no trailing newline): one row per scheme in mapping order.  Bounds read
         ``"-25.31 ± 0.12"`` (mean ± standard error over test points); IWAE − ELBO is the
-        difference of the means; ``"n/a"`` marks a missing or ``None`` value.  A scheme
-        with k-hat > 0.7 on some test points is flagged "bound unreliable" in the k-hat
-        column (Vehtari et al. 2024).
+        difference of the means; ``"n/a"`` marks a missing or ``None`` value.  The k-hat
+        column gives the count of scored test points with k-hat > 0.7 ("3 of 359"); a
+        scheme is flagged "bound unreliable" only when more than 10% of them are
+        (:data:`ppl_gen.infer.diagnostics.UNRELIABLE_FRACTION`, Vehtari et al. 2024), and
+        reads "not applicable" for a discrete proposal.  A row scored on fewer test points
+        than ``n_test`` (``n_evaluated``, e.g. NUTS) shows ``(n = 10 of 359)`` after its name.
 
     Raises:
         PplGenError: if ``metrics`` has no ``schemes`` mapping.
@@ -115,17 +119,18 @@ def format_metrics_table(metrics: Mapping) -> str:
         row = row if isinstance(row, Mapping) else {}
         elbo, iwae = _num(row.get("test_elbo")), _num(row.get("test_iwae"))
         gap = _NA if elbo is None or iwae is None else f"{iwae - elbo:.2f}"
-        frac = _num(row.get("psis_khat_frac_above_0_7"))
-        frac_cell = _NA if frac is None else f"{100 * frac:.0f}%"
-        if frac:
-            frac_cell += " (bound unreliable)"
+        frac_cell = khat_cell(row)
+        label = str(name)
+        n_rows, n_all = _num(row.get("n_evaluated")), _num(metrics.get("n_test"))
+        if n_rows is not None and n_all is not None and n_rows < n_all:
+            label += f" (n = {int(n_rows)} of {int(n_all)})"
         iterations = _num(row.get("iterations"))
         objective = _fmt(row.get("final_train_objective", row.get("final_train_elbo")), ".2f")
         kind = row.get("objective")
         if objective != _NA and kind:
             objective += f" ({kind})"
         cells = [
-            _md_cell(name),
+            _md_cell(label),
             objective,
             _fmt_pm(row.get("test_elbo"), row.get("test_elbo_se")),
             _fmt_pm(row.get("test_iwae"), row.get("test_iwae_se")),

@@ -10,8 +10,10 @@ ELBO / IWAE-K bounds, so the reference lands in the same table as the other sche
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -19,6 +21,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.core.io import save_with, write_text
 from ppl_gen.data.datasets import DataSplits
 from ppl_gen.infer.schemes.base import (
     SchemeResult,
@@ -88,7 +91,8 @@ def fit_nuts(
                 NUTS(model, max_plate_nesting=1, max_tree_depth=settings.nuts_max_tree_depth),
                 num_samples=settings.nuts_samples,
                 warmup_steps=settings.nuts_warmup,
-                disable_progbar=not settings.progress,
+                # Pyro's bars are tqdm bars on stderr: on a terminal only, never in logs.
+                disable_progbar=not (settings.progress and sys.stderr.isatty()),
             )
             mcmc.run(x)
             chains.append(mcmc.get_samples()[site].detach())
@@ -128,3 +132,26 @@ def fit_nuts(
             f"Max R-hat {rhat:.3f}, min bulk ESS {ess:.0f}."
         ],
     )
+
+
+def write_inference_data(idata, out: str | Path, stem: str = "nuts") -> dict[str, Path]:
+    """Write the NUTS draws for ArviZ users: ``<stem>_posterior.nc`` and ``<stem>_summary.csv``.
+
+    Args:
+        idata: the ``arviz.InferenceData`` of :func:`fit_nuts` (``extra["inference_data"]``),
+            posterior draws ``(chains, draws, n, Q)``.
+        out: the run folder.
+        stem: file-name prefix.
+
+    Returns:
+        ``{"posterior": path, "summary": path}``.  The netCDF file (h5netcdf engine) reads
+        back with ``arviz.from_netcdf``; the CSV is ``arviz.summary`` (mean, sd, HDI, MCSE,
+        bulk/tail ESS, R-hat per latent coordinate).  Both are written atomically.
+    """
+    import arviz as az
+
+    out = Path(out)
+    nc = save_with(out / f"{stem}_posterior.nc", lambda tmp: idata.to_netcdf(str(tmp)))
+    table = az.summary(idata)
+    csv = write_text(out / f"{stem}_summary.csv", table.to_csv())
+    return {"posterior": nc, "summary": csv}
