@@ -63,7 +63,7 @@ def test_targets_follow_the_device(mode):
 
 def test_unknown_mode_names_the_parameter():
     with pytest.raises(PplGenError, match="^loss must be one of vanilla, lsgan, wgan-gp"):
-        GANLoss("hinge")
+        GANLoss("softplus")
 
 
 def test_gradient_penalty_of_a_linear_critic():

@@ -19,6 +19,9 @@ components are ``nets`` (the four networks), ``opts`` and ``scheds`` (``G``, ``D
 ``D_B``), ``pools`` (``A``, ``B``) and ``pools_ranks`` (every rank's pools under data
 parallelism), stored in the checkpoint under those names (``nets[name]`` is what
 :func:`load_cyclegan` reads), and its random streams are ``shuffle_a`` / ``shuffle_b``.
+Stabilisers (:mod:`ppl_gen.gan.stabilisers`): ``loss="hinge"``, ``spectral_norm`` on both
+PatchGANs, ``r1`` on each discriminator's real batch, and ``ema``: EMA copies of both
+generators (component ``emas``), used for the panels and by :func:`load_cyclegan`.
 The engine owns epochs, progress, divergence stop, checkpoints (``out/checkpoint.pt``) and
 exact resume; a resume may raise ``epochs`` / ``decay_epochs`` (the schedule is recomputed
 from the new totals, :func:`~ppl_gen.gan.schedules.reschedule`).  Per epoch the task writes
@@ -62,10 +65,11 @@ from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.gan.cyclegan import PatchDiscriminator, ResnetGenerator
 from ppl_gen.gan.groups import ComponentGroup, RankPools
 from ppl_gen.gan.image_pool import ImagePool
-from ppl_gen.gan.losses import GANLoss, check_loss_mode
+from ppl_gen.gan.losses import GANLoss, check_loss_mode, r1_from_output
 from ppl_gen.gan.schedules import constant_then_linear_decay, reschedule
+from ppl_gen.gan.stabilisers import Stabilisers, apply_spectral_norm, ema_weights, maybe_ema
 from ppl_gen.gan.steps import check_data_parallel
-from ppl_gen.viz.gan import plot_gan_losses, save_sample_grid
+from ppl_gen.viz.gan import TRANSLATION_ROWS, plot_gan_losses, save_sample_grid
 
 NETS = ("G_AB", "G_BA", "D_A", "D_B")
 LOSS_KEYS = ("d_a_loss", "d_b_loss", "g_loss", "cycle_loss", "identity_loss")
@@ -75,11 +79,12 @@ CYCLEGAN_MAY_CHANGE = frozenset({"epochs", "decay_epochs", "progress", "device",
 
 
 @dataclass
-class CycleGANConfig:
-    """Settings of :func:`train_cyclegan` (defaults: the paper's, networks sized for 28x28).
+class CycleGANConfig(Stabilisers):
+    """Settings of :func:`train_cyclegan` (defaults: the paper's, networks sized for 28x28;
+    plus ``spectral_norm``, ``r1``, ``ema`` of :class:`~ppl_gen.gan.stabilisers.Stabilisers`).
 
     Attributes:
-        loss: ``lsgan`` (paper), ``vanilla`` or ``wgan-gp`` (no penalty term here).
+        loss: ``lsgan`` (paper), ``vanilla``, ``hinge`` or ``wgan-gp`` (no penalty term).
         epochs: total epochs; the last ``decay_epochs`` decay the learning rate linearly.
         batch_size: images per domain per step (1 in the paper).
         lr, beta1, beta2: Adam settings of all networks.
@@ -126,6 +131,7 @@ class CycleGANConfig:
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad setting (its parameter name)."""
         check_loss_mode(self.loss)
+        self.validate_stabilisers()
         for flag, value in (
             ("epochs", self.epochs),
             ("batch_size", self.batch_size),
@@ -157,8 +163,8 @@ class CycleGANResult:
     ``G_AB``, ``G_BA``, ``D_A``, ``D_B``), per-epoch ``history`` (``d_a_loss``,
     ``d_b_loss``, ``g_loss``, ``cycle_loss``, ``identity_loss`` mean per batch, ``lr``,
     ``images_per_second`` counting both domains, cumulative ``seconds``), completed epochs
-    and iterations, the training wall time (s), the checkpoint path and this rank's image
-    pools."""
+    and iterations, the training wall time (s), the checkpoint path, this rank's image
+    pools and, with ``ema``, the EMA generators (``emas["G_AB"]``, ``emas["G_BA"]``)."""
 
     nets: dict[str, nn.Module]
     history: dict
@@ -167,6 +173,7 @@ class CycleGANResult:
     seconds: float = 0.0
     checkpoint: Path | None = None
     pools: dict[str, ImagePool] = field(default_factory=dict)
+    emas: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def build_cyclegan(
@@ -191,11 +198,12 @@ def build_cyclegan(
         )
     kw = {"ngf": config.ngf, "n_blocks": config.n_blocks, "image_size": ha, "n_down": config.n_down}
     dk = {"ndf": config.ndf, "n_layers": config.n_layers, "image_size": ha}
+    sn = apply_spectral_norm if config.spectral_norm else (lambda d: d)
     return {
         "G_AB": ResnetGenerator(ca, cb, **kw),
         "G_BA": ResnetGenerator(cb, ca, **kw),
-        "D_A": PatchDiscriminator(ca, **dk),
-        "D_B": PatchDiscriminator(cb, **dk),
+        "D_A": sn(PatchDiscriminator(ca, **dk)),
+        "D_B": sn(PatchDiscriminator(cb, **dk)),
     }
 
 
@@ -227,7 +235,7 @@ def cycle_generator_step(
         with amp.autocast(precision, real_a.device):
             fake_b = g_ab(real_a)
             fake_a = g_ba(real_b)
-            gan = loss_fn(d_b(fake_b), True) + loss_fn(d_a(fake_a), True)
+            gan = loss_fn(d_b(fake_b), True, True) + loss_fn(d_a(fake_a), True, True)
             cycle = F.l1_loss(g_ba(fake_b), real_a) + F.l1_loss(g_ab(fake_a), real_b)
             loss = gan + lambda_cycle * cycle
             identity = torch.zeros((), device=real_a.device)
@@ -256,15 +264,20 @@ def cycle_discriminator_step(
     real: torch.Tensor,
     fake: torch.Tensor,
     precision: str = "fp32",
+    r1_gamma: float = 0.0,
 ) -> torch.Tensor:
     """One update of a PatchGAN: ``(loss(D(real), real) + loss(D(fake), fake)) / 2``
-    (Zhu et al. 2017, sec. 7.1: the objective halved to slow D down).  ``fake`` (e.g. from
-    the image pool) is detached here; ``precision="bf16"`` runs the forward passes under
-    ``torch.autocast``.  Returns the loss (detached scalar)."""
+    (Zhu et al. 2017, sec. 7.1: the objective halved to slow D down), plus ``r1_gamma / 2``
+    x the R1 penalty on ``real`` (Mescheder et al. 2018) when ``r1_gamma > 0``.  ``fake``
+    (e.g. from the image pool) is detached here; ``precision="bf16"`` runs the forward
+    passes under ``torch.autocast``.  Returns the loss (detached scalar)."""
+    if r1_gamma:
+        real = real.detach().requires_grad_(True)
     with amp.autocast(precision, real.device):
-        loss = 0.5 * (
-            loss_fn(discriminator(real), True) + loss_fn(discriminator(fake.detach()), False)
-        )
+        d_real = discriminator(real)
+        loss = 0.5 * (loss_fn(d_real, True) + loss_fn(discriminator(fake.detach()), False))
+    if r1_gamma:
+        loss = loss + 0.5 * r1_gamma * r1_from_output(d_real, real)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -323,6 +336,8 @@ class CycleGANTask:
         for net in self.nets.values():
             net.to(device)
         self.opts = _optimizers(self.nets, config)
+        emas = {k: maybe_ema(self.nets[k], config.ema) for k in ("G_AB", "G_BA")}
+        self.emas = {k: e for k, e in emas.items() if e is not None}
         n_constant = config.epochs - config.decay_epochs
         self.scheds = {
             k: constant_then_linear_decay(o, n_constant, config.decay_epochs)
@@ -356,6 +371,7 @@ class CycleGANTask:
             "scheds": ComponentGroup(self.scheds),
             "pools": ComponentGroup(self.pools),
             "pools_ranks": self.rank_pools,  # after "pools": overrides it per rank
+            **({"emas": ComponentGroup(self.emas)} if self.emas else {}),
         }
 
     def generators(self) -> dict[str, torch.Generator]:
@@ -392,7 +408,10 @@ class CycleGANTask:
                 real,
                 self.pools[name].query(fake.float()),
                 config.precision,
+                config.r1,
             )
+        for k, ema in self.emas.items():
+            ema.update(self.nets[k])
         return out
 
     def end_epoch(self, summary: EpochSummary) -> dict[str, float]:
@@ -410,8 +429,10 @@ class CycleGANTask:
     def write_epoch(self, epoch: int, history: dict[str, list]) -> None:
         if self.out is None:
             return
-        panel = translation_panel(self.nets, self.fixed_a, self.fixed_b)
-        save_sample_grid(panel, self.out / f"samples_epoch_{epoch:03d}.png", 8)
+        nets = {**self.nets, **{k: e.module for k, e in self.emas.items()}}
+        panel = translation_panel(nets, self.fixed_a, self.fixed_b)
+        path = self.out / f"samples_epoch_{epoch:03d}.png"
+        save_sample_grid(panel, path, panel.shape[0] // 6, row_labels=TRANSLATION_ROWS)
         plot_gan_losses(history, self.out / "loss_curves.png")
 
     def after_restore(self, state: dict) -> None:
@@ -501,6 +522,7 @@ def _train_cyclegan(
         seconds=fitted.seconds,
         checkpoint=ckpt,
         pools=task.pools,
+        emas={k: e.module for k, e in task.emas.items()},
     )
 
 
@@ -521,9 +543,12 @@ def translation_panel(
     return torch.cat([to_unit(r).expand(-1, 3, -1, -1) for r in rows])
 
 
-def load_cyclegan(state: dict, device: torch.device | str = "cpu") -> dict[str, nn.Module]:
+def load_cyclegan(
+    state: dict, device: torch.device | str = "cpu", ema: bool = True
+) -> dict[str, nn.Module]:
     """Rebuild the four networks (eval mode, on ``device``) from a checkpoint written by
-    :func:`train_cyclegan`.  Generators map [-1, 1] images to [-1, 1].
+    :func:`train_cyclegan`; the generators hold their EMA weights when the run kept them
+    (``emas``) and ``ema`` is true.  Generators map [-1, 1] images to [-1, 1].
 
     Raises:
         PplGenError: not a CycleGAN checkpoint.
@@ -537,8 +562,10 @@ def load_cyclegan(state: dict, device: torch.device | str = "cpu") -> dict[str, 
     shape_a, shape_b = (tuple(s) for s in state["image_shapes"])
     nets = build_cyclegan(config, shape_a, shape_b)
     dev = resolve_device(device)
+    averaged = state.get("emas") or {} if ema else {}
     for k in NETS:
-        nets[k].load_state_dict(state["nets"][k])
+        weights = ema_weights(averaged[k]) if k in averaged else state["nets"][k]
+        nets[k].load_state_dict(weights)
         nets[k].to(dev).eval()
     return nets
 

@@ -1,4 +1,7 @@
-"""Training of the MLP GAN, DCGAN and conditional GAN on the engine (:mod:`ppl_gen.engine`).
+"""Training of the MLP GAN, DCGAN, conditional GAN and the style-based generator
+(:mod:`ppl_gen.gan.stylegan`, with the DCGAN discriminator) on the engine
+(:mod:`ppl_gen.engine`); stabilisers (hinge loss, spectral norm, R1, generator EMA) from
+:mod:`ppl_gen.gan.stabilisers`.
 
 Each batch runs one discriminator step and (every ``n_critic`` batches) one generator step
 (Goodfellow et al. 2014, algorithm 1, with k = ``n_critic``):
@@ -21,9 +24,10 @@ The engine (:func:`ppl_gen.engine.fit`) owns the epochs, progress bar, divergenc
 checkpoint per epoch (``out/checkpoint.pt``, with the ``kind``, ``config``, ``data``,
 ``image_shape`` and ``num_classes`` that ``ppl-gen evaluate`` reads) and exact resume; the
 task adds a sample grid per epoch (``samples_epoch_NNN.png``), the loss curves
-(``loss_curves.png``) and the collapse warnings (:mod:`ppl_gen.gan.monitor`).  A resume may
-raise ``epochs`` and ``decay_epochs``: the schedule is then recomputed from the new totals
-(:func:`~ppl_gen.gan.schedules.reschedule`).
+(``loss_curves.png``) and the collapse warnings (:mod:`ppl_gen.gan.monitor`); with ``ema``
+the samples (and :func:`load_generator`) use the EMA generator (``generator_ema``).  A resume
+may raise ``epochs`` and ``decay_epochs``: the schedule is then recomputed from the new
+totals (:func:`~ppl_gen.gan.schedules.reschedule`).
 
 **Data parallelism** (``torchrun --nproc-per-node N -m ppl_gen train dcgan ...``, see
 :mod:`ppl_gen.core.distributed`): every rank draws the same permutation and the same noise
@@ -77,17 +81,28 @@ from ppl_gen.gan.losses import GANLoss, check_loss_mode
 from ppl_gen.gan.mlp_gan import MLPDiscriminator, MLPGenerator
 from ppl_gen.gan.monitor import CollapseMonitor, mean_pairwise_distance
 from ppl_gen.gan.schedules import constant_then_linear_decay, reschedule
+from ppl_gen.gan.stabilisers import (
+    Stabilisers,
+    apply_spectral_norm,
+    ema_weights,
+    maybe_ema,
+    sampling_copy,
+)
 from ppl_gen.gan.steps import (
     IndexBatches,
     check_data_parallel,
     discriminator_step,
+    eval_samples,
+    fixed_inputs,
+    gan_streams,
     generator_step,
     make_optimizers,
     sample_noise,
 )
+from ppl_gen.gan.stylegan import StyleGenerator
 from ppl_gen.viz.gan import plot_gan_losses, save_sample_grid
 
-GAN_MODELS = ("gan", "dcgan", "cgan")
+GAN_MODELS = ("gan", "dcgan", "cgan", "stylegan")
 
 __all__ = [
     "GAN_MAY_CHANGE",
@@ -113,13 +128,15 @@ GAN_MAY_CHANGE = frozenset(
 
 
 @dataclass
-class GANConfig:
-    """Settings of :func:`train_gan`.
+class GANConfig(Stabilisers):
+    """Settings of :func:`train_gan` (plus ``spectral_norm``, ``r1``, ``ema`` of
+    :class:`~ppl_gen.gan.stabilisers.Stabilisers`).
 
     Attributes:
-        model: ``gan`` (MLP, any image size), ``dcgan`` (28x28 / 32x32) or ``cgan``
-            (conditional; DCGAN body for 28x28 / 32x32, MLP otherwise; needs labels).
-        loss: ``vanilla``, ``lsgan`` or ``wgan-gp``.
+        model: ``gan`` (MLP, any image size), ``dcgan`` (28x28 / 32x32), ``cgan``
+            (conditional; DCGAN body for 28x28 / 32x32, MLP otherwise; needs labels) or
+            ``stylegan`` (style-based G, DCGAN D; 28x28 / 32x32).
+        loss: ``vanilla``, ``lsgan``, ``wgan-gp`` or ``hinge``.
         latent_dim: dimension of ``z ~ N(0, I)``.
         epochs: total epochs (a resumed run continues up to this number).
         batch_size: images per step.
@@ -128,7 +145,10 @@ class GANConfig:
             else 1).
         gp_weight: lambda of the WGAN-GP gradient penalty.
         hidden: hidden widths of the MLP GAN's generator (the discriminator's are reversed).
-        ngf, ndf: base filter counts (DCGAN / cGAN; cGAN-MLP uses ``ngf`` as width).
+        ngf, ndf: base filter counts (DCGAN / cGAN / StyleGAN; cGAN-MLP uses ``ngf`` as
+            width).
+        mapping_layers, style_mixing: ``stylegan``: layers of the mapping network and the
+            style-mixing probability.
         decay_epochs: the last ``decay_epochs`` epochs decay the learning rate linearly to
             ~0 (0: constant).
         seed: seeds initialisation, shuffling and noise.
@@ -169,9 +189,15 @@ class GANConfig:
     check_collapse: bool = True
     precision: str = "fp32"
     deterministic: bool = False
+    mapping_layers: int = 4
+    style_mixing: float = 0.9
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad setting (its parameter name)."""
+        self.validate_stabilisers()
+        require(
+            0 <= self.style_mixing <= 1, f"style_mixing must be in [0, 1], got {self.style_mixing}"
+        )
         if self.model not in GAN_MODELS:
             raise PplGenError(f"model must be one of {', '.join(GAN_MODELS)}, got {self.model!r}")
         check_loss_mode(self.loss)
@@ -181,6 +207,7 @@ class GANConfig:
             ("batch_size", self.batch_size),
             ("ngf", self.ngf),
             ("ndf", self.ndf),
+            ("mapping_layers", self.mapping_layers),
         ):
             require_positive_int(flag, value)
         if self.n_critic is not None:
@@ -205,6 +232,7 @@ class GANResult:
 
     Attributes:
         generator, discriminator: the trained networks (generator in eval mode).
+        ema: the EMA generator (eval mode) when ``config.ema`` > 0, else ``None``.
         history: per epoch ``epoch``, ``d_loss``, ``g_loss`` (mean per batch), ``lr`` (the
             epoch's learning rate), ``images_per_second`` and ``seconds`` (cumulative
             training wall time, s).
@@ -222,12 +250,19 @@ class GANResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     checkpoint: Path | None = None
+    ema: nn.Module | None = None
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples and metrics use: the EMA one when trained with it."""
+        return self.ema if self.ema is not None else self.generator
 
 
 def build_gan(
     config: GANConfig, image_shape: tuple[int, int, int], num_classes: int | None = None
 ) -> tuple[nn.Module, nn.Module]:
-    """Build ``(generator, discriminator)`` for ``config.model`` on the CPU.
+    """Build ``(generator, discriminator)`` for ``config.model`` on the CPU (the
+    discriminator spectrally normalised with ``config.spectral_norm``).
 
     Args:
         config: the settings (model, widths, latent dimension, loss).
@@ -238,17 +273,29 @@ def build_gan(
         PplGenError: a model that does not fit the images (DCGAN on sizes other than
             28x28 / 32x32) or ``cgan`` without labels.
     """
+    g, d = _build_pair(config, image_shape, num_classes)
+    return g, apply_spectral_norm(d) if config.spectral_norm else d
+
+
+def _build_pair(config: GANConfig, image_shape: tuple[int, int, int], num_classes: int | None):
     batch_norm = config.loss != "wgan-gp"
     if config.model == "gan":
         return (
             MLPGenerator(config.latent_dim, image_shape, config.hidden),
             MLPDiscriminator(image_shape, tuple(reversed(config.hidden))),
         )
-    if config.model == "dcgan":
-        return (
-            DCGenerator(config.latent_dim, image_shape, config.ngf),
-            DCDiscriminator(image_shape, config.ndf, batch_norm=batch_norm),
-        )
+    if config.model in ("dcgan", "stylegan"):
+        if config.model == "stylegan":
+            g = StyleGenerator(
+                config.latent_dim,
+                image_shape,
+                config.ngf,
+                config.mapping_layers,
+                config.style_mixing,
+            )
+        else:
+            g = DCGenerator(config.latent_dim, image_shape, config.ngf)
+        return g, DCDiscriminator(image_shape, config.ndf, batch_norm=batch_norm)
     if not num_classes:
         raise PplGenError("cgan needs labelled data (data mnist, digits, or class subfolders)")
     arch = "dcgan" if image_shape[1] == image_shape[2] and image_shape[1] in (28, 32) else "mlp"
@@ -256,33 +303,6 @@ def build_gan(
         ConditionalGenerator(config.latent_dim, image_shape, num_classes, arch, config.ngf),
         ConditionalDiscriminator(image_shape, num_classes, arch, config.ndf, batch_norm),
     )
-
-
-def _streams(seed: int) -> dict[str, torch.Generator]:
-    # CPU streams: the same draws on every device, and a checkpoint resumes on any device
-    return {
-        "shuffle": torch.Generator().manual_seed(seed),
-        "noise": torch.Generator().manual_seed(seed + 1),
-        "penalty": torch.Generator().manual_seed(seed + 2),
-    }
-
-
-def _fixed_inputs(config: GANConfig, device: torch.device, num_classes: int | None):
-    g = torch.Generator().manual_seed(config.seed + 1000)
-    if config.model == "cgan":
-        per = 8
-        labels = torch.arange(num_classes, device=device).repeat_interleave(per)
-        return sample_noise(labels.shape[0], config.latent_dim, g, device), (labels,), per
-    return sample_noise(64, config.latent_dim, g, device), (), 8
-
-
-@torch.no_grad()
-def _samples(generator: nn.Module, z: torch.Tensor, cond: tuple) -> torch.Tensor:
-    was = generator.training
-    generator.eval()
-    x = generator(z, *cond)
-    generator.train(was)
-    return x
 
 
 class GANTask:
@@ -317,10 +337,11 @@ class GANTask:
             sync_batchnorm(discriminator, ctx)
             seed_everything(config.seed + 1 + ctx.rank)  # per-rank stream (e.g. dropout)
         self.opt_g, self.opt_d = make_optimizers(generator, discriminator, config)
+        self.ema = maybe_ema(generator, config.ema)
         n_constant = config.epochs - config.decay_epochs
         self.sched_g = constant_then_linear_decay(self.opt_g, n_constant, config.decay_epochs)
         self.sched_d = constant_then_linear_decay(self.opt_d, n_constant, config.decay_epochs)
-        self.streams = _streams(config.seed)
+        self.streams = gan_streams(config.seed)
         self.loss_fn = GANLoss(config.loss)
         self.images = ctx.to_device(to_tanh_range(data.images))
         self.labels = ctx.to_device(data.labels) if self.conditional else None
@@ -328,7 +349,7 @@ class GANTask:
         # on every rank by construction, so DDP need not broadcast them before each forward.
         self.g_net = ctx.wrap(generator, forward_sync_buffers=False)
         self.d_net = ctx.wrap(discriminator, forward_sync_buffers=False)
-        self.fixed_z, self.fixed_cond, self.nrow = _fixed_inputs(config, device, num_classes)
+        self.fixed_z, self.fixed_cond, self.nrow = fixed_inputs(config, device, num_classes)
         self.monitor = CollapseMonitor(config.loss)
         if config.check_collapse and ctx.is_main:
             self.monitor.real_diversity = mean_pairwise_distance(
@@ -350,6 +371,7 @@ class GANTask:
             "sched_g": self.sched_g,
             "sched_d": self.sched_d,
             "monitor": self.monitor,
+            **({"generator_ema": self.ema} if self.ema is not None else {}),
         }
 
     def generators(self) -> dict[str, torch.Generator]:
@@ -387,12 +409,15 @@ class GANTask:
                 config.gp_weight,
                 self.streams["penalty"],
                 config.precision,
+                config.r1,
             )
         }
         if g_step:
             out["g_loss"] = generator_step(
                 self.discriminator, self.opt_g, self.loss_fn, fake, cond, config.precision
             )
+            if self.ema is not None:
+                self.ema.update(self.generator)
         return out
 
     def end_epoch(self, summary: EpochSummary) -> dict[str, float]:
@@ -409,12 +434,15 @@ class GANTask:
     def write_epoch(self, epoch: int, history: dict[str, list]) -> None:
         if not (self.config.check_collapse or self.out is not None):
             return
-        samples = _samples(self.generator, self.fixed_z, self.fixed_cond)
+        sampler = sampling_copy(self.generator, self.ema)
+        samples = eval_samples(sampler, self.fixed_z, self.fixed_cond)
         if self.config.check_collapse:
             self.warnings += self.monitor.check(epoch, history["d_loss"][-1], samples)
         if self.out is not None:
             path = self.out / f"samples_epoch_{epoch:03d}.png"
-            save_sample_grid(to_unit(samples), path, self.nrow)
+            labels = self.fixed_cond[0][:: self.nrow] if self.fixed_cond else []
+            rows = [f"class {int(c)}" for c in labels] or None  # cGAN: one row per class
+            save_sample_grid(to_unit(samples), path, self.nrow, row_labels=rows)
             plot_gan_losses(history, self.out / "loss_curves.png")
 
     def after_restore(self, state: dict) -> None:
@@ -519,20 +547,26 @@ def _train_gan(
         seconds=fitted.seconds,
         warnings=task.warnings,
         checkpoint=ckpt,
+        ema=task.ema.module if task.ema is not None else None,
     )
     if ctx.distributed:  # hand back plain networks (no process-group batch norm)
         plain_g, plain_d = build_gan(config, data.image_shape, num_classes)
         plain_g.load_state_dict(task.generator.state_dict())
         plain_d.load_state_dict(task.discriminator.state_dict())
         result.generator, result.discriminator = plain_g.to(ctx.device), plain_d.to(ctx.device)
+        if task.ema is not None:
+            result.ema = build_gan(config, data.image_shape, num_classes)[0].to(ctx.device)
+            result.ema.load_state_dict(task.ema.module.state_dict())
+            result.ema.eval()
         result.warnings = ctx.broadcast_object(result.warnings if ctx.is_main else None) or []
     result.generator.eval()
     return result
 
 
-def load_generator(state: dict, device: torch.device | str = "cpu") -> nn.Module:
+def load_generator(state: dict, device: torch.device | str = "cpu", ema: bool = True) -> nn.Module:
     """Rebuild the trained generator (eval mode, on ``device``) from a checkpoint written by
-    :func:`train_gan` (``state["kind"]`` in ``gan``, ``dcgan``, ``cgan``).
+    :func:`train_gan` (``state["kind"]`` in :data:`GAN_MODELS`): the EMA generator when the
+    run kept one (``generator_ema``) and ``ema`` is true, else the trained one.
 
     Its ``forward(z: (B, latent_dim)[, y: (B,)])`` returns images in [-1, 1]; map them with
     :func:`~ppl_gen.data.images.to_unit`.
@@ -553,5 +587,6 @@ def load_generator(state: dict, device: torch.device | str = "cpu") -> nn.Module
     saved["hidden"] = tuple(saved.get("hidden", ()))
     config = GANConfig(**saved)
     generator, _ = build_gan(config, tuple(state["image_shape"]), state.get("num_classes"))
-    generator.load_state_dict(state["generator"])
+    averaged = state.get("generator_ema") if ema else None
+    generator.load_state_dict(ema_weights(averaged) if averaged else state["generator"])
     return generator.to(resolve_device(device)).eval()
