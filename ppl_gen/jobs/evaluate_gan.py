@@ -26,7 +26,7 @@ from ppl_gen.gan.trainer import load_generator
 from ppl_gen.metrics.classifier import load_classifier
 from ppl_gen.metrics.cycle import evaluate_cyclegan
 from ppl_gen.metrics.generative import balanced_labels, evaluate_generator, sample_images
-from ppl_gen.viz.gan import save_sample_grid
+from ppl_gen.viz.gan import TRANSLATION_ROWS, save_sample_grid
 
 
 @dataclass
@@ -114,7 +114,8 @@ def run_evaluate_gan(state: dict, opts: GeneratorEvaluation) -> dict[str, Any]:
         images = sample_images(generator, 10 * k if k else 100, labels=labels, seed=opts.seed)
         if labels is not None:  # one row per class
             images = images[torch.sort(labels, stable=True).indices]
-        save_sample_grid(images, Path(opts.out) / "samples.png", nrow=10)
+        rows = [f"class {c}" for c in range(k)] if labels is not None else None
+        save_sample_grid(images, Path(opts.out) / "samples.png", nrow=10, row_labels=rows)
         write_json(Path(opts.out) / "metrics.json", result)
     return result
 
@@ -161,6 +162,8 @@ def run_evaluate_cyclegan(state: dict, opts: GeneratorEvaluation) -> dict[str, A
         panel = translation_panel(
             nets, to_tanh_range(x_a[:8]).to(device), to_tanh_range(x_b[:8]).to(device)
         )
-        save_sample_grid(panel, Path(opts.out) / "translations.png", nrow=8)
+        save_sample_grid(
+            panel, Path(opts.out) / "translations.png", nrow=8, row_labels=TRANSLATION_ROWS
+        )
         write_json(Path(opts.out) / "metrics.json", result)
     return result

@@ -17,7 +17,7 @@ from ppl_gen.data.datasets import load_dataset
 from ppl_gen.latent.attributes import apply_attribute, attribute_mask, attribute_vector
 from ppl_gen.latent.embedding import project_2d, tsne
 from ppl_gen.latent.interpolate import check_endpoints, corner_grid, interpolate
-from ppl_gen.latent.manifold import manifold
+from ppl_gen.latent.manifold import fraction_outside, grid_distribution, manifold
 from ppl_gen.latent.pairs import EncoderDecoder, check_latent
 from ppl_gen.latent.reconstruction import denoise, reconstruct
 from ppl_gen.viz import report as reports
@@ -33,6 +33,7 @@ def load_images(
     *,
     n: int | None = None,
     seed: int | None = None,
+    split: str = "test",
 ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """Test images for the tools: ``(x (N, D), labels (N,) or None, dataset name)``.
 
@@ -41,6 +42,7 @@ def load_images(
         data, data_root: override the dataset (``data``, ``data_root``).
         n: keep the first ``n`` test images (``n_points``).
         seed: split seed (default: the checkpoint's).
+        split: ``"test"`` (default) or ``"train"`` (the training codes of the manifold).
 
     Raises:
         PplGenError: no dataset known or given (``data``), or images whose width differs
@@ -58,7 +60,10 @@ def load_images(
             f"data {splits.name}: {splits.data_dim} values per image, the checkpoint "
             f"works on {pair.data_dim} (image shape {pair.image_shape})"
         )
-    x, y = splits.test, splits.test_labels
+    if split == "train":
+        x, y = splits.train, getattr(splits, "train_labels", None)
+    else:
+        x, y = splits.test, splits.test_labels
     if n is not None:
         require_positive_int("n_points", n)
         x = x[:n]
@@ -197,7 +202,15 @@ def run_grid(
         y_dec = torch.tensor([label if label is not None else int(y[0])])
     images = pair.decode_rows(z, y_dec).cpu()
     fig, arrays = _paths(out, "grid")
-    reports.save_manifold(images, pair.image_shape, n, fig, title=f"4-corner grid ({method})")
+    reports.save_manifold(
+        images,
+        pair.image_shape,
+        n,
+        fig,
+        title=f"4-corner grid ({method})",
+        xlabel=f"top row: test image {idx[0]} → {idx[1]}; bottom row: {idx[2]} → {idx[3]}",
+        ylabel=f"left column: {idx[0]} → {idx[2]}; right: {idx[1]} → {idx[3]}",
+    )
     save_arrays(arrays, z=z, images=images, corners=torch.tensor(idx))
     return {
         "tool": "grid",
@@ -209,23 +222,85 @@ def run_grid(
     }
 
 
-def run_manifold(
-    pair: EncoderDecoder, out: PathLike, *, n: int = 20, label: int | None = None
-) -> dict:
-    """The 2-D manifold (:func:`~ppl_gen.latent.manifold.manifold`); writes
-    ``manifold.png`` / ``manifold.npz`` (``z (n*n, 2)``, ``images (n*n, D)``).
+def training_codes(
+    pair: EncoderDecoder,
+    data: str | None = None,
+    data_root: str | None = None,
+    seed: int | None = None,
+) -> torch.Tensor | None:
+    """Codes ``(N, Z)`` of the training split the checkpoint was trained on (``None`` for a
+    decoder-only pair or when the checkpoint records no dataset and none is given).
 
     Raises:
-        PplGenError: the checkpoint's latent space is not 2-D (``latent_dim``), or a
-            conditional checkpoint without ``label``.
+        PplGenError: as :func:`load_images`.
+    """
+    if pair.encode is None or (data is None and not (pair.data or {}).get("name")):
+        return None
+    x, y, _ = load_images(pair, data, data_root, seed=seed, split="train")
+    return pair.encode_rows(x, y if pair.conditional else None).cpu()
+
+
+def run_manifold(
+    pair: EncoderDecoder,
+    out: PathLike,
+    *,
+    n: int = 20,
+    label: int | None = None,
+    codes: torch.Tensor | None = None,
+    data: str | None = None,
+    data_root: str | None = None,
+    seed: int | None = None,
+) -> dict:
+    """The 2-D manifold (:func:`~ppl_gen.latent.manifold.manifold`) on the model's latent
+    distribution: the prior for VAEs / CVAEs / generators, the Gaussian of the training codes
+    for a plain autoencoder.  Writes ``manifold.png`` / ``manifold.npz`` (``z (n*n, 2)``,
+    ``images (n*n, D)``, ``grid_mean``, ``grid_std``).
+
+    Args:
+        codes: ``(N, 2)`` training codes (default: encode the checkpoint's training split,
+            dataset overridable with ``data`` / ``data_root`` / ``seed``).
+
+    Raises:
+        PplGenError: the checkpoint's latent space is not 2-D (``latent_dim``), a
+            conditional checkpoint without ``label``, or an autoencoder whose training
+            data cannot be loaded (``data``).
     """
     if pair.conditional and label is None:
         raise PplGenError("label is required for the manifold of a conditional checkpoint")
-    images, z = manifold(pair, n, label=label)
+    if pair.latent_dim != 2:
+        manifold(pair, n, label=label)  # raises, naming latent_dim
+    if codes is None:
+        if pair.prior is None and pair.encode is not None and not (data or pair.data):
+            raise PplGenError(
+                "data: this autoencoder has no prior and its checkpoint records no dataset; "
+                "give the training data so the grid can be laid on its codes"
+            )
+        codes = training_codes(pair, data, data_root, seed)
+    where = grid_distribution(pair, codes)
+    images, z = manifold(pair, n, label=label, codes=codes)
+    outside = fraction_outside(z, codes) if codes is not None else None
     fig, arrays = _paths(out, "manifold")
-    reports.save_manifold(images, pair.image_shape, n, fig, title="2-D latent manifold")
-    save_arrays(arrays, z=z, images=images)
-    return {"tool": "manifold", "n": n, "figure": str(fig), "arrays": str(arrays)}
+    axis = "prior quantiles" if where.source == "prior" else "code-Gaussian quantiles"
+    reports.save_manifold(
+        images,
+        pair.image_shape,
+        n,
+        fig,
+        title=f"2-D latent manifold on the {where.describe()}",
+        xlabel=f"z1 ({axis} 5%..95%) →",
+        ylabel=f"z2 ({axis} 5%..95%) →",
+    )
+    save_arrays(arrays, z=z, images=images, grid_mean=where.mean, grid_std=where.std)
+    return {
+        "tool": "manifold",
+        "n": n,
+        "grid_on": where.source,
+        "grid_mean": where.mean.tolist(),
+        "grid_std": where.std.tolist(),
+        "grid_fraction_outside_codes": outside,
+        "figure": str(fig),
+        "arrays": str(arrays),
+    }
 
 
 def run_attribute(
@@ -259,8 +334,15 @@ def run_attribute(
     y_dec = None if y is None else y[:k].repeat_interleave(len(alphas))
     images = pair.decode_rows(paths.reshape(-1, pair.latent_dim), y_dec).cpu()
     fig, arrays = _paths(out, "attribute")
-    label = f"{attribute}, alpha {alphas[0]:g}..{alphas[-1]:g}"
-    reports.save_image_panels({label: images}, pair.image_shape, fig, nrow=len(alphas))
+    label = f"{attribute}: z + α v, one row per test image"
+    reports.save_image_panels(
+        {label: images},
+        pair.image_shape,
+        fig,
+        nrow=len(alphas),
+        col_labels=[f"{a:g}" for a in alphas],
+        xlabel="α (multiple of the attribute vector)",
+    )
     save_arrays(
         arrays, vector=vector, z=paths, images=images, alphas=torch.tensor(alphas), mask=mask
     )

@@ -274,6 +274,7 @@ def run_train_cvae(job: CVAEJob) -> dict[str, Any]:
             fit.model.image_shape,
             out / "samples.png",
             nrow=10,
+            row_labels=[f"class {c}" for c in classes],
         )
         summary = {
             "checkpoint": config.checkpoint,

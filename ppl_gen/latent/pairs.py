@@ -43,6 +43,9 @@ class EncoderDecoder:
         data: how the model's training data was loaded (``{"name", "root", "binarize",
             "seed"}``), or ``None`` when unknown.
         device: where ``encode``/``decode`` run.
+        prior: the latent distribution the model samples from: ``"standard-normal"``
+            (VAEs, CVAEs, GAN generators) or ``None`` for a plain autoencoder, which has no
+            prior (latent tools then fit a Gaussian to its training codes).
     """
 
     encode: Callable[..., torch.Tensor] | None
@@ -53,6 +56,7 @@ class EncoderDecoder:
     kind: str = ""
     data: dict | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    prior: str | None = "standard-normal"
 
     @property
     def data_dim(self) -> int:
@@ -186,7 +190,11 @@ def _vae_pair(path: str, state: dict, device: torch.device) -> EncoderDecoder:
     def encode(x: torch.Tensor) -> torch.Tensor:
         return guide.encode(x)[site][0]
 
+    from ppl_gen.lvm.priors import StandardNormalPrior
+
     has_encoder = hasattr(guide, "encode") and not getattr(guide, "is_local", False)
+    prior = getattr(model, "prior", None)
+    standard = prior is None or isinstance(prior, StandardNormalPrior)
     return EncoderDecoder(
         encode=encode if has_encoder else None,
         decode=model.decode_mean,
@@ -195,6 +203,7 @@ def _vae_pair(path: str, state: dict, device: torch.device) -> EncoderDecoder:
         kind="latent-variable",
         data=spec.get("data"),
         device=device,
+        prior="standard-normal" if standard else None,  # another prior: fit to the codes
     )
 
 
@@ -210,6 +219,7 @@ def _autoencoder_pair(path: str, state: dict, device: torch.device) -> EncoderDe
         kind="autoencoder",
         data=(state.get("spec") or {}).get("data"),
         device=device,
+        prior=None,
     )
 
 

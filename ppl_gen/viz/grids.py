@@ -9,6 +9,7 @@ of :mod:`ppl_gen.viz.figures` and written atomically.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+def _cell_side(shape: tuple[int, ...], axis: int) -> int:
+    """Pixels of one image along the grid's rows (``axis`` 0) or columns (1)."""
+    if len(shape) == 1:
+        return 1 if axis == 0 else shape[0]
+    return shape[-2] if axis == 0 else shape[-1]
+
+
 def _check_nrow(nrow: int | None) -> None:
     if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1):
         raise PplGenError(f"nrow must be a positive integer or None, got {nrow!r}")
@@ -69,6 +77,29 @@ def _panel_inches(
     longest = max(h, w)
     inches_per_px = min(max(scale / DPI, 2.5 / longest), 12.0 / longest)
     return max(w * inches_per_px, 0.6), max(h * inches_per_px, 0.6)
+
+
+def _wrap(text: str, width_inches: float, chars_per_inch: float = 11.0) -> str:
+    """``text`` broken into lines that fit ``width_inches`` at the default font size (a
+    title wider than its figure is cut off at both edges)."""
+    return textwrap.fill(str(text), max(12, int(width_inches * chars_per_inch)))
+
+
+def _tick_centres(size_px: int, count: int) -> list[float]:
+    """Pixel centres of ``count`` grid cells along a side of ``size_px`` pixels (the grid
+    has ``_PADDING`` pixels of padding before every cell and after the last)."""
+    cell = (size_px - _PADDING) / count
+    return [_PADDING / 2 + cell * (i + 0.5) for i in range(count)]
+
+
+def _label_cells(ax, grid: torch.Tensor, rows: Sequence[str] | None, cols: Sequence[str] | None):
+    """Row labels left of a grid and column labels below it, at the cell centres."""
+    _, h, w = grid.shape
+    if rows:
+        ax.set_yticks(_tick_centres(h, len(rows)), [str(r) for r in rows], fontsize="small")
+    if cols:
+        ax.set_xticks(_tick_centres(w, len(cols)), [str(c) for c in cols], fontsize="small")
+    ax.tick_params(length=0)
 
 
 def _show_grid(ax, grid: torch.Tensor, strips: bool) -> None:
@@ -149,6 +180,9 @@ def save_image_panels(
     *,
     nrow: int | None = None,
     title: str = "",
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    xlabel: str = "",
 ) -> Path:
     """Save one row of image grids side by side, one per panel (e.g. samples per scheme).
 
@@ -159,28 +193,48 @@ def save_image_panels(
         image_shape: as for :func:`image_grid`.
         path: destination file (PNG unless its suffix says otherwise).
         nrow: images per grid row in every panel (default as in :func:`image_grid`).
-        title: optional figure title.
+        title: optional figure title.  Titles are wrapped to the figure's width.
+        row_labels: optional label of each grid row of the first panel (e.g. the class of
+            each CVAE row), drawn at the row centres on its left.
+        col_labels: optional label of each grid column of every panel (e.g. the α of
+            each attribute column), drawn below the columns; ``xlabel`` names them.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, written atomically.
 
     Raises:
-        PplGenError: if ``panels`` is empty or any panel is rejected by :func:`image_grid`.
+        PplGenError: if ``panels`` is empty, any panel is rejected by :func:`image_grid`,
+            or there are more row / column labels than grid rows / columns.
     """
     if not panels:
         raise PplGenError("panels must hold at least one {label: images} entry")
     shape = _check_image_shape(image_shape)
     grids = {label: image_grid(imgs, shape, nrow) for label, imgs in panels.items()}
     sizes = [_panel_inches(g, strips=len(shape) == 1) for g in grids.values()]
-    width = sum(w for w, _ in sizes) + 0.3 * len(sizes)
-    height = max(h for _, h in sizes) + (0.9 if title else 0.5)
+    first = next(iter(grids.values()))
+    n_rows = (first.shape[1] - _PADDING) // (_cell_side(shape, 0) + _PADDING)
+    n_cols = (first.shape[2] - _PADDING) // (_cell_side(shape, 1) + _PADDING)
+    if row_labels and len(row_labels) > n_rows:
+        raise PplGenError(f"row_labels: {len(row_labels)} labels for {n_rows} grid rows")
+    if col_labels and len(col_labels) > n_cols:
+        raise PplGenError(f"col_labels: {len(col_labels)} labels for {n_cols} grid columns")
+    width = sum(w for w, _ in sizes) + 0.3 * len(sizes) + (0.7 if row_labels else 0.0)
+    titles = {label: _wrap(label, w + 0.2) for label, (w, _) in zip(grids, sizes, strict=True)}
+    lines = max(t.count("\n") + 1 for t in titles.values())
+    head = _wrap(title, width, 9.0) if title else ""
+    height = max(h for _, h in sizes) + 0.25 * lines + 0.25
+    height += (0.3 * (head.count("\n") + 1) + 0.1) if head else 0.0
+    height += (0.25 if col_labels else 0.0) + (0.25 * (len(xlabel) // 20 + 1) if xlabel else 0.0)
     fig = new_figure(width, height)
     axes = fig.subplots(1, len(grids), squeeze=False)[0]
-    for ax, (label, grid) in zip(axes, grids.items(), strict=True):
+    for i, (ax, (label, grid)) in enumerate(zip(axes, grids.items(), strict=True)):
         _show_grid(ax, grid, strips=len(shape) == 1)
-        ax.set_title(str(label))
-    if title:
-        fig.suptitle(title)
+        ax.set_title(titles[label])
+        _label_cells(ax, grid, row_labels if i == 0 else None, col_labels)
+        if xlabel:
+            ax.set_xlabel(_wrap(xlabel, sizes[i][0] + 0.2))
+    if head:
+        fig.suptitle(head)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -237,6 +291,9 @@ def save_manifold(
     n: int,
     path: PathLike,
     title: str = "",
+    *,
+    xlabel: str = "z1 →",
+    ylabel: str = "z2 →",
 ) -> Path:
     """Save n x n latent-manifold images as one grid (see
     :func:`ppl_gen.viz.manifold.latent_manifold_grid`).
@@ -246,7 +303,9 @@ def save_manifold(
         image_shape: as for :func:`image_grid`.
         n: grid side (images per row).
         path: destination file (PNG unless its suffix says otherwise).
-        title: optional figure title.
+        title: optional figure title (wrapped to the figure's width).
+        xlabel, ylabel: what the columns and rows vary (default the latent coordinates
+            ``z1`` to the right and ``z2`` upwards; a corner grid names its corners).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, written atomically.
@@ -265,13 +324,17 @@ def save_manifold(
     shape = _check_image_shape(image_shape)
     grid = image_grid(images, shape, nrow=n)
     w, h = _panel_inches(grid, scale=2.0, strips=len(shape) == 1)
-    fig = new_figure(w + 0.4, h + (0.8 if title else 0.4))
+    head = _wrap(title, w + 0.4) if title else ""
+    xl, yl = _wrap(xlabel, w + 0.2), _wrap(ylabel, h + 0.2)
+    extra = 0.25 * (head.count("\n") + 1) + 0.2 if head else 0.0
+    extra += 0.2 * (xl.count("\n") + 1)
+    fig = new_figure(w + 0.3 + 0.2 * (yl.count("\n") + 1), h + 0.3 + extra)
     ax = fig.add_subplot(1, 1, 1)
     _show_grid(ax, grid, strips=len(shape) == 1)
-    ax.set_xlabel("z1 →")
-    ax.set_ylabel("z2 →")
-    if title:
-        ax.set_title(title)
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    if head:
+        ax.set_title(head)
     fig.tight_layout()
     return save_figure(fig, path)
 
