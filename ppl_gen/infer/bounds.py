@@ -31,9 +31,11 @@ import torch
 from pyro import poutine
 from pyro.ops.packed import scale_and_mask
 from pyro.poutine.subsample_messenger import _Subsample
+from tqdm.auto import tqdm
 
 from ppl_gen.core.distributed import DistributedContext
 from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.infer.enumeration import enumerated_sites
 from ppl_gen.lvm.plates import DATA_PLATE
 
 PARTICLE_PLATE = "_ppl_gen_particles"
@@ -108,18 +110,34 @@ def _max_plate_nesting(model: Callable, guide: Callable, args, kwargs) -> int:
     return max(dims, default=0)
 
 
-def _site_log_prob(name: str, site: dict, particle_dim: int) -> torch.Tensor:
-    """Unscaled log-density of one site reduced to ``(K, batch)``."""
-    log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
-    if not torch.is_tensor(log_prob):
-        log_prob = torch.as_tensor(log_prob, dtype=site["value"].dtype)
+def _data_dim(name: str, site: dict) -> int:
+    """The batch dim of the ``"data"`` plate at ``site`` (error if it is outside)."""
     data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
     if not data_dims:
         raise PplGenError(
             f"model: site {name!r} is outside pyro.plate({DATA_PLATE!r}); per-datapoint bounds "
             "need every latent and observed variable inside the data plate"
         )
-    data_dim = data_dims[0]
+    return data_dims[0]
+
+
+def max_plate_nesting(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    indices: torch.Tensor | None = None,
+    size: int | None = None,
+) -> int:
+    """How many plate dims the model and guide use on ``x`` (found by one trace of each)."""
+    return _max_plate_nesting(model, guide, (x,), {"indices": indices, "size": size})
+
+
+def _site_log_prob(name: str, site: dict, particle_dim: int) -> torch.Tensor:
+    """Unscaled log-density of one site reduced to ``(K, batch)``."""
+    log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
+    if not torch.is_tensor(log_prob):
+        log_prob = torch.as_tensor(log_prob, dtype=site["value"].dtype)
+    data_dim = _data_dim(name, site)
     width = -particle_dim
     log_prob = log_prob.reshape((1,) * max(width - log_prob.dim(), 0) + log_prob.shape)
     keep = {log_prob.dim() + particle_dim, log_prob.dim() + data_dim}
@@ -127,6 +145,33 @@ def _site_log_prob(name: str, site: dict, particle_dim: int) -> torch.Tensor:
     if other:
         log_prob = log_prob.sum(other, keepdim=True)
     return log_prob.reshape(log_prob.shape[log_prob.dim() + particle_dim], -1)
+
+
+def _enumerated_log_prob(name: str, site: dict, particle_dim: int) -> torch.Tensor:
+    """Unscaled log-density of a model site under parallel enumeration, reduced to
+    ``(*enum_shape, K, batch)`` (the enumeration dims sit left of the particle dim)."""
+    log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
+    if not torch.is_tensor(log_prob):
+        log_prob = torch.as_tensor(log_prob, dtype=site["value"].dtype)
+    data_dim = _data_dim(name, site)
+    log_prob = log_prob.reshape((1,) * max(-particle_dim - log_prob.dim(), 0) + log_prob.shape)
+    n = log_prob.dim()
+    first = n + particle_dim  # dims before it are enumeration dims
+    other = [d for d in range(first, n) if d not in (first, n + data_dim)]
+    if other:
+        log_prob = log_prob.sum(other, keepdim=True)
+    return log_prob.reshape(*log_prob.shape[: first + 1], -1)
+
+
+def _enumerated_model_trace(model, guide_trace, x, kwargs, names, particle_dim):
+    """Trace of ``model`` replayed against the guide, with the sites ``names`` enumerated
+    in parallel in dims left of the particle plate."""
+    marked = poutine.infer_config(
+        poutine.replay(model, trace=guide_trace),
+        lambda msg: {"enumerate": "parallel"} if msg["name"] in names else {},
+    )
+    enumerated = poutine.enum(marked, first_available_dim=particle_dim - 1)
+    return poutine.trace(enumerated).get_trace(x, **kwargs)
 
 
 def log_importance_weights(
@@ -137,8 +182,14 @@ def log_importance_weights(
     indices: torch.Tensor | None = None,
     size: int | None = None,
     max_plate_nesting: int | None = None,
+    enumerate_sites: tuple[str, ...] = (),
 ) -> torch.Tensor:
     """Unscaled log importance weights ``log p(x_i, z_ik) - log q(z_ik | x_i)``.
+
+    Discrete latent sites named in ``enumerate_sites`` (those the guide does not sample,
+    see :func:`ppl_gen.infer.enumeration.enumerated_sites`) are summed out exactly:
+    the weight is then ``log sum_c p(x_i, z_ik, c) - log q(z_ik | x_i)``, the quantity
+    ``TraceEnum_ELBO`` trains.
 
     Args:
         model, guide: Pyro callables following the data plate convention
@@ -148,6 +199,7 @@ def log_importance_weights(
         indices, size: passed to model and guide (needed by per-datapoint guides).
         max_plate_nesting: number of plate dims model and guide use (found by a trace
             when ``None``).
+        enumerate_sites: discrete model sites to sum out (parallel enumeration).
 
     Returns:
         ``(k, batch)`` log-weights in nats.
@@ -163,13 +215,35 @@ def log_importance_weights(
     particle_dim = -(max_plate_nesting + 1)
     with pyro.plate(PARTICLE_PLATE, k, dim=particle_dim):
         guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+        if enumerate_sites:
+            model_trace = _enumerated_model_trace(
+                model, guide_trace, x, kwargs, set(enumerate_sites), particle_dim
+            )
+        else:
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                x, **kwargs
+            )
     total = x.new_zeros(k, x.shape[0])
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+    if enumerate_sites:
+        joint = total
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
+                continue
+            if not site["is_observed"] and name not in guide_trace and name not in enumerate_sites:
+                continue
+            joint = joint + _enumerated_log_prob(name, site, particle_dim)
+        lead = tuple(range(joint.dim() - 2))
+        total = torch.logsumexp(joint, dim=lead) if lead else joint
+        traces = ((guide_trace, -1.0),)
+    else:
+        traces = ((model_trace, 1.0), (guide_trace, -1.0))
+    for trace, sign in traces:
         for name, site in trace.nodes.items():
             if (
                 site["type"] != "sample"
-                or site["infer"].get("is_auxiliary")
+                # A guide's auxiliary site carries (part of) log q, as in Pyro's ELBOs
+                # (AutoContinuous, ppl_gen.guides' full-rank / IAF guides): it counts.
+                or (trace is model_trace and site["infer"].get("is_auxiliary"))
                 or isinstance(site["fn"], _Subsample)
             ):
                 continue
@@ -194,6 +268,7 @@ def evaluate_bounds(
     keep_log_weights: bool = False,
     validate: bool = False,
     dist: DistributedContext | None = None,
+    progress: bool = False,
 ) -> BoundEstimate:
     """Per-datapoint ELBO and IWAE-K of ``x`` under ``model`` and ``guide``.
 
@@ -215,6 +290,7 @@ def evaluate_bounds(
             same ``x``, scores rows ``rank, rank + W, ...`` and the per-datapoint results
             are gathered back in the order of ``x`` on every rank.  ``None``: this process
             scores all of ``x``.
+        progress: a progress bar over the data chunks on stderr, on a terminal only.
 
     Always computed in float32/float64, outside any ``torch.autocast`` region (bounds
     are sums of many log-densities; bfloat16 would cost whole nats).
@@ -254,14 +330,18 @@ def evaluate_bounds(
     no_autocast = torch.autocast(device_type=x.device.type, enabled=False)
     with torch.no_grad(), pyro.validation_enabled(validate), no_autocast:
         mpn = _max_plate_nesting(model, guide, (x[:1],), {"indices": indices[:1], "size": size})
-        for start in range(0, n, batch_size):
+        summed = enumerated_sites(model, guide, x[:1], indices[:1], size)
+        starts = range(0, n, batch_size)
+        # progress: a bar on stderr on a terminal only (tqdm's disable=None), never in logs.
+        bar = tqdm(starts, desc=f"IWAE-{k}", unit="chunk", disable=None if progress else True)
+        for start in bar:
             xb, ib = x[start : start + batch_size], indices[start : start + batch_size]
             lse = torch.full((xb.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
             total = torch.zeros(xb.shape[0], device=x.device, dtype=torch.float64)
             chunks = []
             for k_start in range(0, k, k_chunk):
                 kk = min(k_chunk, k - k_start)
-                lw = log_importance_weights(model, guide, xb, kk, ib, size, mpn)
+                lw = log_importance_weights(model, guide, xb, kk, ib, size, mpn, summed)
                 lse = torch.logaddexp(lse, torch.logsumexp(lw, dim=0))
                 total += lw.sum(0, dtype=torch.float64)
                 if keep_log_weights:

@@ -82,8 +82,11 @@ from ppl_gen.engine.divergence import TrainingDiverged
 from ppl_gen.engine.loop import EpochSummary, LoopConfig, checkpoint_kept, fit
 from ppl_gen.engine.state import data_fingerprint, settings_record
 from ppl_gen.guides import MeanFieldGuide
-from ppl_gen.infer.bounds import evaluate_bounds
+from ppl_gen.infer.bounds import evaluate_bounds, max_plate_nesting
 from ppl_gen.infer.elbos import ELBOS, make_elbo
+from ppl_gen.infer.enumeration import enum_elbo, enumerated_sites, enumerating
+from ppl_gen.infer.objectives import check_objective, make_objective
+from ppl_gen.infer.param_stores import isolated_store
 from ppl_gen.infer.svi_parts import (
     EpochBatches,
     PyroParams,
@@ -126,6 +129,8 @@ class TrainConfig:
             ``jit-analytic-kl`` (their ``torch.jit`` compiled versions; minibatches of equal
             size), ``enum`` (``TraceEnum_ELBO``: discrete latents summed out exactly).
         num_particles: samples per datapoint in the ELBO estimate.
+        objective, k, estimator: ``elbo`` or ``iwae`` (IWAE-K, ``k`` samples per datapoint),
+            gradient estimator ``reparam``, ``stl`` or ``dreg`` (:mod:`ppl_gen.infer.objectives`).
         seed: seeds Pyro/torch/numpy, the minibatch order and dynamic binarisation.
         val_refit_steps: for per-datapoint guides, full-batch Adam steps fitting fresh
             local parameters to the validation set each epoch (model frozen).
@@ -145,6 +150,9 @@ class TrainConfig:
     local_lr: float = 1e-2
     elbo: str = "analytic-kl"
     num_particles: int = 1
+    objective: str = "elbo"
+    k: int = 1
+    estimator: str = "reparam"
     seed: int = 0
     val_refit_steps: int = 100
     val_every: int = 1
@@ -170,6 +178,9 @@ class TrainConfig:
         if type(self.seed) is not int or not 0 <= self.seed < 2**32 - 2**16:
             raise PplGenError(f"seed must be an integer in 0 .. 2**32 - 2**16, got {self.seed!r}")
         check_precision(self.precision)
+        check_objective(
+            self.objective, self.k, self.estimator, elbo=self.elbo, num_particles=self.num_particles
+        )
         if self.precision != "fp32" and self.elbo.startswith("jit"):
             raise PplGenError(
                 f"precision {self.precision} does not combine with elbo {self.elbo} "
@@ -201,6 +212,32 @@ def _discover_parameters(elbo, model, guide, x, indices) -> list[torch.Tensor]:
     with poutine.trace(param_only=True) as capture, torch.no_grad():
         Trace_ELBO().differentiable_loss(model, guide, x, indices)
     return [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+
+
+def training_elbo(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    size: int,
+    name: str,
+    num_particles: int = 1,
+) -> tuple:
+    """The Pyro ELBO for ``name`` and the model to give it.
+
+    A model with discrete latent sites that the guide does not sample
+    (:func:`ppl_gen.infer.enumeration.enumerated_sites`) is trained with ``TraceEnum_ELBO``
+    on the model marked for parallel enumeration, whatever ``name`` says: that marginal ELBO
+    is the one the bounds report.  Otherwise ``(make_elbo(name, num_particles), model)``.
+
+    Raises:
+        PplGenError: a discrete latent site that cannot be summed out (naming it).
+    """
+    summed = enumerated_sites(model, guide, x, indices, size)
+    if not summed:
+        return make_elbo(name, num_particles), model
+    nesting = max_plate_nesting(model, guide, x, indices, size)
+    return enum_elbo(nesting, num_particles), enumerating(model)
 
 
 def _param_groups(params, guide, config: TrainConfig) -> list[dict]:
@@ -271,8 +308,9 @@ def fit_local_guide(
     guide.to(x.device)
     if elbo != "enum":
         elbo = "analytic-kl" if elbo.endswith("analytic-kl") else "trace"
-    loss_fn = make_elbo(elbo)
-    model_n = functools.partial(model, size=n)
+    first = torch.arange(min(n, batch_size or n), device=x.device)
+    loss_fn, fit_model = training_elbo(model, guide, x[first], first, n, elbo)
+    model_n = functools.partial(fit_model, size=n)
     guide_n = functools.partial(guide, size=n)
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
     with frozen(model), pyro.validation_enabled(False):
@@ -338,13 +376,15 @@ class SVITask:
         params: list[torch.Tensor],
         optimizer: torch.optim.Optimizer,
         generators: dict[str, torch.Generator],
+        fit_model: Callable | None = None,
     ) -> None:
         self.model, self.guide, self.data, self.config, self.ctx = model, guide, data, config, ctx
         self.elbo, self.params, self.optimizer = elbo, params, optimizer
         self.streams = generators
         self.n = data.train.shape[0]
         self.x = data.train
-        self.model_n = functools.partial(model, size=self.n)
+        # fit_model: the model the ELBO sees (marked for enumeration, see training_elbo).
+        self.model_n = functools.partial(fit_model or model, size=self.n)
         self.guide_n = functools.partial(guide, size=self.n)
         self.dynamic = data.binarize == "dynamic"
         self.binarize = generators["binarize"]
@@ -458,7 +498,7 @@ def train(
     config.validate()
     ctx = dist if dist is not None else init_from_env(config.device)
     with deterministic(config.deterministic, ctx.device), pyro.validation_enabled(False):
-        with checkpoint_kept(config.checkpoint):
+        with checkpoint_kept(config.checkpoint), isolated_store():
             return _train(model, guide, data, config, ctx, resume=resume, spec=spec)
 
 
@@ -493,17 +533,28 @@ def _train(
         "shuffle": torch.Generator().manual_seed(config.seed),
         "binarize": torch.Generator().manual_seed(config.seed + 1),
     }
-    elbo = make_elbo(config.elbo, config.num_particles)
-    model_n = functools.partial(model, size=n)
-    guide_n = functools.partial(guide, size=n)
     first = torch.arange(min(n, config.batch_size), device=device)
+    x_first = data.train[first]
+    if data.binarize == "dynamic":
+        # Discover on data of the kind the model is trained on (0/1), not on grey levels;
+        # a stream of its own leaves the training streams untouched.
+        x_first = torch.bernoulli(
+            x_first.cpu(), generator=torch.Generator().manual_seed(config.seed + 2)
+        ).to(device)
     setup = getattr(guide, "setup", None)
     if setup is not None:
-        setup(data.train[first], first, n)
-    params = _discover_parameters(elbo, model_n, guide_n, data.train[first], first)
+        setup(x_first, first, n)
+    elbo, fit_model = training_elbo(
+        model, guide, x_first, first, n, config.elbo, config.num_particles
+    )
+    if (config.objective, config.estimator) != ("elbo", "reparam"):
+        elbo, fit_model = make_objective(config), model  # IWAE-K, STL, DReG
+    model_n = functools.partial(fit_model, size=n)
+    guide_n = functools.partial(guide, size=n)
+    params = _discover_parameters(elbo, model_n, guide_n, x_first, first)
     ctx.broadcast_parameters(params)
     optimizer = torch.optim.Adam(_param_groups(params, guide, config))
-    task = SVITask(model, guide, data, config, ctx, elbo, params, optimizer, generators)
+    task = SVITask(model, guide, data, config, ctx, elbo, params, optimizer, generators, fit_model)
     loop = LoopConfig(
         epochs=config.epochs,
         kind=(spec or {}).get("kind", "latent-variable"),
