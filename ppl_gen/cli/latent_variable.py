@@ -60,6 +60,11 @@ def compare(
     binarize: str = typer.Option(
         None, help="dynamic, static or none (default: dynamic for the VAEs, none otherwise)"
     ),
+    objective: str = typer.Option("elbo", help="training objective: elbo or iwae (IWAE-K)"),
+    k: int = typer.Option(1, help="iwae: K, samples per datapoint of the training objective"),
+    estimator: str = typer.Option(
+        "reparam", help="gradient estimator: reparam, stl (sticking the landing) or dreg (iwae)"
+    ),
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     n_test: int = typer.Option(None, help="use only the first N test images"),
@@ -105,6 +110,9 @@ def compare(
         components=components,
         covariance=covariance,
         binarize=binarize,
+        objective=objective,
+        k=k,
+        estimator=estimator,
         iwae_k=iwae_k,
         n_train=n_train,
         n_test=n_test,
@@ -155,6 +163,11 @@ def train_vae(
     binarize: str = BINARIZE,
     guide: str = typer.Option("amortised", help="amortised or mean-field"),
     elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
+    objective: str = typer.Option("elbo", help="training objective: elbo or iwae (IWAE-K)"),
+    k: int = typer.Option(1, help="iwae: K, samples per datapoint of the training objective"),
+    estimator: str = typer.Option(
+        "reparam", help="gradient estimator: reparam, stl (sticking the landing) or dreg (iwae)"
+    ),
     n_train: int = typer.Option(None),
     precision: str = typer.Option(
         "fp32", help="fp32, or bf16 (forward passes under torch.autocast; bounds stay fp32)"
@@ -187,6 +200,9 @@ def train_vae(
         binarize=binarize,
         guide=guide,
         elbo=elbo,
+        objective=objective,
+        k=k,
+        estimator=estimator,
         n_train=n_train,
         precision=precision,
         deterministic=deterministic,

@@ -178,9 +178,7 @@ class TrainConfig:
         if type(self.seed) is not int or not 0 <= self.seed < 2**32 - 2**16:
             raise PplGenError(f"seed must be an integer in 0 .. 2**32 - 2**16, got {self.seed!r}")
         check_precision(self.precision)
-        check_objective(
-            self.objective, self.k, self.estimator, elbo=self.elbo, num_particles=self.num_particles
-        )
+        check_objective(self.objective, self.k, self.estimator, self.elbo, self.num_particles)
         if self.precision != "fp32" and self.elbo.startswith("jit"):
             raise PplGenError(
                 f"precision {self.precision} does not combine with elbo {self.elbo} "

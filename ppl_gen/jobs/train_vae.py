@@ -33,8 +33,8 @@ class TrainVAEConfig:
     Attributes:
         data, data_root, download: the dataset (:func:`ppl_gen.data.datasets.load_dataset`).
         model: ``vae`` (MLP) or ``conv-vae`` (28x28 images).
-        epochs, batch_size, lr, elbo, precision, deterministic, device, seed: see
-            :class:`~ppl_gen.infer.training.TrainConfig`.
+        epochs, batch_size, lr, elbo, objective, k, estimator, precision, deterministic,
+            device, seed: see :class:`~ppl_gen.infer.training.TrainConfig`.
         latent_dim: latent dimension Z.
         hidden: hidden widths of the decoder and encoder.
         likelihood: ``bernoulli``, ``gaussian``, ``laplace`` or ``student-t``.
@@ -59,6 +59,9 @@ class TrainVAEConfig:
     binarize: str = "dynamic"
     guide: str = "amortised"
     elbo: str = "analytic-kl"
+    objective: str = "elbo"
+    k: int = 1
+    estimator: str = "reparam"
     n_train: int | None = None
     precision: str = "fp32"
     deterministic: bool = False
@@ -80,6 +83,9 @@ class TrainVAEConfig:
             batch_size=self.batch_size,
             lr=self.lr,
             elbo=self.elbo,
+            objective=self.objective,
+            k=self.k,
+            estimator=self.estimator,
             seed=self.seed,
             device=self.device,
             checkpoint=self.checkpoint,

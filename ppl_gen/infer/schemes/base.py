@@ -19,6 +19,7 @@ class SchemeSettings:
 
     Attributes:
         epochs, batch_size, lr, elbo: SVI training (svi-local, amortised, semi-amortised).
+        objective, k, estimator: the SVI training objective (:mod:`ppl_gen.infer.objectives`).
         hidden: encoder hidden widths of amortised guides.
         iwae_k: K of the test IWAE-K bound.
         test_refit_steps: Adam steps fitting per-datapoint test posteriors (svi-local).
@@ -34,6 +35,9 @@ class SchemeSettings:
     batch_size: int = 128
     lr: float = 1e-3
     elbo: str = "analytic-kl"
+    objective: str = "elbo"
+    k: int = 1
+    estimator: str = "reparam"
     hidden: Sequence[int] = (256,)
     iwae_k: int = 1000
     test_refit_steps: int = 500
@@ -57,6 +61,9 @@ class SchemeSettings:
             batch_size=self.batch_size,
             lr=self.lr,
             elbo=self.elbo,
+            objective=self.objective,
+            k=self.k,
+            estimator=self.estimator,
             seed=self.seed,
             val_every=max(1, self.epochs // 20),
             progress=self.progress,
