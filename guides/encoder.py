@@ -3,12 +3,14 @@
 Pyro's autoguides are not amortised: they hold one set of variational parameters per
 latent variable.  This guide is ppl_gen's own: an encoder network maps each datapoint to
 the mean and standard deviation of a diagonal Gaussian over each of the model's local
-latent sites, so inference for a new datapoint costs one forward pass.
+latent sites, so inference for a new datapoint costs one forward pass.  A constrained site
+(positive, interval, simplex, ...) gets its Gaussian in unconstrained space, pushed through
+``biject_to(support)`` (:func:`ppl_gen.guides.sites.site_distribution`); discrete sites are
+left to enumeration.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import pyro
@@ -18,8 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppl_gen.core.naming import unique_scope
-from ppl_gen.guides.sites import local_latent_shapes
-from ppl_gen.lvm.nets import mlp
+from ppl_gen.guides.bodies import encoder_body
+from ppl_gen.guides.sites import LatentSite, model_sites, site_distribution
 from ppl_gen.lvm.plates import data_plate
 
 
@@ -33,7 +35,9 @@ class AmortisedGaussianGuide(nn.Module):
 
     For declared models the guide is built at once from ``model.latent_shapes`` and
     ``model.data_dim``; for hand-written models it is built on the first call by tracing
-    the model (see :func:`ppl_gen.guides.sites.local_latent_shapes`).
+    the model (see :func:`ppl_gen.guides.sites.latent_sites`).  Each continuous site gets
+    ``N(mu, diag sigma^2)`` over its unconstrained event, mapped onto its support by
+    ``biject_to`` (log-Jacobian included); discrete sites are not sampled.
 
     Args:
         model: the Pyro model this guide approximates the posterior of.
@@ -61,44 +65,34 @@ class AmortisedGaussianGuide(nn.Module):
         self.body: nn.Module | None = None
         self.heads = nn.ModuleDict()
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.sites: dict[str, LatentSite] = {}
         if hasattr(model, "latent_shapes") and hasattr(model, "data_dim"):
-            self._build(model.data_dim, model.latent_shapes)
+            self._build(model.data_dim, model_sites(model, None))
 
-    def _build(self, data_dim: int, shapes: dict[str, tuple[int, ...]]) -> None:
-        model = self.model[0]
-        if self._encoder_body is not None:
-            body, width = self._encoder_body, self._encoder_body.out_dim
-        elif hasattr(model, "make_encoder_body"):
-            body = model.make_encoder_body()
-            width = body.out_dim
-        elif self.hidden:
-            body = mlp(data_dim, self.hidden[:-1], self.hidden[-1])
-            body = nn.Sequential(body, nn.ReLU())
-            width = self.hidden[-1]
-        else:
-            body, width = nn.Identity(), data_dim
-        self.body = body
-        self.shapes = dict(shapes)
-        for name, shape in shapes.items():
-            n = math.prod(shape)
-            self.heads[name.replace(".", "_")] = nn.Linear(width, 2 * n)
+    def _build(self, data_dim: int, sites: dict[str, LatentSite]) -> None:
+        self.body, width = encoder_body(self.model[0], data_dim, self.hidden, self._encoder_body)
+        self.sites = dict(sites)
+        self.shapes = {name: s.event_shape for name, s in sites.items()}
+        for site in sites.values():
+            self.heads[site.key] = nn.Linear(width, 2 * site.unconstrained_numel)
 
     def setup(self, x: torch.Tensor, indices=None, size=None) -> None:
         """Build the networks from a trace of the model on ``x`` (no-op once built)."""
         if self.body is None:
             flat = x.reshape(x.shape[0], -1)
-            self._build(flat.shape[-1], local_latent_shapes(self.model[0], x, indices, size))
+            self._build(flat.shape[-1], model_sites(self.model[0], x, indices, size))
             self.to(device=x.device, dtype=x.dtype)
 
     def encode(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Means and standard deviations per site: ``{site: (loc, scale)}``, each
-        ``(batch, *event_shape)``."""
+        """Means and standard deviations per site in unconstrained space: ``{site: (loc,
+        scale)}``, each ``(batch, *unconstrained_shape)`` (the event shape for real sites)."""
         self.setup(x)
         h = self.body(x.reshape(x.shape[0], -1))
         out = {}
-        for name, shape in self.shapes.items():
-            loc, raw = self.heads[name.replace(".", "_")](h).chunk(2, dim=-1)
+        for name, site in self.sites.items():
+            loc, raw = self.heads[site.key](h).chunk(2, dim=-1)
             scale = self.min_scale + F.softplus(raw)
+            shape = site.unconstrained_shape
             out[name] = (loc.reshape(-1, *shape), scale.reshape(-1, *shape))
         return out
 
@@ -109,5 +103,6 @@ class AmortisedGaussianGuide(nn.Module):
         values = {}
         with data_plate(x, indices, size):
             for name, (loc, scale) in params.items():
-                values[name] = pyro.sample(name, dist.Normal(loc, scale).to_event(loc.dim() - 1))
+                base = dist.Normal(loc, scale).to_event(loc.dim() - 1)
+                values[name] = pyro.sample(name, site_distribution(self.sites[name], base))
         return values

@@ -4,7 +4,9 @@
 variational mean ``m_i`` and standard deviation ``s_i`` (the local parameters of stochastic
 variational inference, Hoffman et al. 2013; the per-datapoint ``q^(i)`` of Cremer et al.
 2018).  Like Pyro's ``AutoNormal`` the parameters live in unconstrained space (a softplus
-gives the scale) and are initialised at the prior's centre with a small scale; unlike
+gives the scale; a constrained site's Gaussian is mapped onto its support by
+``biject_to``, log-Jacobian included; discrete sites are left to enumeration) and are
+initialised at the centre of unconstrained space with a small scale; unlike
 ``AutoNormal`` it is correct under subsampling: a minibatch with ``indices`` reads and
 updates only rows ``indices`` of the tables, and the data plate scales the ELBO by
 ``N / batch``.
@@ -27,7 +29,7 @@ from torch.nn import functional as F
 
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.naming import unique_scope
-from ppl_gen.guides.sites import local_latent_shapes
+from ppl_gen.guides.sites import LatentSite, model_sites, site_distribution
 from ppl_gen.lvm.plates import data_plate
 
 
@@ -62,29 +64,30 @@ class MeanFieldGuide(nn.Module):
         self.locs = nn.ParameterDict()
         self.raw_scales = nn.ParameterDict()
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.sites: dict[str, LatentSite] = {}
         if hasattr(model, "latent_shapes"):
-            self._build(model.latent_shapes, torch.device("cpu"))
+            self._build(model_sites(model, None), torch.device("cpu"))
 
-    def _build(self, shapes: dict[str, tuple[int, ...]], device: torch.device) -> None:
+    def _build(self, sites: dict[str, LatentSite], device: torch.device) -> None:
         raw = math.log(math.expm1(self.init_scale - self.min_scale))
-        self.shapes = dict(shapes)
-        for name, shape in shapes.items():
-            key = name.replace(".", "_")
-            self.locs[key] = nn.Parameter(torch.zeros(self.num_data, *shape, device=device))
-            self.raw_scales[key] = nn.Parameter(
-                torch.full((self.num_data, *shape), raw, device=device)
-            )
+        self.sites = dict(sites)
+        self.shapes = {name: s.event_shape for name, s in sites.items()}
+        for site in sites.values():
+            shape = (self.num_data, *site.unconstrained_shape)
+            self.locs[site.key] = nn.Parameter(torch.zeros(shape, device=device))
+            self.raw_scales[site.key] = nn.Parameter(torch.full(shape, raw, device=device))
 
     def setup(self, x: torch.Tensor, indices=None, size=None) -> None:
         """Build the tables from a trace of the model on ``x`` (no-op once built)."""
         if not self.shapes:
-            self._build(local_latent_shapes(self.model[0], x, indices, size), x.device)
+            self._build(model_sites(self.model[0], x, indices, size), x.device)
 
     def posterior(self, indices: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``{site: (loc, scale)}`` of rows ``indices``, each ``(batch, *event_shape)``."""
+        """``{site: (loc, scale)}`` of rows ``indices`` in unconstrained space, each
+        ``(batch, *unconstrained_shape)`` (the event shape for real sites)."""
         out = {}
-        for name in self.shapes:
-            key = name.replace(".", "_")
+        for name, site in self.sites.items():
+            key = site.key
             loc = self.locs[key][indices]
             scale = self.min_scale + F.softplus(self.raw_scales[key][indices])
             out[name] = (loc, scale)
@@ -92,20 +95,32 @@ class MeanFieldGuide(nn.Module):
 
     def forward(self, x: torch.Tensor, indices=None, size=None) -> dict[str, torch.Tensor]:
         self.setup(x, indices, size)
-        if size is not None and size != self.num_data:
-            raise PplGenError(
-                f"size: this mean-field guide holds {self.num_data} datapoints, got size={size}"
-            )
-        if indices is None:
-            if x.shape[0] != self.num_data:
-                raise PplGenError(
-                    f"indices: required when the batch ({x.shape[0]} rows) is not the whole "
-                    f"dataset the guide was built for ({self.num_data} rows)"
-                )
-            indices = torch.arange(x.shape[0], device=x.device)
+        indices = local_indices(self.num_data, x, indices, size)
         pyro.module(self.scope, self)
         values = {}
         with data_plate(x, indices, self.num_data):
             for name, (loc, scale) in self.posterior(indices).items():
-                values[name] = pyro.sample(name, dist.Normal(loc, scale).to_event(loc.dim() - 1))
+                base = dist.Normal(loc, scale).to_event(loc.dim() - 1)
+                values[name] = pyro.sample(name, site_distribution(self.sites[name], base))
         return values
+
+
+def local_indices(num_data: int, x: torch.Tensor, indices, size) -> torch.Tensor:
+    """The table rows of a call ``guide(x, indices, size)`` of a per-datapoint guide.
+
+    Raises:
+        PplGenError: if ``size`` differs from ``num_data``, or ``indices`` is missing while
+            the batch is not the whole dataset.
+    """
+    if size is not None and size != num_data:
+        raise PplGenError(
+            f"size: this mean-field guide holds {num_data} datapoints, got size={size}"
+        )
+    if indices is None:
+        if x.shape[0] != num_data:
+            raise PplGenError(
+                f"indices: required when the batch ({x.shape[0]} rows) is not the whole "
+                f"dataset the guide was built for ({num_data} rows)"
+            )
+        indices = torch.arange(x.shape[0], device=x.device)
+    return indices
