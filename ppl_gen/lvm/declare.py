@@ -24,7 +24,7 @@ import pyro
 import torch
 from torch import nn
 
-from ppl_gen.core.errors import require_positive_int
+from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.naming import unique_scope
 from ppl_gen.lvm.likelihoods import Likelihood, make_likelihood
 from ppl_gen.lvm.plates import data_plate, flatten_rows
@@ -47,7 +47,10 @@ class LatentVariableModel(nn.Module):
     Sites: ``"z"`` (latent, event ``(Z,)``) and ``"x"`` (observed, event ``(D,)``).
 
     Raises:
-        PplGenError: if ``latent_dim`` or ``data_dim`` is not a positive integer.
+        PplGenError: if ``latent_dim`` or ``data_dim`` is not a positive integer, if the
+            decoder's output width is not ``data_dim * params_per_dim`` of the likelihood
+            (naming ``decoder``), or if ``likelihood_kwargs`` holds an option the likelihood
+            does not take.
     """
 
     latent_site = "z"
@@ -70,6 +73,28 @@ class LatentVariableModel(nn.Module):
         self.prior = make_prior(prior, latent_dim)
         self.image_shape = tuple(image_shape) if image_shape is not None else (data_dim,)
         self.scope = unique_scope(type(self).__name__)
+        self._check_decoder_width()
+
+    def _check_decoder_width(self) -> None:
+        """Run the decoder on one code and compare its width with the likelihood's needs."""
+        per_dim = self.likelihood.params_per_dim
+        param = next(self.decoder.parameters(), None)
+        like = param if param is not None else torch.zeros(())
+        try:
+            with torch.no_grad():
+                out = self.decoder(like.new_zeros(1, self.latent_dim))
+        except (RuntimeError, TypeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PplGenError(
+                f"decoder: cannot map a code of latent_dim {self.latent_dim} ({first[:120]})"
+            ) from None
+        need = self.data_dim * per_dim
+        if not torch.is_tensor(out) or out.shape[-1] != need:
+            got = out.shape[-1] if torch.is_tensor(out) and out.dim() else type(out).__name__
+            raise PplGenError(
+                f"decoder: outputs {got} values per code; the {type(self.likelihood).__name__} "
+                f"likelihood needs data_dim x {per_dim} = {need}"
+            )
 
     @property
     def latent_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -9,6 +9,7 @@ unbounded.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pyro.distributions as dist
@@ -159,6 +160,21 @@ class Categorical(Likelihood):
         return (probs * levels).sum(-1)
 
 
+def _options(family: type) -> list[str]:
+    """Keyword options a likelihood family's constructor takes (following ``**kw`` to the
+    base classes it forwards to)."""
+    names: list[str] = []
+    for cls in family.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return [n for n in dict.fromkeys(names) if n not in ("self", "data_dim")]
+
+
 def make_likelihood(name: str | Likelihood, data_dim: int, **kwargs) -> Likelihood:
     """Build a likelihood by name.
 
@@ -169,7 +185,8 @@ def make_likelihood(name: str | Likelihood, data_dim: int, **kwargs) -> Likeliho
         **kwargs: passed to the family (``scale``, ``min_scale``, ``df``, ``num_classes``).
 
     Raises:
-        PplGenError: for an unknown name.
+        PplGenError: for an unknown name, or an option the family does not take (e.g. a
+            prior option such as ``n_components`` given to the likelihood).
     """
     if isinstance(name, Likelihood):
         return name
@@ -182,4 +199,12 @@ def make_likelihood(name: str | Likelihood, data_dim: int, **kwargs) -> Likeliho
     }
     if name not in families:
         raise PplGenError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {name!r}")
-    return families[name](data_dim, **kwargs)
+    family = families[name]
+    accepted = _options(family)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) or "no options"
+        raise PplGenError(
+            f"likelihood_kwargs: the {name} likelihood takes {takes}, got {', '.join(unknown)}"
+        )
+    return family(data_dim, **kwargs)
