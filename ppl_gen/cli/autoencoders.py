@@ -22,6 +22,7 @@ from ppl_gen.cli.common import (
     DEVICE,
     DOWNLOAD,
     SEED,
+    TENSORBOARD,
     EvaluateOptions,
     app,
     emit,
@@ -33,6 +34,7 @@ from ppl_gen.core.device import module_device
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import check_output_dir
 from ppl_gen.data.datasets import load_dataset
+from ppl_gen.engine.history import enable_tensorboard
 from ppl_gen.jobs.latent import (
     load_images,
     run_attribute,
@@ -133,8 +135,10 @@ def _register_autoencoder_command(variant: str, help_text: str) -> None:
         out: str = typer.Option(None, help=f"output folder (default runs/{variant})"),
         resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
         as_json: bool = JSON_OPT,
+        tensorboard: bool = TENSORBOARD,
     ) -> None:
-        options = {k: v for k, v in locals().items() if k != "variant"}
+        enable_tensorboard(tensorboard)  # before any work: refuses a missing package
+        options = {k: v for k, v in locals().items() if k not in ("variant", "tensorboard")}
         _train_autoencoder(variant, **options)
 
     command.__doc__ = help_text
@@ -176,8 +180,10 @@ def train_cvae_command(
     out: str = typer.Option("runs/cvae", help="output folder"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
     as_json: bool = JSON_OPT,
+    tensorboard: bool = TENSORBOARD,
 ) -> None:
     """Train a conditional VAE p(x|z,y)p(z) with guide q(z|x,y) (Sohn et al. 2015)."""
+    enable_tensorboard(tensorboard)  # before any work: refuses a missing package
     job = CVAEJob(
         data=data,
         data_root=data_root,

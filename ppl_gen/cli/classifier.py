@@ -8,8 +8,18 @@ from pathlib import Path
 
 import typer
 
-from ppl_gen.cli.common import DEVICE, JSON, SEED, EvaluateOptions, emit, evaluator, train_app
+from ppl_gen.cli.common import (
+    DEVICE,
+    JSON,
+    SEED,
+    TENSORBOARD,
+    EvaluateOptions,
+    emit,
+    evaluator,
+    train_app,
+)
 from ppl_gen.data.datasets import default_data_root, load_dataset
+from ppl_gen.engine.history import enable_tensorboard
 from ppl_gen.jobs.train_classifier import ClassifierJob, run_train_classifier
 from ppl_gen.metrics.classifier import ClassifierConfig, accuracy, load_classifier
 
@@ -32,9 +42,11 @@ def train_classifier_command(
         "evaluate looks for the judge",
     ),
     as_json: bool = JSON,
+    tensorboard: bool = TENSORBOARD,
 ) -> None:
     """Train the LeNet-style MNIST classifier that scores generated digits (FD-LeNet,
     classifier Inception score, label agreement, mode coverage)."""
+    enable_tensorboard(tensorboard)  # before any work: refuses a missing package
     config = ClassifierConfig(
         epochs=epochs,
         batch_size=batch_size,

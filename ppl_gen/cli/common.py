@@ -38,6 +38,12 @@ DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
 SEED = typer.Option(0, help="random seed (data split, initialisation, sampling)")
 JSON = typer.Option(False, "--json", help="print the result as JSON")
 RESUME = typer.Option(False, help="continue from OUT/checkpoint.pt")
+TENSORBOARD = typer.Option(
+    False,
+    "--tensorboard",
+    help="also write the per-epoch scalars of history.jsonl as TensorBoard events in "
+    "OUT/tensorboard (needs the tensorboard package)",
+)
 
 
 def parse_hidden(text: str, flag: str = "--hidden") -> tuple[int, ...]:

@@ -19,8 +19,17 @@ from pathlib import Path
 import typer
 
 from ppl_gen.adaptation.dann_trainer import DANNConfig
-from ppl_gen.cli.common import DEVICE, SEED, EvaluateOptions, emit, evaluator, train_app
+from ppl_gen.cli.common import (
+    DEVICE,
+    SEED,
+    TENSORBOARD,
+    EvaluateOptions,
+    emit,
+    evaluator,
+    train_app,
+)
 from ppl_gen.core.distributed import init_from_env
+from ppl_gen.engine.history import enable_tensorboard
 from ppl_gen.jobs.dann import evaluate_dann_checkpoint, run_dann_job
 
 
@@ -63,10 +72,12 @@ def train_dann_command(
     out: str = typer.Option("runs/dann", help="output folder (checkpoints, metrics.json, figures)"),
     resume: bool = typer.Option(False, help="continue from the checkpoints in OUT"),
     as_json: bool = typer.Option(False, "--json", help="print metrics.json"),
+    tensorboard: bool = TENSORBOARD,
 ) -> None:
     """Domain-adversarial training (DANN, Ganin et al. JMLR 2016) with a source-only
     baseline; writes metrics.json with target and source test accuracy and the proxy
     A-distance before and after adaptation (data-parallel under torchrun)."""
+    enable_tensorboard(tensorboard)  # before any work: refuses a missing package
     config = DANNConfig(
         arch=arch,
         epochs=epochs,

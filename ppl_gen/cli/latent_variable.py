@@ -24,6 +24,7 @@ from ppl_gen.cli.common import (
     DEVICE,
     DOWNLOAD,
     SEED,
+    TENSORBOARD,
     EvaluateOptions,
     app,
     emit,
@@ -32,6 +33,7 @@ from ppl_gen.cli.common import (
     train_app,
 )
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.engine.history import enable_tensorboard
 
 
 @app.command()
@@ -180,9 +182,11 @@ def train_vae(
     out: str = typer.Option("runs/vae", help="output folder (checkpoint.pt, metrics.json)"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
     as_json: bool = typer.Option(False, "--json", help="print the training summary as JSON"),
+    tensorboard: bool = TENSORBOARD,
 ) -> None:
     """Train a VAE's model with an amortised or mean-field guide by SVI (data-parallel under
     torchrun: each process takes its part of every minibatch, gradients are averaged)."""
+    enable_tensorboard(tensorboard)  # before any work: refuses a missing package
     from ppl_gen.core.distributed import init_from_env
     from ppl_gen.jobs.train_vae import TrainVAEConfig, run_train_vae
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ def evaluate_on(
         require_positive_int("test_refit_steps", refit_steps)
         guide = fit_local_guide(model, x, steps=refit_steps)
     t1 = time.perf_counter()
-    bounds = evaluate_bounds(model, guide, x, k, keep_log_weights=keep_log_weights)
+    bounds = evaluate_bounds(
+        model, guide, x, k, keep_log_weights=keep_log_weights, progress=sys.stderr.isatty()
+    )
     return TestEvaluation(bounds, guide, t1 - t0, time.perf_counter() - t1)
 
 
