@@ -1,5 +1,7 @@
-"""CLI commands for the adversarial generators: ``ppl-gen train gan|dcgan|cgan|cyclegan``
-and the ``evaluate`` handlers of their checkpoints.
+"""CLI commands for the adversarial generators: ``ppl-gen train
+gan|dcgan|cgan|stylegan|cyclegan|pix2pix`` (stabiliser flags ``--loss hinge``,
+``--spectral-norm``, ``--r1 GAMMA``, ``--ema DECAY`` on each) and the ``evaluate`` handlers
+of their checkpoints.
 
 The commands parse their options and call the jobs: ``train gan|dcgan|cgan`` is
 :func:`ppl_gen.jobs.train_gan.run_train_gan`, ``train cyclegan`` is
@@ -18,6 +20,8 @@ prints); ``--precision bf16`` and ``--deterministic`` as for ``train vae``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 
 from ppl_gen.cli.common import (
@@ -26,6 +30,7 @@ from ppl_gen.cli.common import (
     JSON,
     RESUME,
     SEED,
+    TENSORBOARD,
     EvaluateOptions,
     emit,
     evaluator,
@@ -33,12 +38,23 @@ from ppl_gen.cli.common import (
     train_app,
 )
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.engine.history import enable_tensorboard
 
 GAN_DATA_HELP = "mnist, digits, mnistm, or a folder of images (class subfolders = labels)"
 BSDS_ROOT = typer.Option(None, help="mnistm: folder of colour photographs (BSDS500 train)")
 PRECISION = typer.Option("fp32", help="fp32, or bf16 (forward passes under torch.autocast)")
 DETERMINISTIC = typer.Option(
     False, help="torch.use_deterministic_algorithms (bit-reproducible, may be slower)"
+)
+# Stabilisers of every adversarial trainer (ppl_gen.gan.stabilisers)
+SPECTRAL_NORM = typer.Option(
+    False, help="spectral normalisation of the discriminator's layers (Miyato et al. 2018)"
+)
+R1 = typer.Option(
+    0.0, "--r1", help="R1 penalty gamma on real images (Mescheder et al. 2018; 0: off, e.g. 10)"
+)
+EMA = typer.Option(
+    0.0, "--ema", help="generator EMA decay in [0, 1) for samples and metrics (0: off, e.g. 0.999)"
 )
 
 
@@ -72,6 +88,9 @@ def _gan_command(model: str, default_data: str):
         decay_epochs: int = typer.Option(
             0, help="decay the learning rate linearly over the last N epochs"
         ),
+        spectral_norm: bool = SPECTRAL_NORM,
+        r1: float = R1,
+        ema: float = EMA,
         precision: str = PRECISION,
         deterministic: bool = DETERMINISTIC,
         device: str = DEVICE,
@@ -79,7 +98,9 @@ def _gan_command(model: str, default_data: str):
         out: str = typer.Option(f"runs/{model}", help="output folder"),
         resume: bool = RESUME,
         as_json: bool = JSON,
+        tensorboard: bool = TENSORBOARD,
     ) -> None:
+        enable_tensorboard(tensorboard)  # before any work: refuses a missing package
         from ppl_gen.core.device import resolve_device
         from ppl_gen.core.distributed import init_from_env
         from ppl_gen.core.io import check_output_dir
@@ -104,6 +125,9 @@ def _gan_command(model: str, default_data: str):
             out=str(check_output_dir(out)),
             precision=precision,
             deterministic=deterministic,
+            spectral_norm=spectral_norm,
+            r1=r1,
+            ema=ema,
         )
         config.validate()
         resolve_device(device)
@@ -157,6 +181,9 @@ def train_cyclegan_command(
     n_blocks: int = typer.Option(3, help="residual blocks per generator"),
     n_down: int = typer.Option(2, help="generator downsamplings (2 in the paper, 1 for 28x28)"),
     n_layers: int = typer.Option(2, help="PatchGAN stride-2 layers"),
+    spectral_norm: bool = SPECTRAL_NORM,
+    r1: float = R1,
+    ema: float = EMA,
     precision: str = PRECISION,
     deterministic: bool = DETERMINISTIC,
     device: str = DEVICE,
@@ -164,11 +191,13 @@ def train_cyclegan_command(
     out: str = typer.Option("runs/cyclegan", help="output folder"),
     resume: bool = RESUME,
     as_json: bool = JSON,
+    tensorboard: bool = TENSORBOARD,
 ) -> None:
     """Train CycleGAN between two unpaired image sets (default MNIST <-> MNIST-M).
 
     Zhu et al. 2017: ResNet generators, PatchGAN discriminators, cycle and identity losses.
     """
+    enable_tensorboard(tensorboard)  # before any work: refuses a missing package
     from ppl_gen.core.device import resolve_device
     from ppl_gen.core.distributed import init_from_env
     from ppl_gen.core.io import check_output_dir
@@ -194,6 +223,9 @@ def train_cyclegan_command(
         out=str(check_output_dir(out)),
         precision=precision,
         deterministic=deterministic,
+        spectral_norm=spectral_norm,
+        r1=r1,
+        ema=ema,
     )
     config.validate()
     resolve_device(device)
@@ -211,6 +243,169 @@ def train_cyclegan_command(
         as_json,
         f"cyclegan {data_a} <-> {data_b}: {metrics['epochs']} epochs, G loss "
         f"{final.get('g_loss', nan):.3f} (cycle {final.get('cycle_loss', nan):.3f}), "
+        f"{metrics['train_seconds']:.1f} s; wrote {out}/checkpoint.pt, samples_epoch_*.png, "
+        "loss_curves.png, metrics.json",
+    )
+
+
+GAN_LOSSES = Literal["vanilla", "lsgan", "wgan-gp", "hinge"]
+STYLEGAN_LOSS = typer.Option("vanilla", help="GAN loss (wgan-gp: no batch norm in D)")
+PIX2PIX_LOSS = typer.Option("vanilla", help="adversarial loss (vanilla in the paper)")
+
+
+@train_app.command("stylegan")
+def train_stylegan_command(
+    data: str = typer.Option("mnist", help="mnist, mnistm, or a folder of 28x28 / 32x32 images"),
+    data_root: str = DATA_ROOT,
+    bsds_root: str = BSDS_ROOT,
+    n_train: int = typer.Option(None, help="train on a seeded random subset of N images"),
+    channels: str = typer.Option("auto", help="auto (as stored), 1 (grey) or 3 (colour)"),
+    loss: GAN_LOSSES = STYLEGAN_LOSS,
+    epochs: int = typer.Option(5, help="training epochs (in total, when resuming)"),
+    batch_size: int = typer.Option(64, help="images per step"),
+    latent_dim: int = typer.Option(64, help="dimension of z and of the style code w"),
+    mapping_layers: int = typer.Option(4, help="fully connected layers of the mapping z -> w"),
+    style_mixing: float = typer.Option(
+        0.9, help="probability of style mixing per training batch (0: off)"
+    ),
+    lr: float = typer.Option(2e-4, help="Adam learning rate of both networks"),
+    n_critic: int = typer.Option(None, help="D steps per G step (default 5 for wgan-gp, else 1)"),
+    gp_weight: float = typer.Option(10.0, help="wgan-gp: gradient-penalty weight"),
+    ngf: int = typer.Option(32, help="synthesis channels at the finest resolution"),
+    ndf: int = typer.Option(32, help="discriminator filters (the DCGAN discriminator)"),
+    decay_epochs: int = typer.Option(0, help="decay the learning rate over the last N epochs"),
+    spectral_norm: bool = SPECTRAL_NORM,
+    r1: float = R1,
+    ema: float = EMA,
+    precision: str = PRECISION,
+    deterministic: bool = DETERMINISTIC,
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = typer.Option("runs/stylegan", help="output folder"),
+    resume: bool = RESUME,
+    as_json: bool = JSON,
+) -> None:
+    """Train the style-based generator (mapping network, AdaIN styles, noise inputs, style
+    mixing) against the DCGAN discriminator on 28x28 or 32x32 images.
+
+    Karras et al. 2019.  Writes checkpoint.pt, samples, loss curves, metrics.json and
+    style_mixing.png (coarse styles from the row code, fine from the column code).
+    """
+    from ppl_gen.core.device import resolve_device
+    from ppl_gen.core.distributed import init_from_env
+    from ppl_gen.core.io import check_output_dir
+    from ppl_gen.gan.trainer import GANConfig
+    from ppl_gen.jobs.train_gan import ImageSource
+    from ppl_gen.jobs.train_stylegan import run_train_stylegan
+
+    config = GANConfig(
+        model="stylegan",
+        loss=loss,
+        latent_dim=latent_dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        n_critic=n_critic,
+        gp_weight=gp_weight,
+        ngf=ngf,
+        ndf=ndf,
+        decay_epochs=decay_epochs,
+        mapping_layers=mapping_layers,
+        style_mixing=style_mixing,
+        spectral_norm=spectral_norm,
+        r1=r1,
+        ema=ema,
+        seed=seed,
+        device=device,
+        out=str(check_output_dir(out)),
+        precision=precision,
+        deterministic=deterministic,
+    )
+    config.validate()
+    resolve_device(device)
+    source = ImageSource(data, data_root, bsds_root, n_train, seed, _channels(channels))
+    ctx = init_from_env(device)
+    metrics = run_train_stylegan(config, source, resume=resume, dist=ctx)
+    if not ctx.is_main:
+        return
+    emit(
+        metrics,
+        as_json,
+        f"stylegan: {metrics['epochs']} epochs on {metrics['n_train']} images, D loss "
+        f"{metrics['final_d_loss']:.4f}, G loss {metrics['final_g_loss']:.4f}, "
+        f"{metrics['train_seconds']:.1f} s; wrote {out}/checkpoint.pt, samples_epoch_*.png, "
+        "style_mixing.png, loss_curves.png, metrics.json",
+    )
+
+
+@train_app.command("pix2pix")
+def train_pix2pix_command(
+    direction: Literal["mnist-to-mnistm", "mnistm-to-mnist"] = typer.Option(
+        "mnistm-to-mnist", help="translation direction over the aligned MNIST / MNIST-M pairs"
+    ),
+    data_root: str = DATA_ROOT,
+    bsds_root: str = BSDS_ROOT,
+    n_train: int = typer.Option(None, help="the first N training pairs (default: all)"),
+    n_test: int = typer.Option(2000, help="the first N test pairs scored for metrics.json"),
+    loss: GAN_LOSSES = PIX2PIX_LOSS,
+    lambda_l1: float = typer.Option(100.0, help="weight of the L1 term (100 in the paper)"),
+    epochs: int = typer.Option(5, help="training epochs (in total, when resuming)"),
+    decay_epochs: int = typer.Option(0, help="decay the learning rate over the last N epochs"),
+    batch_size: int = typer.Option(32, help="pairs per step"),
+    lr: float = typer.Option(2e-4, help="Adam learning rate"),
+    ngf: int = typer.Option(32, help="U-Net filters of the first layer"),
+    ndf: int = typer.Option(32, help="PatchGAN filters of the first layer"),
+    n_down: int = typer.Option(3, help="U-Net levels (28 -> 14 -> 7 -> 3)"),
+    n_layers: int = typer.Option(2, help="PatchGAN stride-2 layers"),
+    spectral_norm: bool = SPECTRAL_NORM,
+    r1: float = R1,
+    ema: float = EMA,
+    precision: str = PRECISION,
+    deterministic: bool = DETERMINISTIC,
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: str = typer.Option("runs/pix2pix", help="output folder"),
+    resume: bool = RESUME,
+    as_json: bool = JSON,
+) -> None:
+    """Train pix2pix on paired MNIST <-> MNIST-M digits (each MNIST-M image with its source
+    digit).
+
+    Isola et al. 2017: U-Net generator, PatchGAN on (input, output) pairs, L1 + GAN loss.
+    """
+    from ppl_gen.core.io import check_output_dir
+    from ppl_gen.gan.pix2pix_trainer import Pix2PixConfig
+    from ppl_gen.jobs.train_pix2pix import PairSource, run_train_pix2pix
+
+    config = Pix2PixConfig(
+        loss=loss,
+        lambda_l1=lambda_l1,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        ngf=ngf,
+        ndf=ndf,
+        n_down=n_down,
+        n_layers=n_layers,
+        spectral_norm=spectral_norm,
+        r1=r1,
+        ema=ema,
+        seed=seed,
+        device=device,
+        out=str(check_output_dir(out)),
+        precision=precision,
+        deterministic=deterministic,
+    )
+    config.validate()
+    pairs = PairSource(direction, data_root, bsds_root, n_train, n_test, seed)
+    pairs.validate()
+    metrics = run_train_pix2pix(config, pairs, resume=resume)
+    emit(
+        metrics,
+        as_json,
+        f"pix2pix {direction}: {metrics['epochs']} epochs on {metrics['n_train']} pairs, "
+        f"test L1 {metrics['test_l1']:.4f} ({metrics['n_test']} pairs), "
         f"{metrics['train_seconds']:.1f} s; wrote {out}/checkpoint.pt, samples_epoch_*.png, "
         "loss_curves.png, metrics.json",
     )
@@ -249,7 +444,7 @@ def _evaluate_gan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     return result, message + f" over {opts.n_samples} samples"
 
 
-for _kind in ("gan", "dcgan", "cgan"):
+for _kind in ("gan", "dcgan", "cgan", "stylegan"):
     evaluator(_kind)(_evaluate_gan)
 
 
@@ -267,6 +462,19 @@ def _evaluate_cyclegan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
         f"{result['cycle_l1_a']:.4f} (A), {result['cycle_l1_b']:.4f} (B)"
     )
     return result, message
+
+
+@evaluator("pix2pix")
+def _evaluate_pix2pix(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
+    from ppl_gen.jobs.train_pix2pix import run_evaluate_pix2pix
+
+    r = run_evaluate_pix2pix(state, _evaluation(opts))
+    message = (
+        f"pix2pix {r['direction']}: per-pixel L1 {r['l1']:.4f} on {r['n_test']} test pairs, "
+        f"label preservation {100 * r['label_preservation']:.1f}% (judge on raw sources "
+        f"{100 * r['source_accuracy']:.1f}%, on real targets {100 * r['target_accuracy']:.1f}%)"
+    )
+    return r, message
 
 
 def _register_latent_pairs() -> None:
@@ -298,7 +506,7 @@ def _register_latent_pairs() -> None:
             device=next(generator.parameters()).device,
         )
 
-    for kind in ("gan", "dcgan", "cgan"):
+    for kind in ("gan", "dcgan", "cgan", "stylegan"):
         register_pair_loader(kind, loader)
 
 
