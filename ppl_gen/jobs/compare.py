@@ -12,6 +12,7 @@ latent space under a standard normal prior (Kingma & Welling 2014, fig. 4).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +26,7 @@ from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.io import check_output_dir, write_json
 from ppl_gen.data.datasets import BINARIZE_MODES, DataSplits, load_dataset
 from ppl_gen.infer.diagnostics import khat_summary, psis_khat
+from ppl_gen.infer.param_stores import FitStore
 from ppl_gen.infer.schemes import (
     SCHEMES,
     SchemeResult,
@@ -307,14 +309,24 @@ def _run_scheme(
     if name == "amortised":
         return fit_amortised(factory(), data, settings)
     if name == "semi-amortised":
-        return fit_semi_amortised(factory, data, settings, previous.get("amortised"))
+        amortised = previous.get("amortised")
+        if amortised is None:
+            return fit_semi_amortised(factory, data, settings)
+        with amortised.param_store:  # refine the amortised fit, in its own store
+            result = fit_semi_amortised(factory, data, settings, amortised)
+        result.param_store = amortised.param_store
+        return result
     reference = _reference_for_nuts(previous)
     if reference is None:
         model = factory()
         reference = (fit_em if callable(getattr(model, "em", None)) else fit_amortised)(
             model, data, settings
         )
-    return fit_nuts(reference.model, data, settings, fitted_by=reference.name)
+        return fit_nuts(reference.model, data, settings, fitted_by=reference.name)
+    with reference.param_store:
+        result = fit_nuts(reference.model, data, settings, fitted_by=reference.name)
+    result.param_store = reference.param_store
+    return result
 
 
 _METRIC_KEYS = (
@@ -465,8 +477,12 @@ def run_compare(
     failures = []
     for name in schemes:
         pyro.set_rng_seed(config.seed)
+        store = FitStore()  # each scheme's fit in its own Pyro parameter store
         try:
-            results[name] = _run_scheme(name, factory, data, settings, results)
+            with store:
+                result = _run_scheme(name, factory, data, settings, results)
+            result.param_store = result.param_store or store
+            results[name] = result
         except (PplGenError, TrainingDiverged) as exc:
             # Options were all checked up front: an error now is numerical (a diverged SVI
             # run, a collapsed covariance).  Record it and let the other schemes report.
@@ -519,18 +535,20 @@ def _write_outputs(out, config, data, metrics, results, khats, device, failures)
         model = r.model
         if not (callable(getattr(model, "decode_mean", None)) and hasattr(model, "sample_prior")):
             continue
-        torch_state = torch.get_rng_state()
-        torch.manual_seed(config.seed)
-        samples[name] = model.decode_mean(model.sample_prior(64, data.test)).cpu()
-        torch.set_rng_state(torch_state)
-        x = data.test[:n_recon]
-        mean = _posterior_mean(r, x) if name != "nuts" else None
-        if mean is not None:
-            recons[name] = model.decode_mean(mean.detach()).cpu()
-        prior = getattr(model, "prior", None)
-        latent = getattr(model, "latent_dim", None)
-        if latent == 2 and (prior is None or isinstance(prior, StandardNormalPrior)):
-            manifolds[name] = reports.latent_manifold_grid(model.decode_mean, 20, device=device)
+        with r.param_store or contextlib.nullcontext():
+            torch_state = torch.get_rng_state()
+            torch.manual_seed(config.seed)
+            samples[name] = model.decode_mean(model.sample_prior(64, data.test)).cpu()
+            torch.set_rng_state(torch_state)
+            x = data.test[:n_recon]
+            mean = _posterior_mean(r, x) if name != "nuts" else None
+            if mean is not None:
+                recons[name] = model.decode_mean(mean.detach()).cpu()
+            prior = getattr(model, "prior", None)
+            latent = getattr(model, "latent_dim", None)
+            if latent == 2 and (prior is None or isinstance(prior, StandardNormalPrior)):
+                grid = reports.latent_manifold_grid(model.decode_mean, 20, device=device)
+                manifolds[name] = grid
     if samples:
         reports.save_image_panels(samples, data.image_shape, out / "samples.png", nrow=8)
         figures["Samples from p(x|z), z ~ p(z) (decoder means)"] = "samples.png"

@@ -9,6 +9,7 @@ import torch
 
 from ppl_gen.core.distributed import DistributedContext
 from ppl_gen.infer.bounds import BoundEstimate, evaluate_bounds
+from ppl_gen.infer.param_stores import FitStore
 from ppl_gen.infer.training import TrainConfig, TrainResult
 from ppl_gen.lvm.tractable import FitHistory
 
@@ -90,6 +91,9 @@ class SchemeResult:
         extra: scheme-specific numbers (R-hat, ESS, amortisation gap, ...).
         epochs: SVI training epochs (``None`` for schemes that are not SVI).
         notes: sentences for the report.
+        param_store: the fit's own Pyro parameter store
+            (:class:`~ppl_gen.infer.param_stores.FitStore`), entered whenever the fitted
+            model is used again (refined, sampled, drawn); ``None`` outside ``compare``.
     """
 
     name: str
@@ -104,6 +108,7 @@ class SchemeResult:
     extra: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     epochs: int | None = None
+    param_store: FitStore | None = None
 
 
 def history_from_training(result: TrainResult) -> FitHistory:

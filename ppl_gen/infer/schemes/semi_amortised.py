@@ -32,8 +32,14 @@ def init_local_from_encoder(model: Callable, encoder_guide: Callable, x: torch.T
         if getattr(model, "discrete", False):
             return LocalCategoricalGuide(model, n, encoder_guide.logits(x)).to(x.device)
         local = MeanFieldGuide(model, n).to(x.device)
+        rows = torch.arange(n, device=x.device)
+        local.setup(x, rows, n)  # tables from the model's trace when it declares no shapes
         for name, (loc, scale) in encoder_guide.encode(x).items():
-            key = name.replace(".", "_")
+            key = (
+                local.sites[name].key
+                if name in getattr(local, "sites", {})
+                else name.replace(".", "_")
+            )
             local.locs[key].copy_(loc)
             raw = (scale - local.min_scale).clamp_min(1e-6)
             local.raw_scales[key].copy_(raw + torch.log(-torch.expm1(-raw)))  # softplus^-1
