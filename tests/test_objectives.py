@@ -18,6 +18,7 @@ import torch
 import ppl_gen
 from ppl_gen.cli import main
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.guides import AmortisedGaussianGuide
 from ppl_gen.infer.bounds import evaluate_bounds
 from ppl_gen.infer.objectives import ImportanceWeightedObjective, make_objective
 from ppl_gen.infer.training import TrainConfig
@@ -111,7 +112,7 @@ def test_value_on_a_declared_vae_equals_the_evaluators_iwae():
     vae = ppl_gen.LatentVariableModel(
         latent_dim=3, decoder=ppl_gen.mlp(3, [16], 64), data_dim=64, likelihood="bernoulli"
     )
-    q = ppl_gen.guides.AmortisedGaussianGuide(vae, hidden=(16,))
+    q = AmortisedGaussianGuide(vae, hidden=(16,))
     x = splits.train[:30]
     pyro.set_rng_seed(1)
     bounds = evaluate_bounds(vae, q, x, k=20)
@@ -258,7 +259,7 @@ def test_train_with_iwae_optimises_every_parameter(estimator):
     vae = ppl_gen.LatentVariableModel(
         latent_dim=2, decoder=ppl_gen.mlp(2, [16], 64), data_dim=64, likelihood="bernoulli"
     )
-    q = ppl_gen.guides.AmortisedGaussianGuide(vae, hidden=(16,))
+    q = AmortisedGaussianGuide(vae, hidden=(16,))
     q.setup(splits.train[:2])
     before = {n: p.detach().clone() for n, p in [*vae.named_parameters(), *q.named_parameters()]}
     config = TrainConfig(
