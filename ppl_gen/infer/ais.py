@@ -337,7 +337,7 @@ def _grad(target: AnnealingTarget, u: dict, beta: float):
         base, f = target.evaluate(leaves)
         log_pi = base + beta * f
         grads = torch.autograd.grad(log_pi.sum(), list(leaves.values()))
-    return log_pi.detach(), dict(zip(leaves, (g.detach() for g in grads))), f.detach()
+    return log_pi.detach(), dict(zip(leaves, (g.detach() for g in grads), strict=True)), f.detach()
 
 
 def hmc_transition(target, u, beta, eps, leapfrog, state):

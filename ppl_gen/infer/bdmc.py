@@ -202,7 +202,9 @@ def bdmc(
                 bar=bar,
             )
             for key, value in zip(
-                keys, (xb, lw_f, lw_r, acc_f, acc_r, eps[-1], t1 - t0, time.perf_counter() - t1)
+                keys,
+                (xb, lw_f, lw_r, acc_f, acc_r, eps[-1], t1 - t0, time.perf_counter() - t1),
+                strict=True,
             ):
                 out[key].append(value.cpu() if torch.is_tensor(value) else value)
     dtype = like.dtype
@@ -265,4 +267,31 @@ def reference_log_likelihood(
     return est.log_px, "ais"
 
 
-__all__ = ["BDMCResult", "bdmc", "reference_log_likelihood", "simulate"]
+def ais_metrics(
+    model: Callable,
+    guide: Callable | None,
+    x: torch.Tensor,
+    steps: int,
+    chains: int,
+    seed: int | None,
+    *,
+    prefix: str = "test_log_likelihood_ais",
+) -> dict[str, float | int]:
+    """Forward AIS of ``x: (N, ...)`` as the flat record ``ppl-gen evaluate`` writes:
+    ``{prefix}`` (mean, nats per datapoint), ``{prefix}_se`` (over datapoints),
+    ``{prefix}_mc_se`` (Monte Carlo, over chains), ``ais_steps``, ``ais_chains``,
+    ``ais_leapfrog``, ``ais_seconds``, ``ais_acceptance``."""
+    est = evaluate_ais(model, x, guide, steps=steps, chains=chains, seed=seed)
+    return {
+        prefix: est.mean,
+        f"{prefix}_se": est.se,
+        f"{prefix}_mc_se": est.mc_se,
+        "ais_steps": steps,
+        "ais_chains": chains,
+        "ais_leapfrog": est.leapfrog,
+        "ais_seconds": est.seconds,
+        "ais_acceptance": float(est.acceptance.mean()),
+    }
+
+
+__all__ = ["BDMCResult", "ais_metrics", "bdmc", "reference_log_likelihood", "simulate"]
