@@ -29,6 +29,7 @@ from ppl_gen.models.gmm_features import (
     sized,
     sym,
 )
+from ppl_gen.models.stopping import converged
 
 
 def _sq_dist(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,10 +185,9 @@ def _em_run(
         history.seconds.append(time.perf_counter() - t0)
         if not math.isfinite(cur):
             raise PplGenError("EM: the log-likelihood became non-finite; increase reg_covar")
-        if abs(cur - prev) < tol * abs(prev):
+        if converged([prev, *history.objective], tol):
             history.converged = True
             break
-        prev = cur
     return history, params
 
 
@@ -220,7 +220,7 @@ def em(
         model: the :class:`~ppl_gen.models.gmm.GaussianMixture` to fit.
         x: ``(N, D)`` training rows.
         max_iter: maximum number of iterations (>= 1).
-        tol: relative tolerance of the stopping rule (0: run all ``max_iter``).
+        tol: tolerance of the stopping rule, nats per datapoint (0: run all ``max_iter``).
         n_init: number of k-means++ restarts (seeds ``seed, seed + 1, ...``); the
             restart with the highest final log-likelihood is kept.
         seed: seed of the first restart.

@@ -40,6 +40,7 @@ from ppl_gen.models.gmm_features import (
     sized,
     sym,
 )
+from ppl_gen.models.stopping import converged
 
 # ---------------------------------------------------------------- variational Bayes state
 
@@ -386,7 +387,9 @@ def mean_field(
     10.46-10.49 with 10.64-10.66) and then ``q(theta)`` (10.51-10.53, 10.58, 10.60-10.63;
     ``reg_covar`` is added to ``S_k`` as in scikit-learn), and records the full lower
     bound of the pair (10.70-10.77, every constant included), so the record never
-    decreases.  Stops when ``|L_t - L_{t-1}| < tol |L_{t-1}|``.  The update sequence is
+    decreases.  Stops when the last change and Aitken's estimate of the gain still to come
+    are both below ``tol`` nats per datapoint (:func:`ppl_gen.models.stopping.converged`).
+    The update sequence is
     scikit-learn's ``BayesianGaussianMixture`` with
     ``weight_concentration_prior_type="dirichlet_distribution"``.
 
@@ -400,7 +403,7 @@ def mean_field(
             ``model.vb`` and its point parameters are updated in place.
         x: ``(N, D)`` training rows.
         max_iter: maximum number of iterations (>= 1).
-        tol: relative tolerance of the stopping rule (0: run all iterations).
+        tol: tolerance of the stopping rule, nats per datapoint (0: run all iterations).
         seed: seed of the k-means++ initialisation.
         init: start from k-means++ hard assignments
             (:func:`~ppl_gen.models.gmm_em.initial_responsibilities`); ``False``
@@ -451,7 +454,6 @@ def mean_field(
         q = from_state(model.vb, design)
     history = FitHistory(extra={"lower_bound_sklearn": []})
     n = design.n
-    prev = None
     entropy = 0.0
     for _ in range(max_iter):
         _, stats, entropy = e_pass(design, coefficients(design, q), entropy=True)
@@ -462,10 +464,9 @@ def mean_field(
         history.extra["lower_bound_sklearn"].append(sklearn_bound(q, entropy, model.data_dim))
         if not math.isfinite(elbo):
             raise PplGenError("mean-field: the ELBO became non-finite; increase reg_covar")
-        if prev is not None and abs(elbo - prev) < tol * abs(prev):
+        if converged(history.objective, tol):
             history.converged = True
             break
-        prev = elbo
     model.vb = to_state(q, design, prior, entropy)
     model.vb.extra["sklearn_offset"] = sklearn_offset(model, n)
     cov = q["W_inv"] / q["nu"][:, None, None]

@@ -42,6 +42,7 @@ from ppl_gen.core.threads import single_thread
 from ppl_gen.lvm.plates import data_plate, flatten_rows
 from ppl_gen.lvm.tractable import FitHistory
 from ppl_gen.models.linear_gaussian_mean_field import MeanFieldState, MeanFieldVI
+from ppl_gen.models.stopping import converged
 
 NOISE_FLOOR = 1e-6
 """Lower bound on every noise variance (``sigma^2`` or ``Psi_dd``) set by a closed-form step."""
@@ -333,7 +334,11 @@ class LinearGaussianModel(MeanFieldVI, nn.Module):
         Args:
             x: ``(N, D)`` training rows.
             max_iter: maximum number of iterations (>= 1).
-            tol: stop when ``|ll_t - ll_{t-1}| / |ll_{t-1}| < tol`` (``ll_0``: the start).
+            tol: nats per datapoint: stop when the last change of the average
+                log-likelihood and Aitken's estimate of the gain still to come are both
+                below ``tol`` (:func:`ppl_gen.models.stopping.converged`; 0: run all
+                ``max_iter``).  The default reaches the maximum EM is heading to within
+                about ``1e-6`` nats/point.
             seed: seed of :meth:`init_from_data`.
             init: call :meth:`init_from_data` first (else start from the current values).
 
@@ -361,8 +366,8 @@ class LinearGaussianModel(MeanFieldVI, nn.Module):
             return K, L, SK, self._avg_loglik_from_moments(W, mu, psi, x_bar, S, SK)
 
         with single_thread():  # O(D^2 Q) per iteration: latency-bound, see ppl_gen.core.threads
-            K, L, SK, ll_prev = stats(W, mu, psi)
-            history = FitHistory(extra={"initial_objective": ll_prev})
+            K, L, SK, ll0 = stats(W, mu, psi)
+            history = FitHistory(extra={"initial_objective": ll0})
             for _ in range(max_iter):
                 SGt = torch.cholesky_solve(SK.T, L).T  # S G^T, (D, Q)
                 Gt = torch.cholesky_solve(K.T, L).T  # G^T, (D, Q)
@@ -374,10 +379,9 @@ class LinearGaussianModel(MeanFieldVI, nn.Module):
                 K, L, SK, ll = stats(W, mu, psi)
                 history.objective.append(ll)
                 history.seconds.append(time.perf_counter() - start)
-                if abs(ll - ll_prev) < tol * abs(ll_prev):
+                if converged([history.extra["initial_objective"], *history.objective], tol):
                     history.converged = True
                     break
-                ll_prev = ll
         self._store(W, mu, psi)
         return history
 

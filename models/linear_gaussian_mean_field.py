@@ -29,6 +29,7 @@ from ppl_gen.core.errors import require, require_positive_int
 from ppl_gen.core.threads import single_thread
 from ppl_gen.infer.bounds import BoundEstimate
 from ppl_gen.lvm.tractable import FitHistory
+from ppl_gen.models.stopping import converged
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _SMALL_WORK = 2**24  # N * D * Q below which a mean-field fit runs on one thread
@@ -103,7 +104,9 @@ class MeanFieldVI:
         Args:
             x: ``(N, D)`` training rows.
             max_iter: maximum number of iterations (>= 1).
-            tol: stop when the relative ELBO change is below ``tol``.
+            tol: nats per datapoint: stop when the last ELBO change and Aitken's estimate
+                of the gain still to come are both below ``tol``
+                (:func:`ppl_gen.models.stopping.converged`; 0: run all ``max_iter``).
             seed: seed of :meth:`init_from_data`.
             init: call :meth:`init_from_data` first.
             inner_sweeps: coordinate-ascent sweeps over ``j`` per E-step (>= 1).
@@ -132,7 +135,6 @@ class MeanFieldVI:
         W, mu, psi = self._params64()
         m = x64.new_zeros(n, q)
         history = FitHistory(extra={"inner_sweeps": inner_sweeps})
-        elbo_prev = None
         # Small problems run wholly on one thread (nested blocks are then no-ops); large
         # ones let the O(N D Q) products use every thread.
         with single_thread() if n * d * q < _SMALL_WORK else nullcontext():
@@ -172,10 +174,9 @@ class MeanFieldVI:
                     elbo = float(elbo)
                 history.objective.append(elbo)
                 history.seconds.append(time.perf_counter() - start)
-                if elbo_prev is not None and abs(elbo - elbo_prev) < tol * abs(elbo_prev):
+                if converged(history.objective, tol):
                     history.converged = True
                     break
-                elbo_prev = elbo
         self._store(W, mu, psi)
         self.mf_state = MeanFieldState(loc=m.to(self.W.dtype), scale=s2.sqrt().to(self.W.dtype))
         return history
