@@ -24,7 +24,8 @@ from ppl_gen.cli import (  # noqa: F401
     dann,
     latent_variable,
 )
-from ppl_gen.cli.common import app
+from ppl_gen.cli.common import app, preflight
+from ppl_gen.core.checkpoint import weights_mismatch
 from ppl_gen.core.errors import PplGenError
 
 __all__ = ["app", "main", "console"]
@@ -42,11 +43,11 @@ def _option_flags() -> dict[str, str]:
     """Every option of every command: parameter name -> its long flag (``batch_size`` ->
     ``--batch-size``)."""
     flags: dict[str, str] = {}
-    stack = [typer.main.get_command(app)]
+    stack = [command()]
     while stack:
-        command = stack.pop()
-        stack += list(getattr(command, "commands", {}).values())
-        for param in command.params:
+        cmd = stack.pop()
+        stack += list(getattr(cmd, "commands", {}).values())
+        for param in cmd.params:
             if getattr(param, "param_type_name", "") == "option" and param.name:
                 longs = [o for o in param.opts if o.startswith("--")]
                 if longs:
@@ -63,18 +64,53 @@ def flag_message(message: str) -> str:
     return message
 
 
+def _with_preflight(callback, path: str):
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        preflight(path, kwargs)
+        return callback(*args, **kwargs)
+
+    return run
+
+
+@functools.cache
+def command():
+    """The Click command tree of :data:`app`, built once, every command's callback wrapped
+    so that :func:`ppl_gen.cli.common.preflight` checks its options (writable ``--out``,
+    sizes that fit in memory, bounded IWAE cost) before it does any work."""
+    root = typer.main.get_command(app)
+    stack = [(root, "")]
+    while stack:
+        group, prefix = stack.pop()
+        for name, sub in getattr(group, "commands", {}).items():
+            path = f"{prefix} {name}".strip()
+            if getattr(sub, "commands", None):
+                stack.append((sub, path))
+            elif sub.callback is not None:
+                sub.callback = _with_preflight(sub.callback, path)
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ppl-gen`` console script; returns the exit status."""
     from ppl_gen.infer.training import TrainingDiverged
 
     try:
-        app(args=argv, prog_name="ppl-gen", standalone_mode=False)
+        command().main(args=argv, prog_name="ppl-gen", standalone_mode=False)
     except PplGenError as exc:
         print(f"error: {flag_message(_first_line(exc))}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"error: {_first_line(exc)}", file=sys.stderr)
         return 1
+    except typer.Exit as exc:  # --version
+        return exc.exit_code
+    except RuntimeError as exc:
+        mismatch = weights_mismatch(exc)
+        if mismatch is None:
+            raise
+        print(f"error: {mismatch}", file=sys.stderr)
+        return 2
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return 130

@@ -21,6 +21,20 @@ from ppl_gen.core.io import torch_save
 
 FORMAT = "ppl_gen-checkpoint-v2"
 
+#: What a checkpoint of each kind must hold to be loaded (evaluated, resumed, decoded);
+#: a checkpoint lacking one is refused as incomplete by :func:`load_checkpoint`.  Kinds not
+#: listed are checked by their own loaders.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "latent-variable": ("config", "spec", "model", "guide"),
+    "autoencoder": ("spec", "model"),
+    "cvae": ("spec", "model", "guide"),
+    "gan": ("config", "image_shape", "generator"),
+    "dcgan": ("config", "image_shape", "generator"),
+    "cgan": ("config", "image_shape", "generator"),
+    "cyclegan": ("config", "image_shapes", "nets"),
+    "classifier": ("model",),
+}
+
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus a format tag) to ``path`` atomically and durably: a crash
@@ -71,4 +85,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise PplGenError(
             f"CHECKPOINT: {str(Path(path))!r} is not a ppl_gen checkpoint ({FORMAT}){hint}"
         )
+    kind = state.get("kind", "latent-variable")
+    missing = [key for key in REQUIRED_KEYS.get(kind, ()) if key not in state]
+    if missing:
+        raise PplGenError(
+            f"CHECKPOINT: {str(Path(path))!r} is an incomplete {kind} checkpoint (no "
+            f"{', '.join(map(repr, missing))}); it was not written by ppl_gen train, or was "
+            "edited"
+        )
     return state
+
+
+def weights_mismatch(exc: BaseException) -> str | None:
+    """The one-line ``CHECKPOINT: ...`` message for ``load_state_dict`` refusing a
+    checkpoint's weights (they do not fit the network its spec describes: the spec or the
+    weights were edited, or come from different runs); ``None`` for any other error."""
+    text = str(exc).strip()
+    if not isinstance(exc, RuntimeError) or not text.startswith("Error(s) in loading state_dict"):
+        return None
+    detail = " ".join(text.splitlines()[1:2]).strip()
+    return (
+        "CHECKPOINT: its weights do not fit the network its spec describes "
+        f"({detail[:160] or 'mismatched tensors'}); was the checkpoint edited?"
+    )

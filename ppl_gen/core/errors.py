@@ -24,3 +24,16 @@ def require_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise PplGenError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+#: Largest accepted seed: NumPy seeds are below 2**32 and some jobs derive seeds from the
+#: user's one (``seed + 1``, ``seed + rank``, ...), so 2**16 values are kept free above it.
+SEED_MAX = 2**32 - 2**16
+
+
+def require_seed(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer in ``0 .. SEED_MAX`` (the same rule for every
+    command and API), else raise :class:`PplGenError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise PplGenError(f"{name} must be an integer in 0..{SEED_MAX}, got {value!r}")
+    return value

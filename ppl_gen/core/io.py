@@ -46,21 +46,59 @@ def _umask_mode() -> int:
 
 def check_output_dir(path: str | os.PathLike, flag: str = "out") -> Path:
     """Return ``path`` if it can be (or become) a writable output folder, checked before
-    any work.
+    any work (nothing is left behind).
+
+    Permission bits are not trusted (``os.access`` says yes to root on a read-only mount):
+    the nearest existing folder is probed by creating, writing and removing a hidden
+    temporary folder with a one-byte file in it (:func:`probe_writable`).
 
     Raises:
         PplGenError: naming ``flag`` if ``path`` or one of its ancestors exists and is not
-            a folder, or the nearest existing folder is not writable.
+            a folder, the folder cannot be created or written (permissions, a read-only or
+            pseudo file system), or the disk is full (``no space left on device``).
     """
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
                 raise PplGenError(f"{flag} {str(path)!r}: {str(p)!r} exists and is not a folder")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise PplGenError(f"{flag} {str(path)!r}: {str(p)!r} is not writable")
+            reason = probe_writable(p)
+            if reason:
+                raise PplGenError(f"{flag} {str(path)!r}: {str(p)!r} {reason}")
             break
     return path
+
+
+def probe_writable(folder: str | os.PathLike) -> str | None:
+    """Try to create a subfolder and a one-byte file in ``folder``, then remove both.
+
+    Returns:
+        ``None`` if that worked, else the reason in words (``"is not writable (Permission
+        denied)"``, ``"is on a full disk (no space left on device)"``).
+    """
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".probe{TEMP_MARKER}", dir=folder)
+    except OSError as exc:
+        return _write_failure(exc)
+    try:
+        with open(os.path.join(tmp, "probe"), "wb") as fh:
+            fh.write(b"\0")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return _write_failure(exc)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(tmp, "probe"))
+        with contextlib.suppress(OSError):
+            os.rmdir(tmp)
+    return None
+
+
+def _write_failure(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "is on a full disk (no space left on device)"
+    return f"is not writable ({exc.strerror or exc})"
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -92,6 +130,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             prefix=f".{path.stem}{TEMP_MARKER}", suffix=path.suffix, dir=path.parent
         )
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise PplGenError(f"no space left on device writing {str(path)!r}") from None
         raise PplGenError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     os.close(fd)
     try:

@@ -153,22 +153,9 @@ def blend_digits(
 
 
 def _read_mnist(mnist_root: str | os.PathLike, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST
+    from ppl_gen.data.datasets import read_mnist  # validates the idx files
 
-    root = Path(mnist_root)
-    if not root.is_dir():
-        raise PplGenError(
-            f"data_root {str(root)!r} does not exist: expected a folder containing "
-            "MNIST/raw/*-ubyte files (torchvision layout, e.g. ../shared/data/mnist)"
-        )
-    try:
-        dataset = MNIST(str(root), train=train, download=False)
-    except (RuntimeError, OSError):
-        raise PplGenError(
-            f"data_root {str(root)!r} has no MNIST files: expected a folder containing "
-            "MNIST/raw/*-ubyte files (torchvision layout)"
-        ) from None
-    return dataset.data.to(torch.uint8), dataset.targets.to(torch.int64)
+    return read_mnist(mnist_root, train)
 
 
 def _fingerprint(files: Sequence[Path]) -> str:
