@@ -31,8 +31,6 @@ from ppl_gen.infer.schemes import (
     SCHEMES,
     SchemeResult,
     SchemeSettings,
-    check_em,
-    check_nuts,
     fit_amortised,
     fit_em,
     fit_mean_field,
@@ -41,6 +39,8 @@ from ppl_gen.infer.schemes import (
     fit_svi_local,
 )
 from ppl_gen.infer.schemes.nuts import write_inference_data
+from ppl_gen.infer.schemes.preflight import check_schemes
+from ppl_gen.infer.schemes.svi import make_encoder_guide
 from ppl_gen.infer.training import TrainConfig, TrainingDiverged
 from ppl_gen.lvm.builders import COMPARE_MODELS, ModelSpec, build_model
 from ppl_gen.lvm.priors import StandardNormalPrior
@@ -252,17 +252,16 @@ def _initialised(model: Callable, data: DataSplits, seed: int) -> Callable:
     return model
 
 
-def _check_schemes(model: Callable, schemes: Sequence[str], name: str) -> None:
-    """Refuse schemes that cannot apply to ``model`` before anything is trained."""
-    if "em" in schemes:
-        check_em(model, name)
-    if "nuts" in schemes:
-        check_nuts(model, name)
-    if "mean-field" in schemes and getattr(model, "discrete", False):
-        if getattr(model, "covariance", "full") != "full":
-            raise PplGenError(
-                "schemes mean-field: the variational Bayesian GMM needs covariance full"
-            )
+def _check_schemes(
+    model: Callable, schemes: Sequence[str], name: str, data: DataSplits, settings, seed: int
+) -> None:
+    """Refuse the model, or schemes that cannot apply to it, before anything is trained
+    (:func:`ppl_gen.infer.schemes.preflight.check_schemes`, on rows as training sees them)."""
+    x = data.train[:4]
+    if data.binarize == "dynamic":
+        gen = torch.Generator().manual_seed(seed + 2)
+        x = torch.bernoulli(x.cpu(), generator=gen).to(x.device)
+    check_schemes(model, schemes, name, x, lambda m: make_encoder_guide(m, settings))
 
 
 def _posterior_mean(result: SchemeResult, x: torch.Tensor) -> torch.Tensor | None:
@@ -455,8 +454,8 @@ def run_compare(
         return _initialised(build(), data, config.seed)
 
     schemes = config.resolved_schemes
-    _check_schemes(build(), schemes, model_name)
     settings = config.settings(device)
+    _check_schemes(build(), schemes, model_name, data, settings, config.seed)
     out = Path(config.out)
     metrics: dict = {
         "schema_version": METRICS_SCHEMA_VERSION,

@@ -23,6 +23,8 @@ from pyro.infer import MCMC, NUTS
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import save_with, write_text
 from ppl_gen.data.datasets import DataSplits
+from ppl_gen.guides.bodies import sample_joint
+from ppl_gen.guides.sites import continuous_sites, latent_sites, real_site
 from ppl_gen.infer.schemes.base import (
     SchemeResult,
     SchemeSettings,
@@ -30,36 +32,68 @@ from ppl_gen.infer.schemes.base import (
     exact_log_likelihood,
 )
 from ppl_gen.infer.training import frozen
-from ppl_gen.lvm.plates import data_plate
 from ppl_gen.lvm.tractable import FitHistory
 
 
 class EmpiricalGaussianGuide:
-    """``q(z_i) = N(loc_i, Sigma_i)`` per datapoint, from posterior draws.
+    """``q(u_i) = N(loc_i, Sigma_i)`` per datapoint over the concatenated unconstrained values
+    of the model's continuous latent sites, pushed through their bijections (``biject_to``
+    of each support, log-Jacobian included), fitted to posterior draws.
 
     Args:
-        site: the latent site name.
-        loc: ``(N, Q)`` means; scale_tril: ``(N, Q, Q)`` Cholesky factors.
+        sites: the continuous :class:`~ppl_gen.guides.sites.LatentSite` s, in concatenation order.
+        loc: ``(N, U)`` means; scale_tril: ``(N, U, U)`` Cholesky factors (``U`` = total
+            unconstrained size).
     """
 
-    def __init__(self, site: str, loc: torch.Tensor, scale_tril: torch.Tensor) -> None:
-        self.site, self.loc, self.scale_tril = site, loc, scale_tril
+    def __init__(self, sites: list, loc: torch.Tensor, scale_tril: torch.Tensor) -> None:
+        self.sites, self.loc, self.scale_tril = list(sites), loc, scale_tril
 
     def __call__(self, x, indices=None, size=None):
         if indices is None:
             indices = torch.arange(x.shape[0], device=x.device)
-        with data_plate(x, indices, size):
-            d = dist.MultivariateNormal(self.loc[indices], scale_tril=self.scale_tril[indices])
-            return pyro.sample(self.site, d)
+        base = dist.MultivariateNormal(self.loc[indices], scale_tril=self.scale_tril[indices])
+        return sample_joint("_nuts_joint", base, [], self.sites, x, indices, size)
 
 
-def check_nuts(model: Callable, model_name: str = "model") -> None:
-    """Raise :class:`PplGenError` unless the model has one continuous latent site."""
-    if getattr(model, "discrete", False) or not hasattr(model, "latent_shapes"):
+def _nuts_sites(model: Callable, x: torch.Tensor | None, model_name: str) -> dict:
+    """The latent sites NUTS samples (all continuous, else refused)."""
+    if getattr(model, "discrete", False):
         raise PplGenError(
-            f"schemes nuts: {model_name} has no continuous latent variables for NUTS "
-            "(its latent is discrete; use em, whose posterior is exact)"
+            f"schemes nuts: {model_name}'s latent is a discrete assignment; NUTS needs "
+            "continuous latents (use em, whose posterior is exact)"
         )
+    if x is None:
+        shapes = getattr(model, "latent_shapes", None)
+        return {n: real_site(n, tuple(s)) for n, s in (shapes or {}).items()}
+    sites = latent_sites(model, x)
+    discrete = [name for name, site in sites.items() if site.discrete]
+    if discrete:
+        raise PplGenError(
+            f"schemes nuts: {model_name}'s latent site {discrete[0]!r} is discrete; NUTS "
+            "samples continuous latents only (the other schemes sum it out exactly)"
+        )
+    return continuous_sites(sites)
+
+
+def check_nuts(model: Callable, model_name: str = "model", x: torch.Tensor | None = None) -> None:
+    """Raise :class:`PplGenError` unless NUTS applies: continuous latent sites only
+    (several, and constrained ones, are fine).
+    ``x: (batch, D)`` rows to trace a hand-written model on."""
+    _nuts_sites(model, x, model_name)
+
+
+def _plate_nesting(model: Callable, x: torch.Tensor) -> int:
+    with torch.random.fork_rng(), torch.no_grad(), pyro.poutine.block():
+        trace = pyro.poutine.trace(model).get_trace(x)
+    dims = [
+        -f.dim
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for f in site["cond_indep_stack"]
+        if f.vectorized
+    ]
+    return max(dims, default=1)
 
 
 def fit_nuts(
@@ -67,46 +101,60 @@ def fit_nuts(
 ) -> SchemeResult:
     """NUTS on the first ``settings.nuts_subset`` test points of an already fitted model.
 
+    Every latent site is sampled (several sites and constrained supports: Pyro's NUTS works
+    in unconstrained space); models with discrete latents are refused.
+
     Returns:
         :class:`~ppl_gen.infer.schemes.SchemeResult` whose bounds (nats per datapoint) cover the
-        subset; ``extra`` holds ``rhat_max``, ``ess_bulk_min``, ``n_evaluated`` and the
-        ``arviz.InferenceData`` (draws ``(chains, draws, n, Q)``).
+        subset; ``extra`` holds ``rhat_max``, ``ess_bulk_min`` (over all sites),
+        ``n_evaluated`` and the ``arviz.InferenceData`` (draws ``(chains, draws, n, *event)``
+        per site).
 
     Raises:
         PplGenError: for a model without a continuous latent site.
     """
     import arviz as az
 
-    check_nuts(model)
-    (site, shape), *rest = model.latent_shapes.items()
-    if rest:
-        raise PplGenError("schemes nuts: models with several latent sites are not supported")
     x = data.test[: settings.nuts_subset]
+    sites = _nuts_sites(model, x, "model")
+    target = model
     t0 = time.perf_counter()
-    chains = []
+    chains: dict[str, list[torch.Tensor]] = {name: [] for name in sites}
     with frozen(model):
+        nesting = _plate_nesting(model, x)
         for chain in range(settings.nuts_chains):
             pyro.set_rng_seed(settings.seed + chain)
             mcmc = MCMC(
-                NUTS(model, max_plate_nesting=1, max_tree_depth=settings.nuts_max_tree_depth),
+                NUTS(
+                    target,
+                    max_plate_nesting=nesting,
+                    max_tree_depth=settings.nuts_max_tree_depth,
+                ),
                 num_samples=settings.nuts_samples,
                 warmup_steps=settings.nuts_warmup,
                 # Pyro's bars are tqdm bars on stderr: on a terminal only, never in logs.
                 disable_progbar=not (settings.progress and sys.stderr.isatty()),
             )
             mcmc.run(x)
-            chains.append(mcmc.get_samples()[site].detach())
-    draws = torch.stack(chains)  # (chains, draws, n, Q)
-    idata = az.from_dict(posterior={site: draws.cpu().numpy()})
-    rhat = float(az.rhat(idata)[site].max())
-    ess = float(az.ess(idata, method="bulk")[site].min())
+            samples = mcmc.get_samples()
+            for name in sites:
+                chains[name].append(samples[name].detach())
+    draws = {name: torch.stack(v) for name, v in chains.items()}  # (chains, draws, n, *event)
+    idata = az.from_dict(posterior={name: d.cpu().numpy() for name, d in draws.items()})
+    rhat = float(max(az.rhat(idata)[name].max() for name in sites))
+    ess = float(min(az.ess(idata, method="bulk")[name].min() for name in sites))
     seconds = time.perf_counter() - t0
-    flat = draws.reshape(-1, *draws.shape[2:])  # (S, n, Q)
+    free = []
+    for name, site in sites.items():
+        d = draws[name].reshape(-1, *draws[name].shape[2:])  # (S, n, *event)
+        u = d if site.is_real else site.transform.inv(d)
+        free.append(u.reshape(d.shape[0], d.shape[1], -1))
+    flat = torch.cat(free, dim=-1)  # (S, n, U)
     loc = flat.mean(0)
     centred = flat - loc
     cov = torch.einsum("sni,snj->nij", centred, centred) / (flat.shape[0] - 1)
     cov = cov + 1e-6 * torch.eye(cov.shape[-1], device=cov.device, dtype=cov.dtype)
-    guide = EmpiricalGaussianGuide(site, loc, torch.linalg.cholesky(cov))
+    guide = EmpiricalGaussianGuide(list(sites.values()), loc, torch.linalg.cholesky(cov))
     t1 = time.perf_counter()
     bounds = bounds_with_weights(model, guide, x, settings.iwae_k)
     return SchemeResult(
