@@ -286,8 +286,8 @@ def test_checkpoint_loads_weights_only_and_holds_everything(tmp_path):
     assert len(state["rng_ranks"]) == 1 and set(state["rng_ranks"][0]) >= {"torch", "numpy"}
     assert state["history"]["loss"] == result.history["loss"]
     assert "loss" in state["divergence"] and isinstance(state["param_store"], dict)
-    # no stray files: only the checkpoint, and the lock is gone after the run
-    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["checkpoint.pt"]
+    # no stray files: the checkpoint and the per-epoch log; the lock is gone after the run
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["checkpoint.pt", "history.jsonl"]
 
 
 def test_lock_is_held_during_the_run_and_stale_temps_are_removed(tmp_path):
