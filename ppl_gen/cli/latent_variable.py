@@ -25,7 +25,16 @@ from ppl_gen.cli.common import (
     DOWNLOAD,
     SEED,
     TENSORBOARD,
+    Binarize,
+    Covariance,
+    ElboName,
+    Estimator,
     EvaluateOptions,
+    Guide,
+    LatentModel,
+    Likelihood,
+    Objective,
+    Precision,
     app,
     emit,
     evaluator,
@@ -38,7 +47,11 @@ from ppl_gen.engine.history import enable_tensorboard
 
 @app.command()
 def compare(
-    model: str = typer.Option("vae", help="vae, conv-vae, gmm, ppca or fa"),
+    model: str = typer.Option(
+        "vae",
+        help="vae, conv-vae, gmm, ppca, fa, or PATH.py:FACTORY (FACTORY(data) returns your own "
+        "Pyro model, see README)",
+    ),
     data: str = DATA,
     data_root: str = DATA_ROOT,
     download: bool = DOWNLOAD,
@@ -54,17 +67,17 @@ def compare(
     lr: float = typer.Option(None, help="Adam learning rate (default: 1e-3 VAEs, 1e-2 otherwise)"),
     latent_dim: int = typer.Option(2, help="latent dimension Z (2 also draws the manifold)"),
     hidden: str = typer.Option("256", help="hidden widths, comma-separated"),
-    likelihood: str = typer.Option(
+    likelihood: Likelihood = typer.Option(
         "bernoulli", help="VAE: bernoulli, gaussian, laplace, student-t, categorical"
     ),
     components: int = typer.Option(10, help="gmm: number of mixture components"),
-    covariance: str = typer.Option("full", help="gmm: full or diag"),
-    binarize: str = typer.Option(
+    covariance: Covariance = typer.Option("full", help="gmm: full or diag"),
+    binarize: Binarize = typer.Option(
         None, help="dynamic, static or none (default: dynamic for the VAEs, none otherwise)"
     ),
-    objective: str = typer.Option("elbo", help="training objective: elbo or iwae (IWAE-K)"),
+    objective: Objective = typer.Option("elbo", help="training objective: elbo or iwae (IWAE-K)"),
     k: int = typer.Option(1, help="iwae: K, samples per datapoint of the training objective"),
-    estimator: str = typer.Option(
+    estimator: Estimator = typer.Option(
         "reparam", help="gradient estimator: reparam, stl (sticking the landing) or dreg (iwae)"
     ),
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
@@ -146,6 +159,11 @@ def compare(
         lines.append(f"{name:<15} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f} {exact_cell:>10}")
     lines.append(f"report: {report.resolve()}")
     emit(metrics, as_json, "\n".join(lines))
+    failed = {n: m["failed"] for n, m in metrics["schemes"].items() if m.get("failed")}
+    if metrics["schemes"] and len(failed) == len(metrics["schemes"]):  # nothing to compare
+        reasons = "; ".join(f"{n}: {str(r).splitlines()[0][:80]}" for n, r in failed.items())
+        typer.echo(f"error: every scheme failed ({reasons})", err=True)
+        raise typer.Exit(code=1)
 
 
 @train_app.command("vae")
@@ -153,25 +171,25 @@ def train_vae(
     data: str = DATA,
     data_root: str = DATA_ROOT,
     download: bool = DOWNLOAD,
-    model: str = typer.Option("vae", help="vae (MLP) or conv-vae (28x28 images)"),
-    epochs: int = typer.Option(50),
-    batch_size: int = typer.Option(128),
-    lr: float = typer.Option(1e-3),
-    latent_dim: int = typer.Option(20),
+    model: LatentModel = typer.Option("vae", help="vae (MLP) or conv-vae (28x28 images)"),
+    epochs: int = typer.Option(50, help="training epochs (in total, when resuming)"),
+    batch_size: int = typer.Option(128, help="minibatch size (images per optimiser step)"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    latent_dim: int = typer.Option(20, help="latent dimension Z"),
     hidden: str = typer.Option("400", help="hidden widths, comma-separated"),
-    likelihood: str = typer.Option(
+    likelihood: Likelihood = typer.Option(
         "bernoulli", help="bernoulli or gaussian (or laplace, student-t)"
     ),
-    binarize: str = BINARIZE,
-    guide: str = typer.Option("amortised", help="amortised or mean-field"),
-    elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
-    objective: str = typer.Option("elbo", help="training objective: elbo or iwae (IWAE-K)"),
+    binarize: Binarize = BINARIZE,
+    guide: Guide = typer.Option("amortised", help="amortised or mean-field"),
+    elbo: ElboName = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
+    objective: Objective = typer.Option("elbo", help="training objective: elbo or iwae (IWAE-K)"),
     k: int = typer.Option(1, help="iwae: K, samples per datapoint of the training objective"),
-    estimator: str = typer.Option(
+    estimator: Estimator = typer.Option(
         "reparam", help="gradient estimator: reparam, stl (sticking the landing) or dreg (iwae)"
     ),
-    n_train: int = typer.Option(None),
-    precision: str = typer.Option(
+    n_train: int = typer.Option(None, help="use only the first N training images"),
+    precision: Precision = typer.Option(
         "fp32", help="fp32, or bf16 (forward passes under torch.autocast; bounds stay fp32)"
     ),
     deterministic: bool = typer.Option(
@@ -240,6 +258,8 @@ def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, 
 
     require_positive_int("iwae_k", opts.iwae_k)
     ctx = init_from_env(opts.device)
+    if opts.ais_steps is not None and ctx.distributed:
+        raise PplGenError("--ais-steps: AIS runs in one process; leave it out under torchrun")
     model, guide, state = load_trained(opts.checkpoint, str(ctx.device))
     splits = data_from_spec(state["spec"], name=opts.data, root=opts.data_root, n_test=opts.n_test)
     if splits.data_dim != model.data_dim:
@@ -263,4 +283,13 @@ def evaluate_latent_variable(state: dict, opts: EvaluateOptions) -> tuple[dict, 
         f"IWAE-{opts.iwae_k} {result['test_iwae']:.3f} ± {result['test_iwae_se']:.3f} "
         f"nats per datapoint ({result['n_test']} test images)"
     )
+    if opts.ais_steps is not None:  # AIS from the (refitted) guide: Neal 2001, Wu et al. 2017
+        from ppl_gen.infer.bdmc import ais_metrics
+
+        result.update(ais_metrics(model, ev.guide, x, opts.ais_steps, opts.ais_chains, opts.seed))
+        message += (
+            f"; AIS-{opts.ais_steps} log p(x) {result['test_log_likelihood_ais']:.3f} ± "
+            f"{result['test_log_likelihood_ais_se']:.3f} (Monte Carlo ± "
+            f"{result['test_log_likelihood_ais_mc_se']:.3f}, {opts.ais_chains} chains)"
+        )
     return result, message

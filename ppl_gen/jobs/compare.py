@@ -37,6 +37,7 @@ from ppl_gen.infer.schemes import (
     fit_nuts,
     fit_semi_amortised,
     fit_svi_local,
+    normalise_scheme,
 )
 from ppl_gen.infer.schemes.nuts import write_inference_data
 from ppl_gen.infer.schemes.preflight import check_schemes
@@ -44,6 +45,7 @@ from ppl_gen.infer.schemes.svi import make_encoder_guide
 from ppl_gen.infer.training import TrainConfig, TrainingDiverged
 from ppl_gen.lvm.builders import COMPARE_MODELS, ModelSpec, build_model
 from ppl_gen.lvm.priors import StandardNormalPrior
+from ppl_gen.lvm.user_model import FORM, is_model_file, load_model_factory
 from ppl_gen.viz import report as reports
 
 #: Version of ``metrics.json`` (JSON Schema: ``ppl_gen/jobs/metrics.schema.json``).
@@ -66,7 +68,9 @@ class CompareConfig:
     latent space, amortised and mean-field guides, about a minute on 2 CPU cores.
 
     Attributes:
-        model: ``vae``, ``conv-vae``, ``gmm``, ``ppca`` or ``fa``.
+        model: ``vae``, ``conv-vae``, ``gmm``, ``ppca`` or ``fa``, or ``PATH.py:FACTORY``
+            (:mod:`ppl_gen.lvm.user_model`: ``FACTORY(data)`` returns your own Pyro model;
+            it gets the VAE defaults of the settings below).
         data: ``digits``, ``mnist`` or a ``.npy``/``.npz`` path; ``data_root`` for MNIST.
         schemes: subset of ``em, mean-field, svi-local, amortised, semi-amortised, nuts``
             (``None``: the model's applicable schemes, see ``DEFAULT_SCHEMES``).
@@ -127,12 +131,13 @@ class CompareConfig:
         """The schemes to run (defaults filled in)."""
         if self.schemes is None:
             return DEFAULT_SCHEMES.get(self.model, ("amortised", "mean-field"))
-        return tuple(self.schemes)
+        return tuple(normalise_scheme(s) for s in self.schemes)
 
     @property
     def is_vae(self) -> bool:
-        """Whether the model is one of the VAEs (deep decoder)."""
-        return self.model in ("vae", "conv-vae")
+        """Whether the model is one of the VAEs (deep decoder) -- or a model from the user's
+        file, which gets the VAE defaults."""
+        return self.model in ("vae", "conv-vae") or is_model_file(self.model)
 
     @property
     def resolved_epochs(self) -> int:
@@ -181,9 +186,9 @@ class CompareConfig:
         Raises:
             PplGenError: naming the first bad option and what is accepted.
         """
-        if self.model not in COMPARE_MODELS:
+        if self.model not in COMPARE_MODELS and not is_model_file(self.model):
             raise PplGenError(
-                f"model must be one of {', '.join(COMPARE_MODELS)}, got {self.model!r}"
+                f"model must be one of {', '.join(COMPARE_MODELS)} or {FORM}, got {self.model!r}"
             )
         schemes = list(self.resolved_schemes)
         if not schemes:
@@ -212,7 +217,10 @@ class CompareConfig:
             raise PplGenError(
                 f"binarize must be one of {', '.join(BINARIZE_MODES)}, got {self.binarize!r}"
             )
-        self.spec(784, (28, 28)).validate_options()
+        if is_model_file(self.model):
+            load_model_factory(self.model)
+        else:
+            self.spec(784, (28, 28)).validate_options()
         TrainConfig(
             epochs=self.resolved_epochs,
             batch_size=self.resolved_batch_size,
@@ -437,6 +445,8 @@ def run_compare(
         n_test=config.n_test,
     ).to(device)
     spec = config.spec(data.data_dim, data.image_shape)
+    if model_factory is None and is_model_file(config.model):
+        model_factory = load_model_factory(config.model)
     if model_factory is None:
         spec.validate()
         model_name = config.model

@@ -40,6 +40,23 @@ def _summary(exc: BaseException) -> str:
     return head if len(head) <= 240 else head[:237] + "..."
 
 
+def _failing_site(model: Callable, x: torch.Tensor) -> str | None:
+    """The first sample site of ``model`` whose log-density cannot be computed on ``x``
+    (``None`` if the model fails before any site, or nowhere)."""
+    try:
+        trace = pyro.poutine.trace(model).get_trace(x)
+    except _MODEL_ERRORS:
+        return None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        try:
+            site["fn"].log_prob(site["value"])
+        except _MODEL_ERRORS:
+            return name
+    return None
+
+
 def dry_run(model: Callable, x: torch.Tensor, make_guide: Callable[[Callable], Callable]) -> None:
     """Trace ``model`` on ``x: (batch, D)`` and bound it with ``make_guide(model)`` (K = 2).
 
@@ -62,8 +79,11 @@ def dry_run(model: Callable, x: torch.Tensor, make_guide: Callable[[Callable], C
         except PplGenError:
             raise
         except _MODEL_ERRORS as exc:
+            site = _failing_site(model, x)
+            where = f" at site {site!r}" if site else ""
             raise PplGenError(
-                f"model: running it on {x.shape[0]} rows of the data failed ({_summary(exc)})"
+                f"model: running it on {x.shape[0]} rows of the data failed{where} "
+                f"({_summary(exc)})"
             ) from None
     if not torch.isfinite(bounds.elbo).any():
         raise PplGenError(
