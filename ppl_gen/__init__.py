@@ -42,6 +42,11 @@ _EXPORTS = {
     "TrainConfig": "ppl_gen.infer.training",
     "fit_local_guide": "ppl_gen.infer.training",
     "evaluate_on": "ppl_gen.infer.evaluation",
+    "evaluate_ais": "ppl_gen.infer.ais",
+    "AISEstimate": "ppl_gen.infer.ais",
+    "bdmc": "ppl_gen.infer.bdmc",
+    "BDMCResult": "ppl_gen.infer.bdmc",
+    "reference_log_likelihood": "ppl_gen.infer.bdmc",
     # the training engine
     "fit": "ppl_gen.engine.loop",
     "Task": "ppl_gen.engine.loop",

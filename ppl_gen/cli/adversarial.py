@@ -425,6 +425,8 @@ def _evaluation(opts: EvaluateOptions):
         device=opts.device,
         seed=opts.seed,
         out=opts.out,
+        ais_steps=opts.ais_steps,
+        ais_chains=opts.ais_chains,
     )
 
 
@@ -441,6 +443,11 @@ def _evaluate_gan(state: dict, opts: EvaluateOptions) -> tuple[dict, str]:
     )
     if "label_agreement" in result:
         message += f", label agreement {100 * result['label_agreement']:.1f}%"
+    if "test_log_likelihood_ais" in result:  # Wu et al. 2017: N(G(z), sigma^2 I) by AIS
+        message += (
+            f", AIS-{result['ais_steps']} log p(x) {result['test_log_likelihood_ais']:.1f} ± "
+            f"{result['test_log_likelihood_ais_se']:.1f} nats/image (sigma {result['ais_sigma']})"
+        )
     return result, message + f" over {opts.n_samples} samples"
 
 

@@ -28,6 +28,9 @@ from ppl_gen.metrics.cycle import evaluate_cyclegan
 from ppl_gen.metrics.generative import balanced_labels, evaluate_generator, sample_images
 from ppl_gen.viz.gan import TRANSLATION_ROWS, save_sample_grid
 
+#: Training images on which ``--ais-steps`` chooses the observation noise sigma.
+AIS_VALIDATION = 100
+
 
 @dataclass
 class GeneratorEvaluation:
@@ -46,6 +49,10 @@ class GeneratorEvaluation:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seed of the samples.
         out: folder for ``metrics.json`` and the figure (``None``: write nothing).
+        ais_steps: GANs: also the AIS test log-likelihood under ``N(G(z), sigma^2 I)``
+            with this many steps (Wu et al. 2017; :mod:`ppl_gen.infer.generator_likelihood`;
+            ``sigma`` chosen on the first ``AIS_VALIDATION`` training images).
+        ais_chains: AIS chains per test image.
     """
 
     checkpoint: str
@@ -58,6 +65,8 @@ class GeneratorEvaluation:
     device: str = "auto"
     seed: int = 0
     out: str | None = None
+    ais_steps: int | None = None
+    ais_chains: int = 16
 
 
 def _mnist_root(spec: dict, opts: GeneratorEvaluation) -> str:
@@ -84,6 +93,11 @@ def run_evaluate_gan(state: dict, opts: GeneratorEvaluation) -> dict[str, Any]:
     """
     device = resolve_device(opts.device)
     generator = load_generator(state, device)
+    if opts.ais_steps is not None and generator.num_classes:
+        raise PplGenError(
+            "--ais-steps: the likelihood of a class-conditional generator needs labels; it "
+            "applies to gan, dcgan and stylegan checkpoints"
+        )
     shape = tuple(state["image_shape"])
     if shape[1:] != (28, 28):
         raise PplGenError(
@@ -108,6 +122,22 @@ def run_evaluate_gan(state: dict, opts: GeneratorEvaluation) -> dict[str, Any]:
         "epoch": state.get("epoch"),
         **metrics,
     }
+    if opts.ais_steps is not None:
+        from ppl_gen.infer.generator_likelihood import generator_ais_metrics
+
+        train = load_images(
+            name,
+            _mnist_root(spec, opts),
+            split="train",
+            bsds_root=opts.bsds_root or spec.get("bsds_root"),
+            channels=spec.get("channels") if name == spec.get("name") else None,
+        )
+        x_val = train.images[:AIS_VALIDATION].to(device)
+        result.update(
+            generator_ais_metrics(
+                generator, x_val, real.to(device), opts.ais_steps, opts.ais_chains, opts.seed
+            )
+        )
     if opts.out:
         k = generator.num_classes
         labels = balanced_labels(10 * k, k) if k else None
