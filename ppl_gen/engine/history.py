@@ -85,6 +85,8 @@ def units_for(key: str) -> str | None:
         return "fraction"
     if k == "lr" or k.endswith("_lr"):
         return "learning rate"
+    if "reconstruction" in k:
+        return "per datapoint (reconstruction loss: cross-entropy nats or squared error)"
     if k == "loss" or k.endswith("_loss") or k.endswith("loss_mean"):
         return "mean loss per batch"
     return None
