@@ -225,7 +225,7 @@ def test_compare_bad_arrays_exit_2(tmp_path, capsys, array, flag):
 def test_a_scheme_that_fails_numerically_is_reported_not_fatal(tmp_path, monkeypatch):
     import ppl_gen.jobs.compare as compare_module
 
-    def broken(model, data, settings):
+    def broken(model, data, settings, family="diag"):
         raise PplGenError("covariance of component 0 is not positive definite")
 
     monkeypatch.setattr(compare_module, "fit_svi_local", broken)

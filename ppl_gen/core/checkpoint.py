@@ -25,7 +25,8 @@ FORMAT = "ppl_gen-checkpoint-v2"
 #: a checkpoint lacking one is refused as incomplete by :func:`load_checkpoint`.  Kinds not
 #: listed are checked by their own loaders.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "latent-variable": ("config", "spec", "model", "guide"),
+    # Plain-function models and guides have no modules: their weights are "pyro_params".
+    "latent-variable": ("config", "spec"),
     "autoencoder": ("spec", "model"),
     "cvae": ("spec", "model", "guide"),
     "gan": ("config", "image_shape", "generator"),
@@ -85,7 +86,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise PplGenError(
             f"CHECKPOINT: {str(Path(path))!r} is not a ppl_gen checkpoint ({FORMAT}){hint}"
         )
-    kind = state.get("kind", "latent-variable")
+    kind = state.get("kind")  # written by every trainer; what each kind needs is checked
     missing = [key for key in REQUIRED_KEYS.get(kind, ()) if key not in state]
     if missing:
         raise PplGenError(

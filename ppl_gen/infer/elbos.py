@@ -9,6 +9,9 @@ whole training set by the data plate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from pyro.infer import (
     JitTrace_ELBO,
     JitTraceMeanField_ELBO,
@@ -18,6 +21,8 @@ from pyro.infer import (
 )
 
 from ppl_gen.core.errors import PplGenError
+from ppl_gen.infer.bounds import max_plate_nesting
+from ppl_gen.infer.enumeration import enum_elbo, enumerated_sites, enumerating
 
 
 class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
@@ -59,3 +64,29 @@ def make_elbo(name: str, num_particles: int = 1):
     if name.startswith("jit"):
         kwargs["ignore_jit_warnings"] = True  # shape checks are constant within a trace
     return ELBOS[name](**kwargs)
+
+
+def training_elbo(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    size: int,
+    name: str,
+    num_particles: int = 1,
+) -> tuple:
+    """The Pyro ELBO for ``name`` and the model to give it.
+
+    A model with discrete latent sites that the guide does not sample
+    (:func:`ppl_gen.infer.enumeration.enumerated_sites`) is trained with ``TraceEnum_ELBO``
+    on the model marked for parallel enumeration, whatever ``name`` says: that marginal ELBO
+    is the one the bounds report.  Otherwise ``(make_elbo(name, num_particles), model)``.
+
+    Raises:
+        PplGenError: a discrete latent site that cannot be summed out (naming it).
+    """
+    summed = enumerated_sites(model, guide, x, indices, size)
+    if not summed:
+        return make_elbo(name, num_particles), model
+    nesting = max_plate_nesting(model, guide, x, indices, size)
+    return enum_elbo(nesting, num_particles), enumerating(model)

@@ -15,7 +15,7 @@ from ppl_gen.core.distributed import DistributedContext
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.data.datasets import DataSplits, load_dataset
 from ppl_gen.infer.bounds import BoundEstimate, evaluate_bounds
-from ppl_gen.infer.training import fit_local_guide
+from ppl_gen.infer.local import fit_local_guide, fresh_local_guide
 from ppl_gen.lvm.builders import ModelSpec, build_guide, build_model
 
 
@@ -67,7 +67,9 @@ def evaluate_on(
     t0 = time.perf_counter()
     if getattr(guide, "is_local", False):
         require_positive_int("test_refit_steps", refit_steps)
-        guide = fit_local_guide(model, x, steps=refit_steps)
+        guide = fit_local_guide(
+            model, x, steps=refit_steps, guide=fresh_local_guide(guide, model, x)
+        )
     t1 = time.perf_counter()
     bounds = evaluate_bounds(
         model, guide, x, k, keep_log_weights=keep_log_weights, progress=sys.stderr.isatty()

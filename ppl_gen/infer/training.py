@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyro
@@ -76,15 +76,13 @@ from torch import nn
 from ppl_gen.core.distributed import DistributedContext, init_from_env
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.precision import bf16_networks, check_precision, deterministic
-from ppl_gen.data.datasets import DataSplits, iterate_minibatches
+from ppl_gen.data.datasets import DataSplits
 from ppl_gen.engine import rng
 from ppl_gen.engine.divergence import TrainingDiverged
 from ppl_gen.engine.loop import EpochSummary, LoopConfig, checkpoint_kept, fit
 from ppl_gen.engine.state import data_fingerprint, settings_record
-from ppl_gen.guides import MeanFieldGuide
-from ppl_gen.infer.bounds import evaluate_bounds, max_plate_nesting
-from ppl_gen.infer.elbos import ELBOS, make_elbo
-from ppl_gen.infer.enumeration import enum_elbo, enumerated_sites, enumerating
+from ppl_gen.infer.elbos import ELBOS, make_elbo, training_elbo
+from ppl_gen.infer.local import fit_local_guide, frozen, validation_elbo
 from ppl_gen.infer.objectives import check_objective, make_objective
 from ppl_gen.infer.param_stores import isolated_store
 from ppl_gen.infer.svi_parts import (
@@ -212,32 +210,6 @@ def _discover_parameters(elbo, model, guide, x, indices) -> list[torch.Tensor]:
     return [site["value"].unconstrained() for site in capture.trace.nodes.values()]
 
 
-def training_elbo(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    indices: torch.Tensor,
-    size: int,
-    name: str,
-    num_particles: int = 1,
-) -> tuple:
-    """The Pyro ELBO for ``name`` and the model to give it.
-
-    A model with discrete latent sites that the guide does not sample
-    (:func:`ppl_gen.infer.enumeration.enumerated_sites`) is trained with ``TraceEnum_ELBO``
-    on the model marked for parallel enumeration, whatever ``name`` says: that marginal ELBO
-    is the one the bounds report.  Otherwise ``(make_elbo(name, num_particles), model)``.
-
-    Raises:
-        PplGenError: a discrete latent site that cannot be summed out (naming it).
-    """
-    summed = enumerated_sites(model, guide, x, indices, size)
-    if not summed:
-        return make_elbo(name, num_particles), model
-    nesting = max_plate_nesting(model, guide, x, indices, size)
-    return enum_elbo(nesting, num_particles), enumerating(model)
-
-
 def _param_groups(params, guide, config: TrainConfig) -> list[dict]:
     local = {id(p) for p in guide.parameters()} if getattr(guide, "is_local", False) else set()
     groups = [
@@ -245,105 +217,6 @@ def _param_groups(params, guide, config: TrainConfig) -> list[dict]:
         {"params": [p for p in params if id(p) in local], "lr": config.local_lr},
     ]
     return [g for g in groups if g["params"]]
-
-
-@contextlib.contextmanager
-def frozen(module: Callable) -> Iterator[None]:
-    """Freeze an ``nn.Module``'s parameters (and put it in eval mode) inside the block."""
-    if not isinstance(module, nn.Module):
-        yield
-        return
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    was_training = module.training
-    for p, _ in flags:
-        p.requires_grad_(False)
-    module.eval()
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        module.train(was_training)
-
-
-def fit_local_guide(
-    model: Callable,
-    x: torch.Tensor,
-    *,
-    steps: int = 500,
-    lr: float = 1e-2,
-    elbo: str = "analytic-kl",
-    batch_size: int | None = None,
-    guide: Callable | None = None,
-) -> Callable:
-    """Fit a fresh per-datapoint guide to ``x`` with the model frozen (test-time inference).
-
-    A non-amortised guide has no parameters for unseen datapoints, so evaluating it on test
-    data means running its inference there: new local parameters ``(m_i, s_i)`` for each row
-    of ``x`` are fitted by SVI for ``steps`` passes over ``x`` while every model parameter
-    stays fixed.  The bounds then measure the model with the best the mean-field family can
-    do in that budget (Cremer et al. 2018's ``q*`` approximated by optimisation).
-
-    Args:
-        model: the trained Pyro model (its ``nn.Module`` parameters are frozen meanwhile).
-        x: ``(N, D)`` datapoints on the model's device.
-        steps: passes over ``x`` (Adam steps when ``batch_size`` is ``None``).
-        lr: Adam learning rate of the local parameters.
-        elbo: ELBO flavour (see :class:`TrainConfig`).
-        batch_size: minibatch size (default: all of ``x`` at once).
-        guide: a per-datapoint guide for the rows of ``x`` to start from (e.g. initialised
-            at an encoder's output: semi-amortised inference); default a fresh
-            :class:`~ppl_gen.guides.MeanFieldGuide`.
-
-    Returns:
-        The fitted guide (a :class:`~ppl_gen.guides.MeanFieldGuide` with ``num_data = N``
-        unless ``guide`` was given).
-    """
-    n = x.shape[0]
-    if guide is None:
-        guide = MeanFieldGuide(model, n)
-        guide.setup(x[:1], torch.zeros(1, dtype=torch.long, device=x.device), n)
-    guide.to(x.device)
-    if elbo != "enum":
-        elbo = "analytic-kl" if elbo.endswith("analytic-kl") else "trace"
-    first = torch.arange(min(n, batch_size or n), device=x.device)
-    loss_fn, fit_model = training_elbo(model, guide, x[first], first, n, elbo)
-    model_n = functools.partial(fit_model, size=n)
-    guide_n = functools.partial(guide, size=n)
-    optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
-    with frozen(model), pyro.validation_enabled(False):
-        for _ in range(steps):
-            for idx in iterate_minibatches(n, batch_size or n, shuffle=False, device=x.device):
-                loss = loss_fn.differentiable_loss(model_n, guide_n, x[idx], idx)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-    return guide
-
-
-def validation_elbo(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    *,
-    refit_steps: int = 100,
-    dist: DistributedContext | None = None,
-) -> float:
-    """Mean ELBO of ``x`` (nats per datapoint), one sample per datapoint.
-
-    Amortised guides are evaluated directly; per-datapoint guides first get fresh local
-    parameters fitted to ``x`` (:func:`fit_local_guide`, ``refit_steps`` passes).  With a
-    distributed ``dist`` each rank scores its shard of ``x`` and the sums are all-reduced
-    (the same number on every rank).
-    """
-    ctx = dist or DistributedContext(device=x.device)
-    part = ctx.shard(x)
-    total = 0.0
-    if part.shape[0]:
-        if getattr(guide, "is_local", False):
-            guide = fit_local_guide(model, part, steps=refit_steps)
-        total = float(evaluate_bounds(model, guide, part, k=1).elbo.double().sum())
-    return ctx.all_reduce_float(total, "validation ELBO") / x.shape[0]
 
 
 #: Settings a resume may change (applied from the new configuration); any other changed

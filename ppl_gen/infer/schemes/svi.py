@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from ppl_gen.data.datasets import DataSplits
-from ppl_gen.guides import AmortisedGaussianGuide, MeanFieldGuide
+from ppl_gen.guides import make_guide
 from ppl_gen.guides.categorical import AmortisedCategoricalGuide
 from ppl_gen.guides.exact import ExactPosteriorGuide
 from ppl_gen.infer.evaluation import evaluate_on
@@ -37,13 +37,17 @@ def _is_discrete(model: Callable) -> bool:
     return bool(getattr(model, "discrete", False))
 
 
-def fit_svi_local(model: Callable, data: DataSplits, settings: SchemeSettings) -> SchemeResult:
+def fit_svi_local(
+    model: Callable, data: DataSplits, settings: SchemeSettings, family: str = "diag"
+) -> SchemeResult:
     """Fit by SVI with per-datapoint local posteriors; score the test set.
 
     Args:
         model: a Pyro model following the data plate convention (``x: (batch, D)``).
         data: train split for fitting, test split ``(N, D)`` for the bounds.
         settings: SVI epochs, batch size, learning rate, IWAE K, test refit steps.
+        family: the per-datapoint guide family (:data:`ppl_gen.guides.GUIDE_FAMILIES`:
+            ``diag`` or ``full``); rows other than ``diag`` are named ``svi-local-<family>``.
 
     Returns:
         :class:`~ppl_gen.infer.schemes.SchemeResult`: per-epoch training ELBO (nats per
@@ -55,7 +59,7 @@ def fit_svi_local(model: Callable, data: DataSplits, settings: SchemeSettings) -
         guide = _empty_guide
         config = settings.train_config(elbo="enum", val_every=0)
     else:
-        guide = MeanFieldGuide(model, data.train.shape[0])
+        guide = make_guide(family, model, amortised=False, num_data=data.train.shape[0])
         config = settings.train_config()
     result = train(model, guide, data, config)
     # A per-datapoint guide knows nothing of the test points: evaluate_on refits its local
@@ -77,7 +81,7 @@ def fit_svi_local(model: Callable, data: DataSplits, settings: SchemeSettings) -
             f"({settings.test_refit_steps} Adam steps)."
         ]
     return SchemeResult(
-        name="svi-local",
+        name=scheme_name("svi-local", family),
         model=model,
         guide=evaluation.guide,
         history=history_from_training(result),
@@ -91,26 +95,37 @@ def fit_svi_local(model: Callable, data: DataSplits, settings: SchemeSettings) -
     )
 
 
-def make_encoder_guide(model: Callable, settings: SchemeSettings) -> Callable:
-    """Gaussian encoder guide, or categorical encoder for a discrete latent."""
+def scheme_name(scheme: str, family: str) -> str:
+    """The row name of ``scheme`` fitted with guide ``family`` (``amortised-full``, ...;
+    the default ``diag`` family keeps the plain name)."""
+    return scheme if family == "diag" else f"{scheme}-{family}"
+
+
+def make_encoder_guide(model: Callable, settings: SchemeSettings, family: str = "diag") -> Callable:
+    """Encoder guide of ``family`` (diag Gaussian, full-rank, IAF), or the categorical
+    encoder for a model with a discrete assignment (``model.discrete``)."""
     if _is_discrete(model):
         return AmortisedCategoricalGuide(model, tuple(settings.hidden))
-    return AmortisedGaussianGuide(model, tuple(settings.hidden))
+    return make_guide(family, model, amortised=True, hidden=tuple(settings.hidden))
 
 
-def fit_amortised(model: Callable, data: DataSplits, settings: SchemeSettings) -> SchemeResult:
+def fit_amortised(
+    model: Callable, data: DataSplits, settings: SchemeSettings, family: str = "diag"
+) -> SchemeResult:
     """Fit model and encoder guide jointly by SVI; score the test set with the encoder.
 
-    Returns the same :class:`~ppl_gen.infer.schemes.SchemeResult` fields as
-    :func:`fit_svi_local` (bounds in nats per test datapoint, times in seconds).
+    ``family`` is the encoder's family (:data:`ppl_gen.guides.GUIDE_FAMILIES`); rows other
+    than ``diag`` are named ``amortised-<family>``.  Returns the same
+    :class:`~ppl_gen.infer.schemes.SchemeResult` fields as :func:`fit_svi_local` (bounds in
+    nats per test datapoint, times in seconds).
     """
-    guide = make_encoder_guide(model, settings)
+    guide = make_encoder_guide(model, settings, family)
     config = settings.train_config(elbo="enum") if _is_discrete(model) else settings.train_config()
     result = train(model, guide, data, config)
     t1 = time.perf_counter()
     bounds = bounds_with_weights(model, guide, data.test, settings.iwae_k)
     return SchemeResult(
-        name="amortised",
+        name=scheme_name("amortised", family),
         model=model,
         guide=guide,
         history=history_from_training(result),
