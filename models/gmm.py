@@ -26,8 +26,6 @@ float64 and write back.  All log-densities are in nats.
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import torch
@@ -136,10 +134,12 @@ class GaussianMixture(nn.Module):
     Args:
         data_dim: ``D`` (>= 1).
         n_components: ``K`` (>= 1).
-        covariance: ``"full"`` (``Sigma_k = L_k L_k^T``, ``L_k`` lower triangular with
-            diagonal ``exp(raw_kii)``) or ``"diag"`` (``Sigma_k = diag(exp(2 log_scales_k))``).
-        reg_covar: added to the diagonal of every covariance in the M-step (as in
-            scikit-learn, default ``1e-6``).
+        covariance: ``"full"`` (``Sigma_k = L_k L_k^T + reg_covar I``, ``L_k`` lower
+            triangular with diagonal ``exp(raw_kii)``) or ``"diag"``
+            (``Sigma_k = diag(exp(2 log_scales_k) + reg_covar)``).
+        reg_covar: added to the diagonal of every covariance, in the M-step (as in
+            scikit-learn) and in the parameterisation used by gradient-based fits (default
+            ``1e-6``); see :meth:`scale_tril`.
 
     Attribute ``threads`` (default ``None``): torch threads for the closed-form fits and
     evaluations (``em``, ``mean_field``, ``log_marginal``, ...); ``None`` uses one thread
@@ -159,6 +159,13 @@ class GaussianMixture(nn.Module):
 
     latent_site = "c"
     discrete = True
+    svi_lr_scale = 0.1
+    """Factor on the SVI learning rate (:mod:`ppl_gen.infer.schemes.svi`).  Adam moves every
+    raw parameter by about ``lr`` per step whatever its scale; the mixture's means and
+    Cholesky entries are in pixel units while its smallest covariance eigenvalues are near
+    ``reg_covar``, and on the digits ``lr = 1e-2`` (the default of the linear-Gaussian and
+    mixture models) drives the k-means++ start from 87 to 5 nats/point test log-likelihood
+    in 30 epochs, ``lr = 1e-3`` to 77 (EM: 87)."""
 
     def __init__(
         self,
@@ -204,33 +211,43 @@ class GaussianMixture(nn.Module):
         """Mixing weights ``pi = softmax(logits)``, ``(K,)``."""
         return torch.softmax(self.logits, dim=-1)
 
-    @property
-    def _scale_floor(self) -> float:
-        """``sqrt(reg_covar)``: floor on the diagonal of every ``L_k`` (diag: on the scales).
+    def _excess_tril(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``L_k`` of ``Sigma_k = L_k L_k^T + reg_covar I``: ``(K, D, D)`` lower triangular,
+        diagonal ``exp(raw_kii)``, differentiable (in ``dtype``, default the parameters')."""
+        raw = self.scale_tril_raw if dtype is None else self.scale_tril_raw.to(dtype)
+        return raw.tril(-1) + torch.diag_embed(torch.diagonal(raw, dim1=-2, dim2=-1).exp())
 
-        EM's covariances are ``S_k + reg_covar I``, whose Cholesky diagonals are at least
-        ``sqrt(reg_covar)``, so the floor never binds for them; it keeps gradient-based fits
-        (SVI) from collapsing a component onto a constant pixel.
-        """
-        return math.sqrt(self.reg_covar)
+    def variances(self) -> torch.Tensor:
+        """Diagonal covariances ``exp(2 log_scales) + reg_covar``, ``(K, D)`` (``diag`` only)."""
+        return (2.0 * self.log_scales).exp() + self.reg_covar
 
-    def _diag_scales(self, raw_log: torch.Tensor) -> torch.Tensor:
-        return raw_log.exp().clamp_min(self._scale_floor)
+    def _covariances64(self) -> torch.Tensor:
+        """``Sigma_k = L_k L_k^T + reg_covar I`` in float64, ``(K, D, D)``, differentiable."""
+        chol = self._excess_tril(torch.float64)
+        eye = torch.eye(self.data_dim, dtype=torch.float64, device=chol.device)
+        return chol @ chol.transpose(-1, -2) + self.reg_covar * eye
 
     def scale_tril(self) -> torch.Tensor:
-        """Cholesky factors ``L_k`` of the covariances, ``(K, D, D)``, differentiable."""
+        """Cholesky factors of the covariances, ``(K, D, D)``, differentiable.
+
+        Every covariance is ``L_k L_k^T + reg_covar I`` (diag: ``exp(2 log_scales) +
+        reg_covar``), the form of EM's M-step (``S_k + reg_covar I``): positive definite
+        with every eigenvalue at least ``reg_covar`` whatever the parameters, so a
+        gradient-based fit (SVI) can neither make a covariance singular nor collapse a
+        component onto a constant pixel more tightly than EM does.  The factor is computed
+        in float64 (condition numbers up to ``max variance / reg_covar``) and returned in
+        the parameters' dtype.
+        """
         if self.covariance == "diag":
-            return torch.diag_embed(self._diag_scales(self.log_scales))
-        raw = self.scale_tril_raw
-        diag = self._diag_scales(torch.diagonal(raw, dim1=-2, dim2=-1))
-        return raw.tril(-1) + torch.diag_embed(diag)
+            return torch.diag_embed(self.variances().sqrt())
+        return torch.linalg.cholesky(self._covariances64()).to(self.scale_tril_raw.dtype)
 
     def covariances(self) -> torch.Tensor:
-        """Covariance matrices ``Sigma_k = L_k L_k^T``, ``(K, D, D)``, differentiable."""
+        """Covariance matrices ``Sigma_k``, ``(K, D, D)``, differentiable (see
+        :meth:`scale_tril`)."""
         if self.covariance == "diag":
-            return torch.diag_embed(self._diag_scales(self.log_scales).square())
-        chol = self.scale_tril()
-        return chol @ chol.transpose(-1, -2)
+            return torch.diag_embed(self.variances())
+        return self._covariances64().to(self.scale_tril_raw.dtype)
 
     def _params64(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log pi (K,), mu (K, D), Sigma (K, D, D) or variances (K, D))`` in float64."""
@@ -238,23 +255,33 @@ class GaussianMixture(nn.Module):
             log_w = torch.log_softmax(self.logits.double(), dim=-1)
             mu = self.means.double()
             if self.covariance == "diag":
-                return log_w, mu, self._diag_scales(self.log_scales.double()).square()
-            raw = self.scale_tril_raw.double()
-            diag = self._diag_scales(torch.diagonal(raw, dim1=-2, dim2=-1))
-            chol = raw.tril(-1) + torch.diag_embed(diag)
-            return log_w, mu, chol @ chol.transpose(-1, -2)
+                return log_w, mu, (2.0 * self.log_scales.double()).exp() + self.reg_covar
+            return log_w, mu, self._covariances64()
 
     @torch.no_grad()
     def _store(self, log_w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> None:
-        """Write float64 ``log pi``, means and covariances (diag: variances) to the parameters."""
+        """Write float64 ``log pi``, means and covariances (diag: variances) to the parameters.
+
+        The part of each covariance above ``reg_covar I`` is stored (its eigenvalues
+        floored at ``1e-6 reg_covar``, so a covariance below ``reg_covar I`` -- the
+        variational Bayesian point estimate can be -- is raised to it).
+        """
         self.logits.copy_(log_w.to(self.logits))
         self.means.copy_(mu.to(self.means))
+        jitter = 1e-6 * self.reg_covar if self.reg_covar > 0 else 1e-300
         if self.covariance == "diag":
-            self.log_scales.copy_((0.5 * cov.log()).to(self.log_scales))
-        else:
-            chol = cholesky(sym(cov), "covariance")
-            raw = chol.tril(-1) + torch.diag_embed(torch.diagonal(chol, dim1=-2, dim2=-1).log())
-            self.scale_tril_raw.copy_(raw.to(self.scale_tril_raw))
+            excess = (cov - self.reg_covar).clamp_min(jitter)
+            self.log_scales.copy_((0.5 * excess.log()).to(self.log_scales))
+            return
+        eye = torch.eye(self.data_dim, dtype=cov.dtype, device=cov.device)
+        excess = sym(cov) - self.reg_covar * eye
+        chol, info = torch.linalg.cholesky_ex(excess + jitter * eye)
+        if bool((info > 0).any()):
+            evals, evecs = torch.linalg.eigh(excess)
+            excess = (evecs * evals.clamp_min(jitter).unsqueeze(-2)) @ evecs.transpose(-1, -2)
+            chol = cholesky(sym(excess) + jitter * eye, "covariance")
+        raw = chol.tril(-1) + torch.diag_embed(torch.diagonal(chol, dim1=-2, dim2=-1).log())
+        self.scale_tril_raw.copy_(raw.to(self.scale_tril_raw))
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, *image_shape) -> (N, D)``; see :func:`ppl_gen.lvm.plates.flatten_rows`."""
@@ -306,7 +333,7 @@ class GaussianMixture(nn.Module):
             if self.covariance == "full":
                 px = ComponentGaussian(c, means, self.scale_tril().to(flat.dtype))
             else:
-                scales = self._diag_scales(self.log_scales).to(flat.dtype)
+                scales = self.variances().sqrt().to(flat.dtype)
                 px = ComponentGaussian(c, means, scales, diag=True)
             pyro.sample("x", px, obs=flat)
         return c

@@ -122,6 +122,9 @@ class TrainConfig:
         batch_size: datapoints per minibatch (>= 1).
         lr: Adam learning rate of global parameters (networks, likelihood scales).
         local_lr: Adam learning rate of per-datapoint guide parameters.
+        local_steps: for per-datapoint guides, Adam steps per minibatch: ``local_steps -
+            1`` steps on the minibatch's local parameters alone (model frozen), then the
+            joint step (default 1: the joint step only; single process only).
         elbo: ``trace`` (``Trace_ELBO``, Monte Carlo KL), ``analytic-kl``
             (``TraceMeanField_ELBO``, closed-form KL where available), ``jit`` or
             ``jit-analytic-kl`` (their ``torch.jit`` compiled versions; minibatches of equal
@@ -146,6 +149,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     local_lr: float = 1e-2
+    local_steps: int = 1
     elbo: str = "analytic-kl"
     num_particles: int = 1
     objective: str = "elbo"
@@ -165,6 +169,7 @@ class TrainConfig:
         require_positive_int("epochs", self.epochs)
         require_positive_int("batch_size", self.batch_size)
         require_positive_int("num_particles", self.num_particles)
+        require_positive_int("local_steps", self.local_steps)
         if self.elbo not in ELBOS:
             raise PplGenError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
         if not self.lr > 0:
@@ -297,6 +302,7 @@ class SVITask:
                 self.autocast, self.ctx,
             )  # fmt: skip
         else:
+            self._local_steps(xb, idx)
             with self.autocast():
                 loss = self.elbo.differentiable_loss(self.model_n, self.guide_n, xb, idx)
             self.optimizer.zero_grad(set_to_none=True)
@@ -304,6 +310,22 @@ class SVITask:
             loss = loss.detach()
         self.optimizer.step()
         return {"loss": loss, "weight": idx.shape[0]}
+
+    def _local_steps(self, xb: torch.Tensor, idx: torch.Tensor) -> None:
+        """``local_steps - 1`` Adam steps on the per-datapoint guide parameters alone
+        (every other gradient dropped, so Adam leaves the model and its moments as they are)."""
+        if self.config.local_steps <= 1 or not getattr(self.guide, "is_local", False):
+            return
+        local = {id(p) for p in self.guide.parameters()}
+        for _ in range(self.config.local_steps - 1):
+            with self.autocast():
+                loss = self.elbo.differentiable_loss(self.model_n, self.guide_n, xb, idx)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in self.params:
+                if id(p) not in local:
+                    p.grad = None
+            self.optimizer.step()
 
     def end_epoch(self, summary: EpochSummary) -> dict:
         config, data = self.config, self.data

@@ -37,6 +37,7 @@ from ppl_gen.infer.schemes import (
     fit_semi_amortised,
     fit_svi_local,
 )
+from ppl_gen.infer.schemes.convergence import assess, check_against_em
 from ppl_gen.infer.schemes.nuts import write_inference_data
 from ppl_gen.infer.schemes.preflight import check_schemes
 from ppl_gen.infer.schemes.svi import make_encoder_guide
@@ -181,6 +182,7 @@ _METRIC_KEYS = (
     "iterations",
     "epochs",
     "converged",
+    "convergence",
 )
 
 
@@ -211,7 +213,8 @@ def _scheme_metrics(result: SchemeResult) -> tuple[dict, torch.Tensor]:
         "test_seconds": result.test_seconds,
         "iterations": history.iterations,
         "epochs": result.epochs,
-        "converged": history.converged,
+        "converged": history.converged if result.converged is None else result.converged,
+        "convergence": result.convergence or None,
         "history": {  # metrics.schema.json: one entry per iteration (EM, CAVI) or epoch (SVI)
             "step": "epoch" if result.epochs is not None else "iteration",
             "objective": result.objective_name,
@@ -310,6 +313,7 @@ def run_compare(
         try:
             with store:
                 result = _run_scheme(name, factory, data, settings, results)
+            check_against_em(assess(result, settings), results.get("em"))
             result.param_store = result.param_store or store
             results[name] = result
         except (PplGenError, TrainingDiverged) as exc:

@@ -39,6 +39,7 @@ __all__ = [
     "plot_khat_histogram",
     "plot_loss_curves",
     "plot_objective_vs_time",
+    "ranking",
     "save_image_panels",
     "save_manifold",
     "save_reconstructions",
@@ -103,7 +104,9 @@ def format_metrics_table(metrics: Mapping) -> str:
         scheme is flagged "bound unreliable" only when more than 10% of them are
         (:data:`ppl_gen.infer.diagnostics.UNRELIABLE_FRACTION`, Vehtari et al. 2024), and
         reads "not applicable" for a discrete proposal.  A row scored on fewer test points
-        than ``n_test`` (``n_evaluated``, e.g. NUTS) shows ``(n = 10 of 359)`` after its name.
+        than ``n_test`` (``n_evaluated``, e.g. NUTS) shows ``(n = 10 of 359)`` after its name;
+        a row whose fit missed its convergence criterion (``converged`` false) shows
+        ``(not converged)`` and is left out of :func:`ranking`.
 
     Raises:
         PplGenError: if ``metrics`` has no ``schemes`` mapping.
@@ -124,6 +127,8 @@ def format_metrics_table(metrics: Mapping) -> str:
         n_rows, n_all = _num(row.get("n_evaluated")), _num(metrics.get("n_test"))
         if n_rows is not None and n_all is not None and n_rows < n_all:
             label += f" (n = {int(n_rows)} of {int(n_all)})"
+        if row.get("converged") is False and not row.get("failed"):
+            label += " (not converged)"
         iterations = _num(row.get("iterations"))
         objective = _fmt(row.get("final_train_objective", row.get("final_train_elbo")), ".2f")
         kind = row.get("objective")
@@ -146,6 +151,31 @@ def format_metrics_table(metrics: Mapping) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ranking(metrics: Mapping) -> str:
+    """One sentence ranking the converged, non-failed schemes by test IWAE-K (nats per test
+    datapoint, best first) and naming the rows left out because they did not converge or
+    failed; ``""`` when nothing can be ranked or left out."""
+    ranked, left = [], []
+    for name, row in _schemes(metrics).items():
+        row = row if isinstance(row, Mapping) else {}
+        iwae = _num(row.get("test_iwae"))
+        if row.get("failed") or iwae is None:
+            left.append(f"{name} (failed)" if row.get("failed") else str(name))
+        elif row.get("converged") is False:
+            left.append(f"{name} (not converged)")
+        elif _num(row.get("n_evaluated")) not in (None, _num(metrics.get("n_test"))):
+            left.append(f"{name} (scored on a subset)")
+        else:
+            ranked.append((iwae, str(name)))
+    parts = []
+    if ranked:
+        order = " > ".join(f"{n} ({v:.2f})" for v, n in sorted(ranked, reverse=True))
+        parts.append(f"Ranked by test IWAE-K: {order}.")
+    if left:
+        parts.append(f"Not ranked: {', '.join(left)}.")
+    return " ".join(parts)
 
 
 def _md_link_target(filename: str | os.PathLike, report_dir: Path) -> str:
@@ -213,6 +243,7 @@ def write_report(
         "",
         format_metrics_table(metrics),
         "",
+        *([ranking(metrics), ""] if ranking(metrics) else []),
         "All bounds are log-likelihood lower bounds in nats per test datapoint (mean ± standard "
         "error over test datapoints); higher is better. For the same model and guide the "
         "IWAE-K bound is at least the ELBO in expectation and tightens as K grows (Burda et "

@@ -24,6 +24,8 @@ class SchemeSettings:
         hidden: encoder hidden widths of amortised guides.
         iwae_k: K of the test IWAE-K bound.
         test_refit_steps: Adam steps fitting per-datapoint test posteriors (svi-local).
+        local_steps: Adam steps on the per-datapoint q of each minibatch, model frozen
+            between them, per joint step (mean-field / svi-local SVI; see TrainConfig).
         em_max_iter, em_tol, n_init: EM / mean-field iterations, relative-change stopping
             tolerance, restarts (GMM k-means++).
         semi_amortised_steps: SVI refinement steps from the encoder's output.
@@ -42,6 +44,7 @@ class SchemeSettings:
     hidden: Sequence[int] = (256,)
     iwae_k: int = 1000
     test_refit_steps: int = 500
+    local_steps: int = 3
     em_max_iter: int = 500
     em_tol: float = 1e-6
     n_init: int = 1
@@ -94,6 +97,9 @@ class SchemeResult:
         param_store: the fit's own Pyro parameter store
             (:class:`~ppl_gen.infer.param_stores.FitStore`), entered whenever the fitted
             model is used again (refined, sampled, drawn); ``None`` outside ``compare``.
+        converged, convergence: whether the fit met its documented convergence criterion
+            (``None``: not assessed) and that criterion with its figures, in words
+            (:mod:`ppl_gen.infer.schemes.convergence`).
     """
 
     name: str
@@ -109,6 +115,8 @@ class SchemeResult:
     notes: list[str] = field(default_factory=list)
     epochs: int | None = None
     param_store: FitStore | None = None
+    converged: bool | None = None
+    convergence: str = ""
 
 
 def history_from_training(result: TrainResult) -> FitHistory:

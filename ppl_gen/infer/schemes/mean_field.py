@@ -30,8 +30,10 @@ def fit_mean_field(model: Callable, data: DataSplits, settings: SchemeSettings) 
         result.name = "mean-field"
         result.notes = [
             "mean-field: no conjugate coordinate updates for this model, so the mean-field "
-            "family is fitted by SVI with per-datapoint Gaussian q (test posteriors refitted "
-            f"with the model frozen, {settings.test_refit_steps} Adam steps)."
+            "family is fitted by SVI with per-datapoint Gaussian q "
+            f"({settings.local_steps} Adam steps on each minibatch's q per joint step, model "
+            "frozen between; test posteriors refitted with the model frozen, "
+            f"{settings.test_refit_steps} Adam steps)."
         ]
         return result
     t0 = time.perf_counter()
