@@ -18,7 +18,12 @@ from ppl_gen.data.images import ImageData, load_images, to_unit
 from ppl_gen.gan.cycle_trainer import CycleGANConfig, load_cyclegan, train_cyclegan
 from ppl_gen.gan.dcgan import DCDiscriminator
 from ppl_gen.gan.losses import GANLoss, r1_penalty
-from ppl_gen.gan.stabilisers import GeneratorEMA, apply_spectral_norm, ema_weights
+from ppl_gen.gan.stabilisers import (
+    GeneratorEMA,
+    apply_spectral_norm,
+    ema_weights,
+    warmed_up_decay,
+)
 from ppl_gen.gan.steps import discriminator_step, fixed_inputs
 from ppl_gen.gan.trainer import GANConfig, load_generator, train_gan
 
@@ -94,8 +99,21 @@ def test_ema_update_rule():
     net(torch.randn(4, 2))  # moves the batch-norm statistics
     p1 = {k: v.clone() for k, v in net.state_dict().items()}
     ema.update(net)
+    d = 2 / 11  # warm-up: min(0.9, (1 + 1) / (10 + 1)) at the second update
     for k in ("0.weight", "0.bias", "1.weight", "1.running_mean"):
-        assert torch.allclose(ema.module.state_dict()[k], 0.9 * p0[k] + 0.1 * p1[k])
+        assert torch.allclose(ema.module.state_dict()[k], d * p0[k] + (1 - d) * p1[k])
+    for _ in range(2, 200):  # later updates reach the decay beta
+        ema.update(net)
+    assert warmed_up_decay(0.9, 150) == 0.9
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    p2 = {k: v.clone() for k, v in net.state_dict().items()}
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    ema.update(net)
+    assert torch.allclose(
+        ema.module.state_dict()["0.weight"], 0.9 * before["0.weight"] + 0.1 * p2["0.weight"]
+    )
     restored = GeneratorEMA(net, 0.9)
     restored.load_state_dict(ema.state_dict())
     assert all(torch.equal(v, ema_weights(ema.state_dict())[k]) for k, v in

@@ -9,10 +9,13 @@ CycleGAN, pix2pix):
 * the **R1 penalty** ``gamma / 2 E_real[||grad_x D(x)||^2]`` on real data (Mescheder et al.
   2018, eq. 9; :func:`~ppl_gen.gan.losses.r1_penalty`) added to the discriminator's loss;
 * a generator **EMA** (Karras et al. 2018, sec. 3 / Yazici et al. 2019): after every
-  generator step ``theta_ema <- beta theta_ema + (1 - beta) theta`` (buffers such as batch-norm
-  statistics averaged the same way), via :class:`torch.optim.swa_utils.AveragedModel` with
-  :func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`; the average is what samples, figures
-  and metrics use, and it is saved in checkpoints (``generator_ema``).
+  generator step ``theta_ema <- d_t theta_ema + (1 - d_t) theta`` (buffers such as batch-norm
+  statistics averaged the same way) with the warmed-up decay ``d_t = min(beta, (1 + t) /
+  (10 + t))`` after ``t`` earlier updates (the ``num_updates`` rule of TensorFlow's
+  ``ExponentialMovingAverage``), so a short run is not dominated by the initial weights
+  (with a fixed ``beta = 0.999`` the first generator would keep weight ``0.999^T``: 79% after
+  234 steps); kept by :class:`torch.optim.swa_utils.AveragedModel`; the average is what
+  samples, figures and metrics use, and it is saved in checkpoints (``generator_ema``).
 
 :class:`Stabilisers` holds the three settings (``spectral_norm``, ``r1``, ``ema``); the
 trainers' configs inherit it.  With more than one process, R1 is refused like WGAN-GP (its
@@ -31,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ppl_gen.core.errors import PplGenError
 
@@ -81,12 +84,31 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+def warmed_up_decay(beta: float, t: int) -> float:
+    """The EMA decay after ``t`` earlier updates: ``min(beta, (1 + t) / (10 + t))``."""
+    return min(beta, (1.0 + t) / (10.0 + t))
+
+
+def _ema_update(beta: float):
+    @torch.no_grad()
+    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        # AveragedModel copies on its first call; later calls come here with t >= 1
+        decay = warmed_up_decay(beta, int(n_averaged))
+        for p_ema, p in zip(ema, current, strict=True):
+            if p_ema.is_floating_point():
+                p_ema.lerp_(p, 1.0 - decay)
+            else:  # integer buffers (batch-norm counters): the current value
+                p_ema.copy_(p)
+
+    return update
+
+
 class GeneratorEMA:
     """Exponential moving average of a generator's parameters and buffers.
 
     ``update(generator)`` after each generator step: the first call copies the weights,
-    later ones set ``p_ema <- decay p_ema + (1 - decay) p``
-    (:func:`torch.optim.swa_utils.get_ema_multi_avg_fn`).  ``module`` is the averaged copy
+    the ``(t + 1)``-th sets ``p_ema <- d p_ema + (1 - d) p`` with ``d =``
+    :func:`warmed_up_decay` ``(decay, t)``.  ``module`` is the averaged copy
     (kept in eval mode; call it as the generator).  ``state_dict`` / ``load_state_dict`` make
     it a checkpoint component; :func:`ema_weights` turns a saved state into the generator's
     own ``state_dict``.
@@ -99,7 +121,7 @@ class GeneratorEMA:
     def __init__(self, generator: nn.Module, decay: float) -> None:
         self.decay = float(decay)
         self.averaged = AveragedModel(
-            generator, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
+            generator, multi_avg_fn=_ema_update(self.decay), use_buffers=True
         )
         self.averaged.eval()
 
