@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     from ppl_gen.infer.training import TrainingDiverged
 
     try:
-        command().main(args=argv, prog_name="ppl-gen", standalone_mode=False)
+        # Click returns typer.Exit's code (e.g. 1: compare where every scheme failed).
+        code = command().main(args=argv, prog_name="ppl-gen", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
     except PplGenError as exc:
         print(f"error: {flag_message(_first_line(exc))}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -23,7 +24,15 @@ from ppl_gen.cli.common import (
     DOWNLOAD,
     SEED,
     TENSORBOARD,
+    Activation,
+    AEArch,
+    AEOutput,
+    Binarize,
+    ElboName,
     EvaluateOptions,
+    Likelihood,
+    Method,
+    Noise,
     app,
     emit,
     evaluator,
@@ -44,6 +53,7 @@ from ppl_gen.jobs.latent import (
     run_reconstruct,
     run_tsne,
 )
+from ppl_gen.jobs.novelty import MODELS as NOVELTY_MODELS
 from ppl_gen.jobs.novelty import NoveltyConfig, run_novelty
 from ppl_gen.jobs.train_autoencoder import (
     AutoencoderJob,
@@ -62,6 +72,7 @@ latent_app = typer.Typer(
 app.add_typer(latent_app, name="latent")
 
 JSON_OPT = typer.Option(False, "--json", help="print the result as JSON")
+NoveltyModel = Literal[NOVELTY_MODELS]
 
 
 # --------------------------------------------------------------------------- train ae/dae/...
@@ -108,16 +119,18 @@ def _register_autoencoder_command(variant: str, help_text: str) -> None:
         data: str = DATA,
         data_root: str = DATA_ROOT,
         download: bool = DOWNLOAD,
-        arch: str = typer.Option("mlp", help="mlp or conv (grey images with sides divisible by 4)"),
+        arch: AEArch = typer.Option(
+            "mlp", help="mlp or conv (grey images with sides divisible by 4)"
+        ),
         latent_dim: int = typer.Option(32, help="code size Z"),
         hidden: str = typer.Option("256", help="mlp hidden widths, comma-separated"),
-        activation: str = typer.Option(
+        activation: Activation = typer.Option(
             "relu", help="mlp hidden activation: relu, sigmoid, tanh, elu"
         ),
-        output: str = typer.Option(
+        output: AEOutput = typer.Option(
             "sigmoid", help="sigmoid (cross-entropy) or linear (squared error)"
         ),
-        noise: str = typer.Option(None, help="dae: gaussian (default) or masking"),
+        noise: Noise = typer.Option(None, help="dae: gaussian (default) or masking"),
         noise_level: float = typer.Option(
             None, help="dae: Gaussian std (default 0.3) or masking probability (default 0.25)"
         ),
@@ -125,10 +138,10 @@ def _register_autoencoder_command(variant: str, help_text: str) -> None:
         contractive: float = typer.Option(
             None, help="cae: weight of the squared Jacobian norm (default 0.05)"
         ),
-        epochs: int = typer.Option(20),
-        batch_size: int = typer.Option(128),
-        lr: float = typer.Option(1e-3),
-        binarize: str = typer.Option("none", help="none, dynamic or static"),
+        epochs: int = typer.Option(20, help="training epochs (in total, when resuming)"),
+        batch_size: int = typer.Option(128, help="minibatch size (images per optimiser step)"),
+        lr: float = typer.Option(1e-3, help="Adam learning rate"),
+        binarize: Binarize = typer.Option("none", help="none, dynamic or static"),
         n_train: int = typer.Option(None, help="use only the first N training images"),
         device: str = DEVICE,
         seed: int = SEED,
@@ -168,12 +181,12 @@ def train_cvae_command(
         "their class; a large Z lets z carry the class too)",
     ),
     hidden: str = typer.Option("400", help="hidden widths, comma-separated"),
-    likelihood: str = typer.Option("bernoulli", help="bernoulli or gaussian"),
-    epochs: int = typer.Option(50),
-    batch_size: int = typer.Option(128),
-    lr: float = typer.Option(1e-3),
-    binarize: str = typer.Option("dynamic", help="dynamic, static or none"),
-    elbo: str = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
+    likelihood: Likelihood = typer.Option("bernoulli", help="bernoulli or gaussian"),
+    epochs: int = typer.Option(50, help="training epochs (in total, when resuming)"),
+    batch_size: int = typer.Option(128, help="minibatch size (images per optimiser step)"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    binarize: Binarize = typer.Option("dynamic", help="dynamic, static or none"),
+    elbo: ElboName = typer.Option("analytic-kl", help="trace, analytic-kl, jit or jit-analytic-kl"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     device: str = DEVICE,
     seed: int = SEED,
@@ -221,9 +234,17 @@ LATENT_OUT = typer.Option("runs/latent", help="output folder for the figure and 
 LABEL = typer.Option(None, help="conditional checkpoints: class to decode with")
 
 
-def _setup(checkpoint: str, device: str, out: str) -> EncoderDecoder:
+def _setup(checkpoint: str, device: str, out: str, label: int | None = None) -> EncoderDecoder:
     check_output_dir(out, "out")
-    return load_pair(checkpoint, device)
+    pair = load_pair(checkpoint, device)
+    if label is not None and not pair.num_classes:
+        raise PplGenError(
+            f"label {label}: the checkpoint's {pair.kind} model is unconditional (it takes no "
+            "class); leave --label out"
+        )
+    if label is not None and not 0 <= label < pair.num_classes:
+        raise PplGenError(f"label must be in 0..{pair.num_classes - 1}, got {label}")
+    return pair
 
 
 def _images(pair: EncoderDecoder, data, data_root, seed, n=None):
@@ -249,7 +270,7 @@ def latent_interpolate(
     z_from: str = typer.Option(None, help="start code from a .npy file (instead of an image)"),
     z_to: str = typer.Option(None, help="end code from a .npy file"),
     steps: int = typer.Option(10, help="points on the path (>= 2)"),
-    method: str = typer.Option("slerp", help="slerp or lerp"),
+    method: Method = typer.Option("slerp", help="slerp or lerp"),
     label: int = LABEL,
     device: str = DEVICE,
     seed: int = SEED,
@@ -259,7 +280,7 @@ def latent_interpolate(
     """Decode a linear or spherical interpolation between two codes."""
     if method not in METHODS:
         raise PplGenError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    pair = _setup(checkpoint, device, out)
+    pair = _setup(checkpoint, device, out, label)
     x = y = None
     if z_from is None and z_to is None:
         x, y = _images(pair, data, data_root, seed)
@@ -286,7 +307,7 @@ def latent_grid(
     data_root: str = DATA_ROOT,
     corners: str = typer.Option("0,1,2,3", help="4 test-image indices: TL,TR,BL,BR"),
     n: int = typer.Option(8, help="grid side"),
-    method: str = typer.Option("lerp", help="lerp (bilinear) or slerp"),
+    method: Method = typer.Option("lerp", help="lerp (bilinear) or slerp"),
     label: int = LABEL,
     device: str = DEVICE,
     seed: int = SEED,
@@ -298,7 +319,7 @@ def latent_grid(
         idx = tuple(int(i) for i in corners.split(","))
     except ValueError:
         raise PplGenError(f"corners must be 4 comma-separated indices, got {corners!r}") from None
-    pair = _setup(checkpoint, device, out)
+    pair = _setup(checkpoint, device, out, label)
     x, y = _images(pair, data, data_root, seed)
     _emit_tool(run_grid(pair, out, x, y, corners=idx, n=n, method=method, label=label), as_json)
 
@@ -313,7 +334,7 @@ def latent_manifold(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode the 2-D latent manifold through the inverse Gaussian CDF (2-D latents only)."""
-    pair = _setup(checkpoint, device, out)
+    pair = _setup(checkpoint, device, out, label)
     _emit_tool(run_manifold(pair, out, n=n, label=label), as_json)
 
 
@@ -366,7 +387,7 @@ def latent_reconstruct(
     data: str = LATENT_DATA,
     data_root: str = DATA_ROOT,
     n_images: int = typer.Option(10, help="test images shown"),
-    noise: str = typer.Option(None, help="gaussian or masking: denoising before/after"),
+    noise: Noise = typer.Option(None, help="gaussian or masking: denoising before/after"),
     noise_level: float = typer.Option(0.3, help="Gaussian std or masking probability"),
     device: str = DEVICE,
     seed: int = SEED,
@@ -387,18 +408,18 @@ def latent_reconstruct(
 
 @app.command()
 def novelty(
-    model: str = typer.Option("ae", help="ae, dae, sae, cae or vae"),
+    model: NoveltyModel = typer.Option("ae", help="ae, dae, sae, cae or vae"),
     holdout_class: int = typer.Option(9, help="class left out of training (the novelty)"),
     data: str = DATA,
     data_root: str = DATA_ROOT,
-    latent_dim: int = typer.Option(16),
+    latent_dim: int = typer.Option(16, help="latent dimension Z"),
     hidden: str = typer.Option("256", help="hidden widths, comma-separated"),
-    epochs: int = typer.Option(20),
-    batch_size: int = typer.Option(128),
-    lr: float = typer.Option(1e-3),
+    epochs: int = typer.Option(20, help="training epochs (in total, when resuming)"),
+    batch_size: int = typer.Option(128, help="minibatch size (images per optimiser step)"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
     iwae_k: int = typer.Option(100, help="vae: K of the -IWAE-K score"),
-    n_train: int = typer.Option(None),
-    n_test: int = typer.Option(None),
+    n_train: int = typer.Option(None, help="use only the first N training images"),
+    n_test: int = typer.Option(None, help="use only the first N test images"),
     device: str = DEVICE,
     seed: int = SEED,
     out: str = typer.Option("runs/novelty", help="output folder (metrics.json, checkpoint.pt)"),

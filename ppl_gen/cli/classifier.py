@@ -29,9 +29,9 @@ def train_classifier_command(
     data_root: str = typer.Option(
         None, help="folder with MNIST/raw (torchvision layout; default ../shared/data/mnist)"
     ),
-    epochs: int = typer.Option(10),
-    batch_size: int = typer.Option(128),
-    lr: float = typer.Option(1e-3),
+    epochs: int = typer.Option(10, help="training epochs (in total, when resuming)"),
+    batch_size: int = typer.Option(128, help="minibatch size (images per optimiser step)"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     device: str = DEVICE,
     seed: int = SEED,

@@ -15,13 +15,46 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import typer
 
+from ppl_gen.adaptation.dann import ARCHS as DANN_ARCHS
+from ppl_gen.autoencoders.base import ACTIVATIONS, OUTPUTS
+from ppl_gen.autoencoders.build import ARCHS as AE_ARCHS
+from ppl_gen.autoencoders.noise import NOISES
 from ppl_gen.core.errors import SEED_MAX, PplGenError
+from ppl_gen.core.precision import PRECISIONS
+from ppl_gen.data.datasets import BINARIZE_MODES
+from ppl_gen.gan.losses import LOSS_MODES
+from ppl_gen.infer.objectives import ESTIMATORS, OBJECTIVES
+from ppl_gen.latent.interpolate import METHODS
+from ppl_gen.lvm.builders import COVARIANCES, GUIDES, MODELS
+from ppl_gen.lvm.likelihoods import LIKELIHOODS
+
+# Choice options: ``Literal`` annotations make them Click choices (listed in ``--help``,
+# completed by the shell, refused with one line naming the flag), built from the values the
+# library accepts.  ``Literal[tuple]`` is ``Literal[*tuple]``.
+Binarize = Literal[BINARIZE_MODES]
+Precision = Literal[PRECISIONS]
+ElboName = Literal[("trace", "analytic-kl", "jit", "jit-analytic-kl")]
+LatentModel = Literal[MODELS]
+Likelihood = Literal[LIKELIHOODS]
+Guide = Literal[GUIDES]
+Covariance = Literal[COVARIANCES]
+GanLoss = Literal[LOSS_MODES]
+Activation = Literal[tuple(ACTIVATIONS)]
+AEOutput = Literal[OUTPUTS]
+AEArch = Literal[AE_ARCHS]
+Noise = Literal[NOISES]
+Method = Literal[METHODS]
+DannArch = Literal[DANN_ARCHS]
+Channels = Literal[("auto", "1", "3")]
+Objective = Literal[OBJECTIVES]
+Estimator = Literal[ESTIMATORS]
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -70,7 +103,9 @@ DATA_HELP = "digits (scikit-learn's bundled 8x8 digits), mnist, or a .npy/.npz f
 DATA = typer.Option("digits", help=DATA_HELP)
 DATA_ROOT = typer.Option(None, help="folder with MNIST/raw (torchvision layout)")
 DOWNLOAD = typer.Option(False, help="download MNIST into --data-root if missing")
-BINARIZE = typer.Option("dynamic", help="dynamic, static or none")
+BINARIZE = typer.Option(
+    "dynamic", help="binarisation: dynamic (resampled each epoch), static or none"
+)
 DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
 SEED = typer.Option(
     0,

@@ -23,7 +23,9 @@ from ppl_gen.cli.common import (
     DEVICE,
     SEED,
     TENSORBOARD,
+    DannArch,
     EvaluateOptions,
+    Precision,
     emit,
     evaluator,
     train_app,
@@ -45,7 +47,7 @@ def train_dann_command(
     bsds_root: str = typer.Option(
         None, help="folder of photographs for MNIST-M (default ../shared/data/bsds500/train)"
     ),
-    arch: str = typer.Option(
+    arch: DannArch = typer.Option(
         "bn", help="bn (paper layout + batch norm, dropout) or paper (Ganin et al. 2016)"
     ),
     epochs: int = typer.Option(20, help="epochs over the source training images"),
@@ -61,7 +63,7 @@ def train_dann_command(
     ),
     pad_points: int = typer.Option(2000, help="test images per domain for the proxy A-distance"),
     tsne: bool = typer.Option(True, help="draw tsne.png (features before / after adaptation)"),
-    precision: str = typer.Option(
+    precision: Precision = typer.Option(
         "fp32", help="fp32, or bf16 (training forward passes under torch.autocast)"
     ),
     deterministic: bool = typer.Option(

@@ -20,9 +20,19 @@ from ppl_gen.infer.schemes.semi_amortised import fit_semi_amortised
 from ppl_gen.infer.schemes.svi import fit_amortised, fit_svi_local
 
 SCHEMES = ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts")
+#: Other spellings of scheme names, accepted everywhere: Pyro and Cremer et al. (2018)
+#: write "amortized".
+SCHEME_ALIASES = {"amortized": "amortised", "semi-amortized": "semi-amortised"}
+
+
+def normalise_scheme(name: str) -> str:
+    """``name`` with an alias (:data:`SCHEME_ALIASES`) replaced by its canonical spelling."""
+    return SCHEME_ALIASES.get(name, name)
+
 
 __all__ = [
     "SCHEMES",
+    "SCHEME_ALIASES",
     "SchemeResult",
     "SchemeSettings",
     "check_em",
@@ -33,4 +43,5 @@ __all__ = [
     "fit_nuts",
     "fit_semi_amortised",
     "fit_svi_local",
+    "normalise_scheme",
 ]
