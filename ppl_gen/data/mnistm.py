@@ -153,7 +153,7 @@ def blend_digits(
 
 
 def _read_mnist(mnist_root: str | os.PathLike, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from ppl_gen.data.datasets import read_mnist  # validates the idx files
+    from ppl_gen.data.mnist import read_mnist  # validates the idx files
 
     return read_mnist(mnist_root, train)
 
