@@ -80,6 +80,13 @@ def compare(
     estimator: Estimator = typer.Option(
         "reparam", help="gradient estimator: reparam, stl (sticking the landing) or dreg (iwae)"
     ),
+    guide_families: str = typer.Option(
+        "diag",
+        "--guide-family",
+        help="guide families of the amortised and svi-local rows, comma-separated: diag "
+        "(diagonal Gaussian), full (full-rank Gaussian), iaf (inverse autoregressive flow, "
+        "amortised only); each family adds its own rows",
+    ),
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     n_test: int = typer.Option(None, help="use only the first N test images"),
@@ -128,6 +135,7 @@ def compare(
         objective=objective,
         k=k,
         estimator=estimator,
+        guide_families=tuple(f.strip() for f in guide_families.split(",") if f.strip()),
         iwae_k=iwae_k,
         n_train=n_train,
         n_test=n_test,

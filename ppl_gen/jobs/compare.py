@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pyro
 import torch
+from pyro import poutine
 
 from ppl_gen.core.device import describe, resolve_device
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import write_json
 from ppl_gen.data.datasets import DataSplits, load_dataset
+from ppl_gen.guides import AmortisedGaussianGuide, MeanFieldGuide
 from ppl_gen.infer.diagnostics import khat_summary, psis_khat
 from ppl_gen.infer.param_stores import FitStore
 from ppl_gen.infer.schemes import (
@@ -85,16 +87,20 @@ def _posterior_mean(result: SchemeResult, x: torch.Tensor) -> torch.Tensor | Non
     with torch.no_grad():
         if guide is None and callable(getattr(model, "mean_field_posterior", None)):
             return model.mean_field_posterior(x)[0]
-        if hasattr(guide, "encode"):
+        if isinstance(guide, AmortisedGaussianGuide):
             return guide.encode(x)[site][0]
-        if hasattr(guide, "posterior"):
+        if isinstance(guide, MeanFieldGuide):
             return guide.posterior(rows)[site][0]
-        if hasattr(guide, "loc"):
-            return guide.loc[rows]
         if guide is not None and callable(getattr(model, "exact_posterior", None)):
             posterior = model.exact_posterior(x)
             if not getattr(model, "discrete", False):
                 return posterior.mean
+        if guide is not None and not getattr(model, "discrete", False):
+            # Any other guide (full-rank, IAF, ...): Monte Carlo mean of 64 draws per row.
+            with pyro.plate("_posterior_draws", 64, dim=-2), FitStore():
+                trace = poutine.trace(guide).get_trace(x, rows, x.shape[0])
+            if site in trace.nodes:
+                return trace.nodes[site]["value"].mean(0)
     return None
 
 
