@@ -111,7 +111,9 @@ def negative_binomial_vae(data):
     def model(x, indices=None, size=None):
         pyro.module("decoder", decoder)
         total = pyro.param(
-            "total_count", lambda: x.new_full((data.data_dim,), 5.0), constraint=constraints.positive
+            "total_count",
+            lambda: x.new_full((data.data_dim,), 5.0),
+            constraint=constraints.positive,
         )
         with ppl_gen.data_plate(x, indices, size):
             z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
