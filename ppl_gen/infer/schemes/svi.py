@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.data.datasets import DataSplits
-from ppl_gen.guides import make_guide
+from ppl_gen.guides import StructuredAmortisedGuide, make_guide
 from ppl_gen.guides.categorical import AmortisedCategoricalGuide
 from ppl_gen.guides.exact import ExactPosteriorGuide
 from ppl_gen.infer.evaluation import evaluate_on
@@ -32,7 +33,7 @@ from ppl_gen.infer.schemes.base import (
     exact_log_likelihood,
     history_from_training,
 )
-from ppl_gen.infer.training import TrainConfig, TrainResult, train
+from ppl_gen.infer.training import TrainConfig, TrainResult, frozen, train
 
 
 def _empty_guide(x, indices=None, size=None) -> None:
@@ -133,10 +134,12 @@ def scheme_name(scheme: str, family: str) -> str:
 
 
 def make_encoder_guide(model: Callable, settings: SchemeSettings, family: str = "diag") -> Callable:
-    """Encoder guide of ``family`` (diag Gaussian, full-rank, IAF), or the categorical
+    """Encoder guide of ``family`` (diag Gaussian, full-rank, IAF, structured), or the categorical
     encoder for a model with a discrete assignment (``model.discrete``)."""
     if _is_discrete(model):
         return AmortisedCategoricalGuide(model, tuple(settings.hidden))
+    if family == "structured":  # q(z_j | x, its model children): a dependency order
+        return StructuredAmortisedGuide(model, hidden=tuple(settings.hidden))
     return make_guide(family, model, amortised=True, hidden=tuple(settings.hidden))
 
 
@@ -154,6 +157,14 @@ def fit_amortised(
     config = (
         _config(model, settings, elbo="enum") if _is_discrete(model) else _config(model, settings)
     )
+    if not getattr(guide, "analytic_kl_safe", True) and "analytic-kl" in config.elbo:
+        config = replace(config, elbo="trace")  # closed-form KLs need the model's order
+    if _is_discrete(model):
+        # E-step first: an untrained categorical encoder spreads each point over every
+        # component, and its q-weighted gradients wreck a mixture started at k-means++; so
+        # the encoder first learns q(c|x) for epochs // 5 epochs with the model frozen.
+        with frozen(model):
+            train(model, guide, data, replace(config, epochs=max(1, settings.epochs // 5)))
     result = train(model, guide, data, config)
     check_improved("amortised", result)
     t1 = time.perf_counter()
