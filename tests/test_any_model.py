@@ -64,14 +64,28 @@ ZOO_SCHEMES = {
 }
 
 
+#: Richer guide families for some of them (rows amortised-<family>, svi-local-full).
+ZOO_FAMILIES = {
+    "three_layer_vae": ("diag", "structured", "iaf"),
+    "dirichlet_latent": ("diag", "full"),
+}
+
+
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_model_runs_through_compare(name, counts_file, tmp_path):
     factory, mode = ZOO[name]
+    families = ZOO_FAMILIES.get(name, ("diag",))
     config = CompareConfig(
-        schemes=ZOO_SCHEMES[name], out=str(tmp_path), **_data_options(mode, counts_file), **SMALL
+        schemes=ZOO_SCHEMES[name],
+        guide_families=families,
+        out=str(tmp_path),
+        **_data_options(mode, counts_file),
+        **SMALL,
     )
     metrics = run_compare(config, factory)
-    assert set(metrics["schemes"]) == set(ZOO_SCHEMES[name])
+    extra = {f"amortised-{f}" for f in families if f != "diag"}
+    extra |= {f"svi-local-{f}" for f in families if f == "full" and "svi-local" in config.schemes}
+    assert set(metrics["schemes"]) == set(ZOO_SCHEMES[name]) | extra
     for scheme, row in metrics["schemes"].items():
         assert row["failed"] is None, (scheme, row["failed"])
         assert np.isfinite(row["test_elbo"]) and np.isfinite(row["test_iwae"]), scheme

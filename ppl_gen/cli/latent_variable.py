@@ -85,7 +85,8 @@ def compare(
         "--guide-family",
         help="guide families of the amortised and svi-local rows, comma-separated: diag "
         "(diagonal Gaussian), full (full-rank Gaussian), iaf (inverse autoregressive flow, "
-        "amortised only); each family adds its own rows",
+        "amortised only), structured (q(z_j | x, its model children), amortised only); each "
+        "family adds its own rows",
     ),
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
     n_train: int = typer.Option(None, help="use only the first N training images"),

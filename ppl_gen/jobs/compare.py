@@ -114,14 +114,14 @@ def _reference_for_nuts(previous: dict[str, SchemeResult]) -> SchemeResult | Non
 def scheme_rows(schemes: Sequence[str], families: Sequence[str]) -> list[str]:
     """The comparison's rows: each scheme once, except ``amortised`` and ``svi-local``, which
     get a row per guide family (``amortised-full``, ``svi-local-full``, ``amortised-iaf``;
-    the ``diag`` family keeps the plain name; ``iaf`` is amortised only)."""
+    the ``diag`` family keeps the plain name; ``iaf`` and ``structured`` are amortised only)."""
     rows = []
     for scheme in schemes:
         if scheme not in ("amortised", "svi-local"):
             rows.append(scheme)
             continue
         for family in families:
-            if family == "iaf" and scheme == "svi-local":
+            if family in ("iaf", "structured") and scheme == "svi-local":
                 continue
             rows.append(scheme if family == "diag" else f"{scheme}-{family}")
     return rows

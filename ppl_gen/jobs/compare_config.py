@@ -11,11 +11,15 @@ from ppl_gen.core.device import resolve_device
 from ppl_gen.core.errors import PplGenError, require_positive_int
 from ppl_gen.core.io import check_output_dir
 from ppl_gen.data.datasets import BINARIZE_MODES
-from ppl_gen.guides import GUIDE_FAMILIES
+from ppl_gen.guides import GUIDE_FAMILIES as _FAMILIES
 from ppl_gen.infer.schemes import SCHEMES, SchemeSettings, normalise_scheme
 from ppl_gen.infer.training import TrainConfig
 from ppl_gen.lvm.builders import COMPARE_MODELS, ModelSpec
 from ppl_gen.lvm.user_model import FORM, is_model_file, load_model_factory
+
+#: Guide families ``compare --guide-family`` offers: the distribution families of
+#: :data:`ppl_gen.guides.GUIDE_FAMILIES` and the structured (dependency-ordered) encoder.
+GUIDE_FAMILIES = (*_FAMILIES, "structured")
 
 DEFAULT_SCHEMES = {
     "vae": ("amortised", "mean-field"),
