@@ -32,6 +32,8 @@ SMALL = dict(
     nuts_subset=2,
     nuts_warmup=8,
     nuts_samples=8,
+    ais_steps=10,
+    ais_chains=2,
     progress=False,
 )
 
@@ -91,6 +93,11 @@ def test_zoo_model_runs_through_compare(name, counts_file, tmp_path):
         assert np.isfinite(row["test_elbo"]) and np.isfinite(row["test_iwae"]), scheme
         # IWAE-K >= ELBO on the same K samples (log-mean-exp >= mean of logs), per scheme.
         assert row["test_iwae"] >= row["test_elbo"] - 1e-5, scheme
+        # The reference column: AIS for every continuous model (none anneals a discrete one).
+        expected = None if name == "mixture_latent" else "ais"
+        assert row["test_log_likelihood_method"] == expected, scheme
+        if expected:
+            assert np.isfinite(row["test_log_likelihood"]), scheme
     assert (tmp_path / "report.md").is_file()
 
 

@@ -203,7 +203,7 @@ def test_nuts_writes_inference_data_and_summary(compare_run):
     assert "r_hat" in summary[0] and "ess_bulk" in summary[0]
     assert len(summary) == 1 + 2 * 2  # one row per test point and latent coordinate
     report = (out / "report.md").read_text()
-    assert "| nuts (n = 2 of 30) |" in report
+    assert "| nuts (n = 2 of 30)" in report
 
 
 # --------------------------------------------------------------------------- latent manifold

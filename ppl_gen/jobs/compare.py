@@ -45,6 +45,7 @@ from ppl_gen.infer.schemes.preflight import check_schemes
 from ppl_gen.infer.schemes.svi import make_encoder_guide
 from ppl_gen.infer.training import TrainingDiverged
 from ppl_gen.jobs.compare_config import CompareConfig
+from ppl_gen.jobs.compare_reference import fill_reference
 from ppl_gen.lvm.builders import build_model
 from ppl_gen.lvm.priors import StandardNormalPrior
 from ppl_gen.lvm.user_model import is_model_file, load_model_factory
@@ -173,6 +174,7 @@ _METRIC_KEYS = (
     "iwae_k",
     "n_evaluated",
     "test_log_likelihood",
+    "test_log_likelihood_method",
     "gap_exact_minus_iwae",
     "gap_iwae_minus_elbo",
     "approximation_gap",
@@ -199,7 +201,7 @@ def _scheme_metrics(result: SchemeResult) -> tuple[dict, torch.Tensor]:
     khat = psis_khat(b.log_weights)
     history = result.history
     finite = [v for v in history.objective if v is not None and math.isfinite(v)]
-    local_q = result.name in ("em", "mean-field", "svi-local", "semi-amortised", "nuts")
+    local_q = result.name.startswith(("em", "mean-field", "svi-local", "semi-amortised", "nuts"))
     metrics = {
         "objective": result.objective_name,
         "final_train_objective": finite[-1] if finite else None,
@@ -329,7 +331,11 @@ def run_compare(
             metrics["schemes"][name] = {key: None for key in _METRIC_KEYS} | {"failed": reason}
             failures.append(f"{name} failed: {reason}")
             continue
-        metrics["schemes"][name], khats[name] = _scheme_metrics(results[name])
+        metrics["schemes"][name] = None  # filled below, once the reference column is
+    methods = fill_reference(results, data.test, config.ais_steps, config.ais_chains, config.seed)
+    for name, result in results.items():
+        metrics["schemes"][name], khats[name] = _scheme_metrics(result)
+        metrics["schemes"][name]["test_log_likelihood_method"] = methods[name]
         metrics["schemes"][name]["failed"] = None
     semi = results.get("semi-amortised")
     if semi is not None and "amortised" in results and semi.model is results["amortised"].model:

@@ -55,6 +55,11 @@ class CompareConfig:
         objective, k, estimator: the SVI schemes' training objective, ``elbo`` or ``iwae``
             with ``k`` samples, and gradient estimator (:mod:`ppl_gen.infer.objectives`).
         iwae_k: K of the test IWAE-K bound.
+        guide_families: guide families of the ``amortised`` / ``svi-local`` rows
+            (``diag``, ``full``, ``iaf``, ``structured``; each adds rows ``<scheme>-<family>``).
+        ais_steps, ais_chains: annealed importance sampling for the reference
+            log-likelihood of models without an exact one (0 steps: none),
+            :mod:`ppl_gen.jobs.compare_reference`.
         n_train, n_test: optional truncation of the splits.
         test_refit_steps, em_max_iter, em_tol, n_init, semi_amortised_steps, nuts_subset,
             nuts_warmup, nuts_samples: per-scheme settings (see
@@ -84,6 +89,8 @@ class CompareConfig:
     n_train: int | None = None
     n_test: int | None = None
     guide_families: Sequence[str] = ("diag",)
+    ais_steps: int = 100
+    ais_chains: int = 4
     test_refit_steps: int = 500
     em_max_iter: int = 500
     em_tol: float = 1e-6
@@ -186,6 +193,9 @@ class CompareConfig:
                 "guide_families: the guide families apply to the amortised and svi-local "
                 "schemes; add one of them to schemes"
             )
+        if type(self.ais_steps) is not int or self.ais_steps < 0:
+            raise PplGenError(f"ais_steps must be an integer >= 0, got {self.ais_steps!r}")
+        require_positive_int("ais_chains", self.ais_chains)
         require_positive_int("epochs", self.resolved_epochs)
         require_positive_int("batch_size", self.resolved_batch_size)
         require_positive_int("iwae_k", self.iwae_k)
