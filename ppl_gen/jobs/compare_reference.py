@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from pyro import poutine
 
 from ppl_gen.core.errors import PplGenError
 from ppl_gen.infer.bdmc import reference_log_likelihood
@@ -25,6 +26,16 @@ from ppl_gen.infer.schemes import SchemeResult
 def _rows(result: SchemeResult, test: torch.Tensor) -> torch.Tensor:
     """The test rows the scheme's bounds cover (a prefix for NUTS)."""
     return test[: int(result.bounds.elbo.shape[0])]
+
+
+def _joint(guide, x: torch.Tensor) -> bool:
+    """Whether ``guide`` samples its sites jointly through an auxiliary site (full-rank,
+    IAF, the NUTS Gaussian): AIS then has no per-site density to start from."""
+    with torch.random.fork_rng(), torch.no_grad(), poutine.block():
+        trace = poutine.trace(guide).get_trace(
+            x[:1], torch.zeros(1, dtype=torch.long, device=x.device), x.shape[0]
+        )
+    return any((site.get("infer") or {}).get("is_auxiliary") for site in trace.nodes.values())
 
 
 def fill_reference(
@@ -55,6 +66,8 @@ def fill_reference(
         key = (id(result.model), x.shape[0])
         if key not in done:
             guide = result.guide if callable(result.guide) else None
+            if guide is not None and _joint(guide, x):
+                guide = None  # AIS needs per-site proposal densities: start from the prior
             try:
                 with result.param_store or contextlib.nullcontext():
                     done[key], _ = reference_log_likelihood(
