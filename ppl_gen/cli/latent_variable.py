@@ -58,7 +58,8 @@ def compare(
     schemes: str = typer.Option(
         None,
         help="comma-separated subset of em,mean-field,svi-local,amortised,semi-amortised,nuts "
-        "(default: every scheme that applies to the model; vae: amortised,mean-field)",
+        "(default: every scheme that applies to the model; vae: amortised,mean-field,"
+        "semi-amortised)",
     ),
     epochs: int = typer.Option(
         None, help="SVI training epochs per scheme (default: 300 for VAEs, 100 otherwise)"
@@ -89,6 +90,12 @@ def compare(
         "family adds its own rows",
     ),
     iwae_k: int = typer.Option(1000, help="K of the test IWAE-K bound"),
+    ais_steps: int = typer.Option(
+        100,
+        help="annealing steps of the AIS reference log p(x) for models without an exact "
+        "one (0: none)",
+    ),
+    ais_chains: int = typer.Option(4, help="AIS chains per test point"),
     n_train: int = typer.Option(None, help="use only the first N training images"),
     n_test: int = typer.Option(None, help="use only the first N test images"),
     test_refit_steps: int = typer.Option(500, help="svi-local: Adam steps on test data"),
@@ -138,6 +145,8 @@ def compare(
         estimator=estimator,
         guide_families=tuple(f.strip() for f in guide_families.split(",") if f.strip()),
         iwae_k=iwae_k,
+        ais_steps=ais_steps,
+        ais_chains=ais_chains,
         n_train=n_train,
         n_test=n_test,
         test_refit_steps=test_refit_steps,

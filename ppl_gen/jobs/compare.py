@@ -27,6 +27,7 @@ from ppl_gen.core.errors import PplGenError
 from ppl_gen.core.io import write_json
 from ppl_gen.data.datasets import DataSplits, load_dataset
 from ppl_gen.guides import AmortisedGaussianGuide, MeanFieldGuide
+from ppl_gen.infer.bounds import iwae_by_k
 from ppl_gen.infer.diagnostics import khat_summary, psis_khat
 from ppl_gen.infer.param_stores import FitStore
 from ppl_gen.infer.schemes import (
@@ -50,6 +51,7 @@ from ppl_gen.lvm.builders import build_model
 from ppl_gen.lvm.priors import StandardNormalPrior
 from ppl_gen.lvm.user_model import is_model_file, load_model_factory
 from ppl_gen.viz import report as reports
+from ppl_gen.viz.curves import plot_iwae_vs_k
 
 #: Version of ``metrics.json`` (JSON Schema: ``ppl_gen/jobs/metrics.schema.json``).
 METRICS_SCHEMA_VERSION = 2
@@ -373,6 +375,23 @@ def _write_outputs(out, config, data, metrics, results, khats, device, failures)
             drawn.add(id(r.history))
             histories[name] = (r.history.seconds, r.history.objective, r.objective_name)
     reports.plot_objective_vs_time(histories, out / "objective_vs_time.png")
+    by_k = {
+        name: iwae_by_k(r.bounds.log_weights)
+        for name, r in results.items()
+        if r.bounds.log_weights is not None
+    }
+    refs = {
+        name: (metrics["schemes"][name]["test_log_likelihood"], method)
+        for name in by_k
+        if (method := metrics["schemes"][name].get("test_log_likelihood_method"))
+    }
+    for name, values in by_k.items():
+        metrics["schemes"][name]["iwae_by_k"] = {str(k): v for k, v in values.items()}
+    if by_k:
+        plot_iwae_vs_k(by_k, refs, out / "iwae_vs_k.png")
+        figures["Test IWAE-K against K, with the reference log p(x) (exact or AIS)"] = (
+            "iwae_vs_k.png"
+        )
     reports.plot_khat_histogram(khats, out / "khat_hist.png")
     samples, recons, manifolds = {}, {}, {}
     n_recon = min(10, data.test.shape[0])

@@ -22,7 +22,7 @@ from ppl_gen.lvm.user_model import FORM, is_model_file, load_model_factory
 GUIDE_FAMILIES = (*_FAMILIES, "structured")
 
 DEFAULT_SCHEMES = {
-    "vae": ("amortised", "mean-field"),
+    "vae": ("amortised", "mean-field", "semi-amortised"),
     "conv-vae": ("amortised", "mean-field"),
     "ppca": ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts"),
     "fa": ("em", "mean-field", "svi-local", "amortised", "semi-amortised", "nuts"),

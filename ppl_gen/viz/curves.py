@@ -245,4 +245,46 @@ def plot_objective_vs_time(
     return plot_curves(panel, path, panel_size=(6.5, 4.0), tight_layout=False)
 
 
-__all__ = ["Curve", "Panel", "plot_curves", "plot_loss_curves", "plot_objective_vs_time"]
+def plot_iwae_vs_k(
+    curves: Mapping[str, Mapping[int, float]],
+    references: Mapping[str, tuple[float, str]],
+    path: PathLike,
+) -> Path:
+    """IWAE-K of the test set against K, one line per scheme, with each scheme's reference
+    ``log p(x)`` (exact or AIS) as a dashed line of the same colour.
+
+    Args:
+        curves: ``{scheme: {K: mean IWAE-K (nats per datapoint)}}``.
+        references: ``{scheme: (mean log p(x) (nats per datapoint), "exact" | "ais")}``.
+        path: PNG destination (written atomically).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    lines = []
+    for i, (scheme, by_k) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        ks = sorted(by_k)
+        lines.append(Curve([by_k[k] for k in ks], ks, scheme, color=color, marker="."))
+        if scheme in references and ks:
+            value, method = references[scheme]
+            label = f"{scheme}: log p(x) ({method})"
+            lines.append(Curve([value, value], [ks[0], ks[-1]], label, color, linestyle="--"))
+    panel = Panel(
+        lines,
+        "K (importance samples per datapoint)",
+        "test IWAE-K (nats per datapoint)",
+        "IWAE-K against K (Burda et al. 2016, eq. 8)",
+        xscale="log",
+    )
+    return plot_curves(panel, path, panel_size=(6.5, 4.5), tight_layout=False)
+
+
+__all__ = [
+    "Curve",
+    "Panel",
+    "plot_curves",
+    "plot_iwae_vs_k",
+    "plot_loss_curves",
+    "plot_objective_vs_time",
+]
