@@ -76,3 +76,22 @@ def test_absurd_fits_are_failed_with_a_reason(digits):
     worse = TrainResult(history={"train_elbo": [10.0, 5.0, 3.0]})
     with pytest.raises(PplGenError, match="did not improve"):
         check_improved("svi-local", worse)
+
+
+def test_amortised_encoder_warm_up_uses_the_unscaled_learning_rate(digits, monkeypatch):
+    """The E-step warm-up trains only the encoder (model frozen), so the mixture's
+    ``svi_lr_scale`` does not apply to it; the joint fit then uses the scaled rate."""
+    from ppl_gen.infer.schemes import svi
+
+    calls = []
+
+    def record(model, guide, data, config):
+        calls.append((config.lr, any(p.requires_grad for p in model.parameters())))
+        return TrainResult(history={"train_elbo": [1.0, 2.0], "seconds": [0.1, 0.2]})
+
+    monkeypatch.setattr(svi, "train", record)
+    monkeypatch.setattr(svi, "bounds_with_weights", lambda *args: None)
+    settings = SchemeSettings(epochs=5, lr=1e-2, iwae_k=2)
+    svi.fit_amortised(GaussianMixture(64, 3), digits, settings)
+    scaled = pytest.approx(1e-2 * GaussianMixture.svi_lr_scale)
+    assert calls == [(1e-2, False), (scaled, True)]

@@ -162,9 +162,12 @@ def fit_amortised(
     if _is_discrete(model):
         # E-step first: an untrained categorical encoder spreads each point over every
         # component, and its q-weighted gradients wreck a mixture started at k-means++; so
-        # the encoder first learns q(c|x) for epochs // 5 epochs with the model frozen.
+        # the encoder first learns q(c|x) for epochs // 5 epochs with the model frozen, at
+        # the unscaled learning rate (svi_lr_scale is about the model's parameters; at the
+        # scaled rate the encoder is still far from p(c|x) when the joint fit starts).
+        warm_up = replace(config, epochs=max(1, settings.epochs // 5), lr=settings.lr)
         with frozen(model):
-            train(model, guide, data, replace(config, epochs=max(1, settings.epochs // 5)))
+            train(model, guide, data, warm_up)
     result = train(model, guide, data, config)
     check_improved("amortised", result)
     t1 = time.perf_counter()
