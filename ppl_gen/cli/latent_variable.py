@@ -100,7 +100,9 @@ def compare(
     n_test: int = typer.Option(None, help="use only the first N test images"),
     test_refit_steps: int = typer.Option(500, help="svi-local: Adam steps on test data"),
     em_max_iter: int = typer.Option(500, help="em / mean-field: maximum iterations"),
-    em_tol: float = typer.Option(1e-6, help="em / mean-field: relative-change tolerance"),
+    em_tol: float = typer.Option(
+        1e-6, help="em / mean-field: stopping tolerance (nats per datapoint; see README)"
+    ),
     n_init: int = typer.Option(1, help="gmm em: k-means++ restarts"),
     semi_amortised_steps: int = typer.Option(200, help="semi-amortised: refinement steps"),
     nuts_subset: int = typer.Option(10, help="nuts: test points sampled"),
