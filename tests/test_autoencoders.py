@@ -251,7 +251,8 @@ def test_resume_may_extend_epochs_and_refuses_other_changes(digits, tmp_path):
     other = load_dataset("digits", seed=1)
     with pytest.raises(PplGenError, match="^data differ"):
         _run(other, ckpt, resume=True, epochs=4)
-    save_checkpoint(tmp_path / "gan.pt", {"kind": "dcgan"})
+    fake = {"kind": "dcgan", "config": {}, "image_shape": [1, 28, 28], "generator": {}}
+    save_checkpoint(tmp_path / "gan.pt", fake)
     with pytest.raises(PplGenError, match="'dcgan' run, not 'autoencoder'"):
         _run(digits, tmp_path / "gan.pt", resume=True)
 

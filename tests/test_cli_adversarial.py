@@ -70,8 +70,8 @@ def test_train_gan_on_digits_and_resume(capsys, tmp_path):
 
 
 def test_unknown_loss(capsys, tmp_path):
-    code, _, err = run(capsys, ["train", "dcgan", "--loss", "hinge", "--out", tmp_path])
-    one_line_error(code, err, "--loss", "vanilla, lsgan, wgan-gp")
+    code, _, err = run(capsys, ["train", "dcgan", "--loss", "softplus", "--out", tmp_path])
+    one_line_error(code, err, "--loss", "'vanilla', 'lsgan', 'wgan-gp', 'hinge'")
     assert not any(tmp_path.iterdir())
 
 
@@ -253,7 +253,7 @@ def test_train_and_evaluate_cgan_on_mnist(capsys, tmp_path):
         "mode_coverage",
     ):
         assert key in result
-    assert 1.0 <= result["inception_score"] <= 10.0 + 1e-6
+    assert 1.0 - 1e-6 <= result["inception_score"] <= 10.0 + 1e-6  # float32 rounding
     assert (tmp_path / "ev" / "samples.png").is_file()
 
 

@@ -30,7 +30,7 @@ from ppl_gen.lvm.builders import ModelSpec, build_guide, build_model
 from ppl_gen.lvm.plates import data_plate
 
 N_DELTA = 11  # global batches of 5, 5, 1: uneven shards, and an empty one on rank 1
-CRASH_AFTER_CALLS = 7  # 1 discovery trace + 2 epochs x 3 batches: rank 1 dies in epoch 3
+CRASH_AFTER_CALLS = 8  # 2 discovery traces (enumeration, parameters) + 2 epochs x 3 batches
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -489,7 +489,7 @@ def test_compare_refuses_to_run_under_torchrun(monkeypatch, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--precision", "fp16"], "--precision must be one of fp32, bf16"),
+        (["--precision", "fp16"], "--precision': 'fp16' is not one of 'fp32', 'bf16'"),
         (["--precision", "bf16", "--elbo", "jit"], "--precision bf16 does not combine"),
     ],
 )

@@ -437,7 +437,7 @@ def test_cli_gans_refuse_bad_precision(tmp_path, capsys, command):
 
     code = main(["train", command, "--precision", "fp8", "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "--precision must be one of fp32, bf16" in capsys.readouterr().err
+    assert "--precision': 'fp8' is not one of 'fp32', 'bf16'" in capsys.readouterr().err
 
 
 def test_cli_gan_deterministic_flag_trains(tmp_path):
@@ -469,7 +469,7 @@ def test_cli_dann_refuses_bad_precision(tmp_path, capsys):
 
     code = main(["train", "dann", "--precision", "fp16", "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "--precision must be one of fp32, bf16" in capsys.readouterr().err
+    assert "--precision': 'fp16' is not one of 'fp32', 'bf16'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

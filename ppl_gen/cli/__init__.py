@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(message, file=sys.stderr)
         else:
-            print(f"error: {' '.join(message.split())}", file=sys.stderr)
+            # Typer validates Literal choices through pydantic, which prefixes "Value error, ".
+            text = " ".join(message.split()).replace(": Value error, ", ": ")
+            print(f"error: {text}", file=sys.stderr)
         return exc.exit_code or 2
     return 0
 
