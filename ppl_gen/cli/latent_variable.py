@@ -167,16 +167,20 @@ def compare(
     metrics = run_compare(config)
     report = Path(out) / "report.md"
     lines = [
-        f"{'scheme':<15} {'test ELBO':>10} {'test IWAE':>10} {'exact':>10}"
-        "  (nats per test datapoint)"
+        f"{'scheme':<15} {'test ELBO':>10} {'test IWAE':>10} {'log p(x)':>10}"
+        "  (nats per test datapoint; log p(x) exact or by AIS)"
     ]
     for name, m in metrics["schemes"].items():
         if m.get("failed"):
             lines.append(f"{name:<15} failed: {m['failed']}")
             continue
         exact = m.get("test_log_likelihood")
-        exact_cell = "n/a" if exact is None else f"{exact:.3f}"
-        lines.append(f"{name:<15} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f} {exact_cell:>10}")
+        method = m.get("test_log_likelihood_method")
+        exact_cell = (
+            "n/a" if exact is None else f"{exact:.3f}" + (" AIS" if method == "ais" else "")
+        )
+        row = f"{name:<15} {m['test_elbo']:>10.3f} {m['test_iwae']:>10.3f} {exact_cell:>10}"
+        lines.append(row)
     lines.append(f"report: {report.resolve()}")
     emit(metrics, as_json, "\n".join(lines))
     failed = {n: m["failed"] for n, m in metrics["schemes"].items() if m.get("failed")}
