@@ -91,7 +91,7 @@ def fit_svi_local(
         config = settings.train_config(elbo="enum", val_every=0)
     else:
         guide = make_guide(family, model, amortised=False, num_data=data.train.shape[0])
-        config = settings.train_config()
+        config = settings.train_config(local_steps=settings.local_steps)
     result = train(model, guide, data, config)
     # A per-datapoint guide knows nothing of the test points: evaluate_on refits its local
     # posteriors with the model frozen.  An enumerated assignment's q is the exact posterior.
