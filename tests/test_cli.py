@@ -291,7 +291,7 @@ def test_compare_smoke_run_json_and_files(tmp_path, capsys):
     assert metrics["n_train"] == 200
     assert metrics["n_test"] == 50
     assert metrics["latent_dim"] == 2
-    assert set(metrics["schemes"]) == set(SCHEMES)
+    assert set(metrics["schemes"]) == {*SCHEMES, "semi-amortised"}  # the main job's default
     for name, m in metrics["schemes"].items():
         for key in ("test_elbo", "test_iwae", "train_seconds"):
             assert isinstance(m[key], float) and np.isfinite(m[key]), (name, key)
@@ -309,8 +309,10 @@ def test_compare_smoke_run_json_and_files(tmp_path, capsys):
         "loss_curves.png",
         "samples.png",
         "reconstructions.png",
+        "iwae_vs_k.png",
         "manifold_amortised.png",
         "manifold_mean-field.png",
+        "manifold_semi-amortised.png",
     }
     for name in files - {"report.md", "metrics.json"}:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
