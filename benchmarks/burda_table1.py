@@ -46,6 +46,7 @@ import ppl_gen
 import pyro
 import pyro.distributions as dist
 import torch
+from repo_paths import shown
 from torch import nn
 from torch.nn import functional as F
 
@@ -234,7 +235,8 @@ def main() -> None:
             f"{r['train_seconds']:.0f} |"
         )
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')} ({payload['total_seconds']:.0f} s)")
+    md = args.out.with_suffix(".md")
+    print(f"wrote {shown(args.out)} and {shown(md)} ({payload['total_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

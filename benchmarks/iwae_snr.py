@@ -34,6 +34,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from matplotlib.figure import Figure
+from repo_paths import shown
 
 from ppl_gen.infer.objectives import ImportanceWeightedObjective
 from ppl_gen.lvm.plates import data_plate
@@ -153,7 +154,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     plot(results, ks, args.out.with_suffix(".png"), args.replicates)
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    print(f"wrote {shown(args.out)} and {shown(args.out.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from plain_vae import (
     ppl_gen_modules,
     write_json,
 )
+from repo_paths import shown
 from torch.nn import functional as F
 
 from ppl_gen.data.datasets import DataSplits, binarize_batch, iterate_minibatches
@@ -161,7 +162,7 @@ def main() -> None:
     write_json(args.out, payload)
     print(
         f"IWAE-{args.k} training, {steps} steps of batch {args.batch_size}: median time ratio "
-        f"ppl_gen / plain = {payload['median_ratio']:.3f} (target <= 1.15); -> {args.out}"
+        f"ppl_gen / plain = {payload['median_ratio']:.3f} (target <= 1.15); -> {shown(args.out)}"
     )
 
 

@@ -39,6 +39,7 @@ import ppl_gen  # noqa: F401
 # isort: split
 import torch
 from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment, write_json
+from repo_paths import shown
 
 from ppl_gen.data.images import load_images
 from ppl_gen.jobs.train_classifier import ClassifierJob, run_train_classifier
@@ -81,7 +82,7 @@ def main() -> None:
     test = load_images("mnist", args.data_root, split="test")
     record = {
         "command": COMMAND,
-        "path": str(path),
+        "path": shown(path),
         "weights_sha256": judge.weights_sha256,
         "reference_weights_sha256": REFERENCE_WEIGHTS_SHA256,
         "is_reference": judge.weights_sha256 == REFERENCE_WEIGHTS_SHA256,

@@ -36,6 +36,7 @@ import ppl_gen  # noqa: F401
 import torch
 from gan_stages import benchmark_config
 from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment, load_mnist, write_json
+from repo_paths import shown
 from torch import nn
 
 from ppl_gen.data.images import load_images
@@ -91,7 +92,7 @@ def fd_beside(generator: nn.Module, test_images: torch.Tensor, n_samples: int) -
         return None
     judge = load_classifier(None, "cpu")
     fd = FDLeNet(judge, test_images).fd(sample_images(generator, n_samples, seed=0))
-    return {"fd_lenet": fd, "judge": str(default_classifier_path())}
+    return {"fd_lenet": fd, "judge": shown(default_classifier_path())}
 
 
 def main() -> None:
@@ -162,7 +163,9 @@ def main() -> None:
     write_json(
         RESULTS / f"{args.name}.json",
         {
-            "settings": {k: (str(v) if k == "data_root" else v) for k, v in vars(args).items()},
+            "settings": {
+                k: (shown(v) if k == "data_root" and v else v) for k, v in vars(args).items()
+            },
             "stylegan_included": stylegan,
             "rows": rows,
             "ranking": [r["model"] for r in ranking],

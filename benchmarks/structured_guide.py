@@ -30,6 +30,7 @@ import ppl_gen
 import pyro
 import pyro.distributions as dist
 import torch
+from repo_paths import shown
 from torch import nn
 from torch.nn import functional as F
 
@@ -97,7 +98,8 @@ def run(args) -> dict:
             f"(train {train_s:.0f} s)",
             flush=True,
         )
-    return {"settings": vars(args), "rows": rows}
+    settings = {k: (shown(v) if k in ("root", "out") else v) for k, v in vars(args).items()}
+    return {"settings": settings, "rows": rows}
 
 
 def main() -> int:
@@ -111,12 +113,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS / "structured_guide.json"))
     args = parser.parse_args()
     if not (Path(args.root) / "mnist").exists():  # torchvision layout: <root>/mnist/MNIST/raw
-        print(f"skipped: MNIST not found under {args.root} (see shared/data/README.md)")
+        print(f"skipped: MNIST not found under {shown(args.root)} (see shared/data/README.md)")
         return 0
     torch.set_num_threads(2)
     out = run(args)
     write_json(args.out, out)
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
     return 0
 
 
