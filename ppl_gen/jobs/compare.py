@@ -100,7 +100,7 @@ def _posterior_mean(result: SchemeResult, x: torch.Tensor) -> torch.Tensor | Non
                 return posterior.mean
         if guide is not None and not getattr(model, "discrete", False):
             # Any other guide (full-rank, IAF, ...): Monte Carlo mean of 64 draws per row.
-            with pyro.plate("_posterior_draws", 64, dim=-2), FitStore():
+            with pyro.plate("_posterior_draws", 64, dim=-2):  # in the scheme's own store
                 trace = poutine.trace(guide).get_trace(x, rows, x.shape[0])
             if site in trace.nodes:
                 return trace.nodes[site]["value"].mean(0)
