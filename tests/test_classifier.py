@@ -11,7 +11,12 @@ import torch
 from ppl_gen.cli import main
 from ppl_gen.core.checkpoint import load_checkpoint, save_checkpoint
 from ppl_gen.core.errors import PplGenError
-from ppl_gen.jobs.train_classifier import classifier_destination
+from ppl_gen.core.portable import (
+    enter_portable_numerics,
+    portable_numerics_active,
+    run_portable_module,
+)
+from ppl_gen.jobs.train_classifier import _child_main, classifier_destination
 from ppl_gen.metrics.classifier import (
     ClassifierConfig,
     LeNet,
@@ -201,6 +206,7 @@ def test_cli_trains_on_mnist_into_the_cache_and_evaluates(capsys, tmp_path, monk
     assert code == 0, capsys.readouterr().err
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["test_accuracy"] > 0.9
+    assert metrics["numerics"] == "portable"  # trained in a fresh portable interpreter
     judge = tmp_path / "cache" / "lenet_mnist.pt"
     assert metrics["checkpoint"] == str(judge) and judge.is_file()
     assert (tmp_path / "cache" / "metrics.json").is_file()
@@ -225,3 +231,19 @@ def test_destination_is_out_when_given_else_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PPL_GEN_CACHE", str(tmp_path / "cache"))
     assert classifier_destination(tmp_path / "o") == tmp_path / "o" / "lenet_mnist.pt"
     assert classifier_destination(None) == tmp_path / "cache" / "lenet_mnist.pt"
+
+
+def test_portable_numerics_need_a_fresh_process():
+    assert not portable_numerics_active()  # the test process uses the fastest kernels
+    with pytest.raises(PplGenError, match="fresh process started with ATEN_CPU_CAPABILITY"):
+        enter_portable_numerics()
+
+
+def test_portable_child_reports_a_failure_as_one_line(tmp_path):
+    error_file = tmp_path / "error.txt"
+    payload = {"data_root": None, "n_train": None, "out": str(tmp_path), "tensorboard": False}
+    payload["train"] = {"epochs": 0}
+    assert _child_main([json.dumps(payload), str(error_file)]) == 2
+    assert error_file.read_text() == "epochs must be a positive integer, got 0"
+    with pytest.raises(PplGenError, match="^the portable run of ppl_gen.no_such_module exited"):
+        run_portable_module("ppl_gen.no_such_module", [], error_file=tmp_path / "e.txt")
