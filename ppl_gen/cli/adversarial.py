@@ -81,6 +81,7 @@ def _gan_command(model: str, default_data: str):
         batch_size: int = typer.Option(64, help="images per step"),
         latent_dim: int = typer.Option(100, help="dimension of the noise z"),
         lr: float = typer.Option(2e-4, help="Adam learning rate of both networks"),
+        g_lr: float = typer.Option(None, help="the generator's learning rate (default: --lr)"),
         n_critic: int = typer.Option(
             None, help="D steps per G step (default 5 for wgan-gp, else 1)"
         ),
@@ -117,6 +118,7 @@ def _gan_command(model: str, default_data: str):
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            g_lr=g_lr,
             n_critic=n_critic,
             gp_weight=gp_weight,
             hidden=parse_hidden(hidden),
@@ -271,7 +273,10 @@ def train_stylegan_command(
     style_mixing: float = typer.Option(
         0.9, help="probability of style mixing per training batch (0: off)"
     ),
-    lr: float = typer.Option(2e-4, help="Adam learning rate of both networks"),
+    lr: float = typer.Option(2e-4, help="Adam learning rate of the discriminator"),
+    g_lr: float = typer.Option(
+        2e-3, help="Adam learning rate of the generator (equalised layers: ~10x --lr)"
+    ),
     n_critic: int = typer.Option(None, help="D steps per G step (default 5 for wgan-gp, else 1)"),
     gp_weight: float = typer.Option(10.0, help="wgan-gp: gradient-penalty weight"),
     ngf: int = typer.Option(32, help="synthesis channels at the finest resolution"),
@@ -308,6 +313,7 @@ def train_stylegan_command(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        g_lr=g_lr,
         n_critic=n_critic,
         gp_weight=gp_weight,
         ngf=ngf,

@@ -107,10 +107,12 @@ def make_optimizers(
     generator: nn.Module, discriminator: nn.Module, config: Any
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """Adam(``config.lr``, ``(config.beta1, config.beta2)``) for each network (``config``: a
-    :class:`~ppl_gen.gan.trainer.GANConfig`)."""
+    :class:`~ppl_gen.gan.trainer.GANConfig`; the generator's at ``config.g_lr`` when that is
+    set)."""
     betas = (config.beta1, config.beta2)
+    g_lr = getattr(config, "g_lr", None) or config.lr
     return (
-        torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas),
+        torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas),
         torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
     )
 

@@ -3,7 +3,13 @@ Generative Adversarial Networks", sec. 2 and fig. 1b) sized for 28x28 (and 32x32
 
 * **Mapping network** ``f: z -> w`` (:class:`MappingNetwork`): ``z`` normalised to unit
   RMS (pixel norm), then ``mapping_layers`` fully connected layers with LeakyReLU(0.2)
-  (8 in the paper; 4 here), ``w`` as wide as ``z``.
+  (8 in the paper; 4 here), ``w`` as wide as ``z``, learning 100x slower than the rest
+  (``lr_mul = 0.01``, appendix C).
+* **Equalised learning rate** (:mod:`ppl_gen.gan.equalized`) on every layer, as in the
+  paper: ``N(0, 1)`` weights scaled at run time by He's constant.  In particular the style
+  affines ``A`` start at the He scale, so the styles move every layer's statistics by O(1)
+  from the first step; with the usual small (N(0, 0.02)) initialisation all codes gave
+  nearly the same image at the start and the benchmark's generator collapsed.
 * **Synthesis network**: a learned constant ``(C0, 7, 7)`` input (4x4 for 32x32), then two
   style layers per resolution 7 -> 14 -> 28 (4 -> 8 -> 16 -> 32): 3x3 convolution (bilinear
   2x upsampling first at a new resolution; none on the constant), per-layer **noise input**
@@ -21,8 +27,8 @@ Generative Adversarial Networks", sec. 2 and fig. 1b) sized for 28x28 (and 32x32
 Noise modes: ``random`` (fresh maps, the training default), ``const`` (one fixed map per
 layer, drawn at construction and stored as a buffer: the eval default, so samples for
 figures and metrics are a function of ``z`` and draw nothing from the global generator) and
-``none``.  The paper's progressive growing, equalised learning rate and truncation trick
-are not used (a 28x28 generator trains directly at full resolution).  Nothing here
+``none``.  The paper's progressive growing and truncation trick are not used (a 28x28
+generator trains directly at full resolution).  Nothing here
 imports Pyro.
 """
 
@@ -37,20 +43,25 @@ from torch.nn import functional as F
 from ppl_gen.core.errors import PplGenError, require, require_positive_int
 from ppl_gen.data.images import to_unit
 from ppl_gen.gan.dcgan import check_dcgan_shape
-from ppl_gen.gan.mlp_gan import mlp_layers
+from ppl_gen.gan.equalized import LRELU_GAIN, EqualizedConv2d, EqualizedLinear
 
 NOISE_MODES = ("random", "const", "none")
 
 
 class MappingNetwork(nn.Module):
     """``forward(z: (B, latent_dim)) -> w: (B, latent_dim)``: pixel norm, then
-    ``n_layers`` x (Linear, LeakyReLU(0.2)) (Karras et al. 2019, sec. 2)."""
+    ``n_layers`` x (equalised Linear with ``lr_mul``, LeakyReLU(0.2)) (Karras et al. 2019,
+    sec. 2 and appendix C: ``lr_mul = 0.01``)."""
 
-    def __init__(self, latent_dim: int, n_layers: int = 4) -> None:
+    def __init__(self, latent_dim: int, n_layers: int = 4, lr_mul: float = 0.01) -> None:
         super().__init__()
         require_positive_int("latent_dim", latent_dim)
         require_positive_int("mapping_layers", n_layers)
-        self.net = nn.Sequential(*mlp_layers([latent_dim] * (n_layers + 1)))
+        layers: list[nn.Module] = []
+        for _ in range(n_layers):
+            layers.append(EqualizedLinear(latent_dim, latent_dim, gain=LRELU_GAIN, lr_mul=lr_mul))
+            layers.append(nn.LeakyReLU(0.2))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
@@ -78,15 +89,13 @@ class NoiseInput(nn.Module):
 
 class AdaIN(nn.Module):
     """Adaptive instance normalisation ``y_s (x - mu(x)) / sigma(x) + y_b`` per channel with
-    ``(y_s - 1, y_b) = A w`` (Karras et al. 2019, eq. 1): ``forward(x: (B, C, H, W),
-    w: (B, w_dim))``."""
+    ``(y_s - 1, y_b) = A w`` (Karras et al. 2019, eq. 1), ``A`` an equalised linear map
+    (He-scaled, bias 0): ``forward(x: (B, C, H, W), w: (B, w_dim))``."""
 
     def __init__(self, channels: int, w_dim: int) -> None:
         super().__init__()
         self.norm = nn.InstanceNorm2d(channels, affine=False)
-        self.affine = nn.Linear(w_dim, 2 * channels)
-        nn.init.normal_(self.affine.weight, 0.0, 0.02)
-        nn.init.zeros_(self.affine.bias)
+        self.affine = EqualizedLinear(w_dim, 2 * channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         scale, bias = self.affine(w).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
@@ -94,14 +103,15 @@ class AdaIN(nn.Module):
 
 
 class StyleLayer(nn.Module):
-    """One style layer: [2x bilinear upsampling,] [3x3 conv,] noise, LeakyReLU(0.2), AdaIN."""
+    """One style layer: [2x bilinear upsampling,] [equalised 3x3 conv,] noise,
+    LeakyReLU(0.2), AdaIN."""
 
     def __init__(
         self, cin: int, cout: int, size: int, w_dim: int, *, conv: bool, upsample: bool
     ) -> None:
         super().__init__()
         self.upsample = upsample
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1) if conv else None
+        self.conv = EqualizedConv2d(cin, cout, 3, gain=LRELU_GAIN) if conv else None
         self.noise = NoiseInput(cout, size)
         self.adain = AdaIN(cout, w_dim)
 
@@ -167,7 +177,7 @@ class StyleGenerator(nn.Module):
             layers.append(StyleLayer(cin, width, size, latent_dim, conv=i > 0, upsample=i > 0))
             layers.append(StyleLayer(width, width, size, latent_dim, conv=True, upsample=False))
         self.layers = nn.ModuleList(layers)
-        self.to_image = nn.Conv2d(widths[-1], c, 1)
+        self.to_image = EqualizedConv2d(widths[-1], c, 1)
         self.num_layers = len(layers)
 
     def styles(

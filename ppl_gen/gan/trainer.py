@@ -141,6 +141,11 @@ class GANConfig(Stabilisers):
         epochs: total epochs (a resumed run continues up to this number).
         batch_size: images per step.
         lr, beta1, beta2: Adam settings of both networks.
+        g_lr: the generator's learning rate when it differs from the discriminator's (the
+            two time-scale update rule of Heusel et al. 2017; ``None``: ``lr``).  The
+            style-based generator's equalised layers store ``N(0, 1)`` weights, so Adam
+            moves them ~1/``c`` times slower than plainly initialised ones: it wants a
+            larger ``g_lr`` (``train stylegan`` uses 2e-3, as in Karras et al. 2019).
         n_critic: discriminator steps per generator step (``None``: 5 for ``wgan-gp``,
             else 1).
         gp_weight: lambda of the WGAN-GP gradient penalty.
@@ -191,6 +196,7 @@ class GANConfig(Stabilisers):
     deterministic: bool = False
     mapping_layers: int = 4
     style_mixing: float = 0.9
+    g_lr: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`PplGenError` naming the first bad setting (its parameter name)."""
@@ -213,6 +219,7 @@ class GANConfig(Stabilisers):
         if self.n_critic is not None:
             require_positive_int("n_critic", self.n_critic)
         require(self.lr > 0, f"lr must be positive, got {self.lr!r}")
+        require(self.g_lr is None or self.g_lr > 0, f"g_lr must be positive, got {self.g_lr!r}")
         require(
             isinstance(self.decay_epochs, int) and 0 <= self.decay_epochs <= self.epochs,
             f"decay_epochs must be in 0..epochs ({self.epochs}), got {self.decay_epochs!r}",
@@ -385,7 +392,7 @@ class GANTask:
     def start_epoch(self, epoch: int) -> None:
         self.generator.train()
         self.discriminator.train()
-        self._lr = float(self.opt_g.param_groups[0]["lr"])
+        self._lr = float(self.opt_d.param_groups[0]["lr"])
 
     def step(self, idx: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
         config, ctx = self.config, self.ctx
