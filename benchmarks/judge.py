@@ -4,7 +4,7 @@ The judge (``ppl_gen.metrics.classifier``) is made by one command::
 
     ppl-gen train classifier --data-root ../shared/data/mnist
 
-(10 epochs, batch 128, Adam 1e-3, seed 0, one CPU thread while training), which writes it
+(10 epochs, batch 128, Adam 1e-3, seed 0, portable CPU numerics), which writes it
 to the cache (``$PPL_GEN_CACHE`` / ``$XDG_CACHE_HOME/ppl_gen`` / ``~/.cache/ppl_gen``,
 ``lenet_mnist.pt``).  This script loads it, records its weights' SHA-256
 (``weights_sha256``), its accuracy on the 10,000 test images and the environment, and with
@@ -29,6 +29,7 @@ FD-LeNet reference points (all against the 10,000 official test images unless no
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -68,6 +69,20 @@ def fd_references(classifier, data_root: Path, seed: int = 0) -> dict[str, float
         "n_train": int(train.shape[0]),
         "n_test": int(test.shape[0]),
     }
+
+
+def recorded_fd_reference(judge) -> float:
+    """``train_10k_vs_test`` of ``results/judge.json`` for this judge (the FD-LeNet
+    reference a benchmark prints beside its scores).
+
+    Raises:
+        SystemExit: no record, or one made with other weights (rerun ``judge.py``).
+    """
+    path = RESULTS / "judge.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("weights_sha256") != judge.weights_sha256:
+        raise SystemExit(f"{shown(path)} is not for this judge: run benchmarks/judge.py first")
+    return float(record["fd_references"]["train_10k_vs_test"])
 
 
 def main() -> None:
