@@ -139,6 +139,7 @@ def main() -> None:
         {
             "config": {**vars(config), "out": str(out.relative_to(REPO))},
             "n_train_per_domain": args.n_train,
+            "judge_sha256": classifier.weights_sha256,
             "curve": curve,
             "final": final,
             "target_met": lp >= 0.8,
