@@ -275,7 +275,7 @@ def train_stylegan_command(
     ),
     lr: float = typer.Option(2e-4, help="Adam learning rate of the discriminator"),
     g_lr: float = typer.Option(
-        2e-3, help="Adam learning rate of the generator (equalised layers: ~10x --lr)"
+        1e-3, help="Adam learning rate of the generator (equalised layers: ~5x --lr)"
     ),
     n_critic: int = typer.Option(None, help="D steps per G step (default 5 for wgan-gp, else 1)"),
     gp_weight: float = typer.Option(10.0, help="wgan-gp: gradient-penalty weight"),

@@ -145,7 +145,8 @@ class GANConfig(Stabilisers):
             two time-scale update rule of Heusel et al. 2017; ``None``: ``lr``).  The
             style-based generator's equalised layers store ``N(0, 1)`` weights, so Adam
             moves them ~1/``c`` times slower than plainly initialised ones: it wants a
-            larger ``g_lr`` (``train stylegan`` uses 2e-3, as in Karras et al. 2019).
+            larger ``g_lr`` (``train stylegan`` uses 1e-3; Karras et al. 2019 use 1e-3 to
+            3e-3).
         n_critic: discriminator steps per generator step (``None``: 5 for ``wgan-gp``,
             else 1).
         gp_weight: lambda of the WGAN-GP gradient penalty.
