@@ -6,12 +6,13 @@ training images for each latent size in ``--latent-dims`` (default 2 -- the targ
 20, to show how agreement depends on Z: a large latent space lets the encoder carry the
 class in ``z`` too, so prior samples mix classes), draws ``--per-class`` samples of every
 class (``z ~ N(0, I)``, decoder means) and classifies them with the project's
-independently trained LeNet (``ppl_gen.metrics.classifier``: ``--classifier`` or the cached
-judge at ``default_classifier_path()``, ``$PPL_GEN_CACHE`` / ``$XDG_CACHE_HOME/ppl_gen`` /
-``~/.cache/ppl_gen``; trained here, seed 0, when absent).
+independently trained LeNet judge (``ppl_gen.metrics.classifier``: ``--classifier`` or the
+cached judge at ``default_classifier_path()``, ``$PPL_GEN_CACHE`` /
+``$XDG_CACHE_HOME/ppl_gen`` / ``~/.cache/ppl_gen``, made by ``ppl-gen train classifier
+--data-root DIR``; the script stops when it is absent).
 Target: >= 90% of the samples of each requested class are classified as that class.
-Also reports the classifier's accuracy on real test images (the reference), and the test
-ELBO / IWAE-K bounds on log p(x | y) in nats.
+Also records the judge's weights SHA-256 (and whether it is the reference judge) and its
+accuracy on real test images, and the test ELBO / IWAE-K bounds on log p(x | y) in nats.
 
 Writes ``benchmarks/results/cvae_class_agreement.json``.
 
@@ -30,29 +31,21 @@ import ppl_gen  # noqa: F401  (sets MKL_ENABLE_INSTRUCTIONS before torch loads)
 
 # isort: split
 import torch
+from plain_vae import environment
+from repo_paths import shown
 
 from ppl_gen.autoencoders.conditional import cvae_bounds, sample_classes, train_cvae
 from ppl_gen.core.io import write_json
 from ppl_gen.data.datasets import load_dataset
 from ppl_gen.infer.training import TrainConfig
 from ppl_gen.metrics.classifier import (
-    ClassifierConfig,
+    REFERENCE_WEIGHTS_SHA256,
     accuracy,
     default_classifier_path,
     load_classifier,
-    train_classifier,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def classifier_for(root: str, classifier_path: Path):
-    if classifier_path.is_file():
-        return load_classifier(classifier_path), str(classifier_path)
-    print("no cached classifier; training one (10 epochs)", flush=True)
-    grey = load_dataset("mnist", root, seed=0)
-    net, _ = train_classifier(grey.train, grey.train_labels, ClassifierConfig(progress=False))
-    return net, "trained in this run"
 
 
 def run_one(args, splits, classifier, z_dim: int) -> dict:
@@ -119,13 +112,19 @@ def main() -> None:
     if not Path(args.data_root).is_dir():
         sys.exit(f"MNIST not found at {args.data_root} (--data-root)")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    t0 = time.perf_counter()
 
     splits = load_dataset("mnist", args.data_root, binarize="dynamic", seed=args.seed)
     grey = load_dataset("mnist", args.data_root, seed=args.seed)
     path = Path(args.classifier) if args.classifier else default_classifier_path()
-    classifier, source = classifier_for(args.data_root, path)
+    classifier = load_classifier(path)  # stops with how to create it when absent
     reference = accuracy(classifier, grey.test, grey.test_labels)
-    print(f"classifier ({source}): test accuracy on real images {reference:.4f}", flush=True)
+    is_reference = classifier.weights_sha256 == REFERENCE_WEIGHTS_SHA256
+    print(
+        f"judge {shown(path)}: SHA-256 {classifier.weights_sha256} (reference judge: "
+        f"{is_reference}), test accuracy on real images {reference:.4f}",
+        flush=True,
+    )
 
     runs = {}
     for z_dim in (int(v) for v in args.latent_dims.split(",")):
@@ -135,15 +134,19 @@ def main() -> None:
         "epochs": args.epochs,
         "n_train": int(splits.train.shape[0]),
         "per_class_samples": args.per_class,
-        "classifier": source,
+        "classifier": shown(path),
+        "classifier_weights_sha256": classifier.weights_sha256,
+        "classifier_is_reference": is_reference,
         "classifier_test_accuracy_real_images": reference,
         "target_latent_dim": first["latent_dim"],
         "pass": first["agreement_min_class"] >= 0.9,
         "by_latent_dim": runs,
         "load_average": [round(v, 2) for v in os.getloadavg()],
+        "environment": environment(),
+        "wall_seconds": time.perf_counter() - t0,
     }
     write_json(args.out, result)
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
 
 
 if __name__ == "__main__":

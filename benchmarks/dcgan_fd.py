@@ -1,21 +1,25 @@
-"""Quality target: DCGAN's FD-LeNet improves with training, reported against the floor.
+"""Quality target: DCGAN's FD-LeNet falls with training, reported against the reference.
 
 DCGAN (``ppl_gen.gan``; ngf = ndf = 32, z of 64, vanilla loss, batch 64, Adam 2e-4
 (0.5, 0.999)) trained on the 14,262 MNIST training images.  After the epochs listed in
 ``--eval-at`` it draws 10,000 samples and measures FD-LeNet (Fréchet distance in the
-project's LeNet feature space; not comparable to Inception FID) against the 10,000 official
-test images, next to the *floor*: the same distance between two random halves of the test
-set (5,000 vs 5,000).  Printed and saved: FD, floor, FD / floor per evaluation point, the
-classifier Inception score and mode coverage of the samples.  Target: the ratio falls with
-training.  Needs the cached classifier (``ppl-gen train classifier --data-root DIR``).
+feature space of the project's LeNet judge; not comparable to Inception FID) against the
+10,000 official test images.  The **reference** is the FD-LeNet of 10,000 real training
+images against the same test set (``benchmarks/judge.py``'s ``train_10k_vs_test``, computed
+here with the judge in use): what a generator that reproduced training digits would score.  The
+two-test-halves distance is recorded too, but it is not a floor (no train/test shift).
+Printed and saved per evaluation point: FD, FD / reference, the classifier Inception score
+and mode coverage of the samples; and the judge's weights SHA-256 and test accuracy.
+Target: FD-LeNet falls at every evaluation.  Needs the cached reference judge
+(``ppl-gen train classifier --data-root DIR``).
 
-``.venv/bin/python benchmarks/dcgan_fd.py [--data-root DIR] [--eval-at 1,5,15] [--quick]``
+``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dcgan_fd.py [--data-root DIR] [--eval-at
+1,5,15] [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -26,18 +30,63 @@ import ppl_gen  # noqa: F401
 # isort: split
 import torch
 from gan_stages import benchmark_config, train_in_stages
-from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment, write_json
+from judge import fd_references
+from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment
+from repo_paths import shown
+from torch import nn
 
-from ppl_gen.data.images import load_images
-from ppl_gen.metrics.classifier import load_classifier
+from ppl_gen.core.io import save_with, write_json
+from ppl_gen.data.images import ImageData, load_images
+from ppl_gen.gan.trainer import GANConfig
+from ppl_gen.metrics.classifier import (
+    REFERENCE_WEIGHTS_SHA256,
+    accuracy,
+    default_classifier_path,
+    load_classifier,
+)
 from ppl_gen.metrics.generative import (
     FDLeNet,
     classifier_inception_score,
     mode_coverage,
     predict_classes,
-    real_halves_fd,
     sample_images,
 )
+
+
+def judge_record(judge: nn.Module, path: Path, test: ImageData, data_root: Path) -> dict:
+    """What the results must say about the judge they were scored with.
+
+    Args:
+        judge: the LeNet from :func:`load_classifier` (carries ``weights_sha256``).
+        path: the file it was loaded from.
+        test: the 10,000 MNIST test images ``(N, 1, 28, 28)`` in [0, 1] with labels.
+        data_root: MNIST folder (for the FD-LeNet references of ``benchmarks/judge.py``).
+
+    Returns:
+        ``path`` (shown relative), ``weights_sha256``, ``is_reference`` (equals
+        ``REFERENCE_WEIGHTS_SHA256``), ``test_accuracy`` (fraction of real test images),
+        ``fd_references`` (``train_10k_vs_test`` -- the reference --, ``train_all_vs_test``,
+        ``test_halves``).
+    """
+    return {
+        "path": shown(path),
+        "weights_sha256": judge.weights_sha256,
+        "is_reference": judge.weights_sha256 == REFERENCE_WEIGHTS_SHA256,
+        "test_accuracy": accuracy(judge, test.images, test.labels),
+        "fd_references": fd_references(judge, data_root),
+    }
+
+
+def config_record(config: GANConfig) -> dict:
+    """``config`` as JSON, its output folder relative to the repository."""
+    record = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
+    record["out"] = shown(config.out)
+    return record
+
+
+def copy_atomic(source: Path, dest: Path) -> None:
+    """Copy ``source`` over ``dest`` atomically (``ppl_gen.core.io.save_with``)."""
+    save_with(dest, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def main() -> None:
@@ -53,24 +102,30 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="2,000 images, epochs 1,2")
     args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     eval_at = sorted({int(e) for e in args.eval_at.split(",")})
     n_train = None
     if args.quick:
         eval_at, n_train = [1, 2], 2000
-    classifier = load_classifier(args.classifier, "cpu")
+    t0 = time.perf_counter()
+    path = args.classifier or default_classifier_path()
+    classifier = load_classifier(path, "cpu")
     data = load_images("mnist", args.data_root, n=n_train)
-    test = load_images("mnist", args.data_root, split="test").images
+    test = load_images("mnist", args.data_root, split="test")
     print(
-        f"train {tuple(data.images.shape)}, test {tuple(test.shape)}, "
+        f"train {tuple(data.images.shape)}, test {tuple(test.images.shape)}, "
         f"threads {torch.get_num_threads()}"
     )
-    t0 = time.perf_counter()
-    floor = real_halves_fd(classifier, test)
-    fd_metric = FDLeNet(classifier, test)
+    judge = judge_record(classifier, path, test, args.data_root)
+    reference = judge["fd_references"]["train_10k_vs_test"]
     print(
-        f"floor (FD-LeNet between two halves of the test set): {floor:.3f} "
-        f"({time.perf_counter() - t0:.0f} s)"
+        f"judge {judge['path']}: SHA-256 {judge['weights_sha256']} (reference judge: "
+        f"{judge['is_reference']}), test accuracy {100 * judge['test_accuracy']:.2f}%; "
+        f"FD-LeNet reference (10,000 training images vs test) {reference:.3f}, two test "
+        f"halves {judge['fd_references']['test_halves']:.3f} ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
     )
+    fd_metric = FDLeNet(classifier, test.images)
     config = benchmark_config("dcgan", max(eval_at), "bench_dcgan_fd")
     out = Path(config.out)
     rows = []
@@ -83,40 +138,42 @@ def main() -> None:
             "train_seconds": result.seconds,
             "images_per_second": result.history["images_per_second"][-1],
             "fd_lenet": fd,
-            "fd_lenet_real_halves": floor,
-            "ratio": fd / floor,
+            "fd_over_reference": fd / reference,
             "inception_score": classifier_inception_score(classifier, fake),
             "mode_coverage": mode_coverage(predict_classes(classifier, fake)),
             "eval_seconds": time.perf_counter() - t1,
         }
         rows.append(row)
         print(
-            f"epoch {epoch:3d}: FD-LeNet {fd:8.3f}  floor {floor:.3f}  ratio {fd / floor:7.2f}  "
-            f"IS {row['inception_score']:.2f}  classes covered "
+            f"epoch {epoch:3d}: FD-LeNet {fd:8.3f}  (reference {reference:.3f}, x"
+            f"{fd / reference:.1f})  IS {row['inception_score']:.2f}  classes covered "
             f"{row['mode_coverage']['classes_covered']}/10 "
             f"(KL {row['mode_coverage']['kl_to_uniform']:.3f})  "
-            f"[{result.seconds:.0f} s training, {row['images_per_second']:.0f} images/s]"
+            f"[{result.seconds:.0f} s training, {row['images_per_second']:.0f} images/s]",
+            flush=True,
         )
-    improving = all(b["ratio"] < a["ratio"] for a, b in zip(rows, rows[1:], strict=False))
-    print(f"ratio improves at every evaluation: {improving}")
-    shutil.copy(out / f"samples_epoch_{max(eval_at):03d}.png", RESULTS / "dcgan_samples.png")
+    improving = all(b["fd_lenet"] < a["fd_lenet"] for a, b in zip(rows, rows[1:], strict=False))
+    print(f"FD-LeNet falls at every evaluation (target): {improving}")
+    copy_atomic(out / f"samples_epoch_{max(eval_at):03d}.png", RESULTS / "dcgan_samples.png")
+    dest = RESULTS / ("dcgan_fd_quick.json" if args.quick else "dcgan_fd.json")
     write_json(
-        RESULTS / ("dcgan_fd_quick.json" if args.quick else "dcgan_fd.json"),
+        dest,
         {
-            "config": {
-                k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
-            },
+            "config": config_record(config),
+            "judge": judge,
+            "fd_reference_train_10k_vs_test": reference,
             "n_train": int(data.images.shape[0]),
-            "n_test": int(test.shape[0]),
+            "n_test": int(test.images.shape[0]),
             "n_samples": args.n_samples,
             "rows": rows,
-            "ratio_improves": improving,
+            "fd_falls_at_every_evaluation": improving,
+            "samples_png": shown(RESULTS / "dcgan_samples.png"),
             "load_average": os.getloadavg(),
             "environment": environment(),
             "wall_seconds": time.perf_counter() - t0,
         },
     )
-    json.dumps(rows)
+    print(f"wrote {shown(dest)}")
 
 
 if __name__ == "__main__":
