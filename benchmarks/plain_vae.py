@@ -275,6 +275,7 @@ def environment() -> dict:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
