@@ -94,8 +94,8 @@ def get_vae(args, cache: Path) -> tuple[nn.Module, dict]:
         saved = torch.load(path, weights_only=False)
         model.load_state_dict(saved["model"])
         return model.eval(), {**saved["info"], "cached": True}
-    if args.fd_only:
-        raise SystemExit("--fd-only: the vae is not cached")
+    if args.fd_only or args.sigma_check:
+        raise SystemExit("--fd-only / --sigma-check: the vae is not cached")
     data = load_dataset(
         "mnist",
         args.data_root,
@@ -123,8 +123,8 @@ def get_generator(kind: str, train_images: torch.Tensor, args, cache: Path):
     out = cache / f"{kind}_e{args.gan_epochs}_n{args.n_train}_s{args.seed}"
     ckpt, info_path = out / "checkpoint.pt", out / "info.json"
     cached = ckpt.exists() and info_path.exists() and not args.retrain
-    if not cached and args.fd_only:
-        raise SystemExit(f"--fd-only: the {kind} is not cached")
+    if not cached and (args.fd_only or args.sigma_check):
+        raise SystemExit(f"--fd-only / --sigma-check: the {kind} is not cached")
     if not cached:
         config = benchmark_config(kind, args.gan_epochs, f"likelihood_axis_{kind}")
         config.out = str(out)
@@ -304,6 +304,27 @@ def evaluate_model(name, model, generator, x_val, test_images, args) -> dict:
     return row
 
 
+def check_sigmas(model, test_images: torch.Tensor, row: dict, args) -> dict:
+    """Long-schedule AIS at other sigmas on the row's check images, paired with its check."""
+    base = row["check"]
+    n = min(args.n_check, base["n"])
+    out = {"steps": args.check_steps, "n": n, "chosen": row["sigma"]["sigma"], "sigmas": {}}
+    out["sigmas"][str(out["chosen"])] = {"mean": float(torch.tensor(base["log_px"][:n]).mean())}
+    for sigma in (float(v) for v in args.sigma_check.split(",")):
+        res = ais_row(model.with_sigma(sigma), test_images[:n], args.check_steps, args)
+        diff = torch.tensor(res["log_px"]) - torch.tensor(base["log_px"][:n])
+        res["minus_chosen_mean"] = float(diff.mean())
+        res["minus_chosen_se"] = float(diff.std() / math.sqrt(n)) if n > 1 else None
+        out["sigmas"][str(sigma)] = res
+        print(
+            f"{row['model']}: AIS-{args.check_steps} on {n} at sigma {sigma}: {res['mean']:.1f}"
+            f", minus sigma {out['chosen']}: {res['minus_chosen_mean']:+.1f} ± "
+            f"{res['minus_chosen_se'] or math.nan:.1f} ({res['seconds']:.0f} s)",
+            flush=True,
+        )
+    return out
+
+
 def paired(rows: list[dict]) -> list[dict]:
     """``a - b`` per test image for every pair of rows (their common first images)."""
     out = []
@@ -368,6 +389,13 @@ def parse_args() -> argparse.Namespace:
         help="only recompute the sample statistics (FD-LeNet) of the cached --models and "
         "update their rows",
     )
+    p.add_argument(
+        "--sigma-check",
+        default="",
+        help="only: AIS---check-steps of the first --n-check test images at these sigmas "
+        "(comma-separated) for the cached --models, added to their rows (is the chosen "
+        "sigma the best one at the long schedule?)",
+    )
     args = p.parse_args()
     if args.quick:
         args.vae_epochs, args.gan_epochs, args.n_train = 1, 1, 1000
@@ -415,6 +443,9 @@ def main() -> None:
             row = next(r for r in merge(path, []) if r["model"] == name)
             row["samples"] = sample_stats(generator, test_images, args.n_samples)
             print(f"{name}: samples: {row['samples']}", flush=True)
+        elif args.sigma_check:
+            row = next(r for r in merge(path, []) if r["model"] == name)
+            row["sigma_check"] = check_sigmas(model, test_images, row, args)
         else:
             row = {"model": name, "train": train_info}
             row.update(evaluate_model(name, model, generator, x_val, test_images, args))
@@ -443,6 +474,7 @@ def write_results(path: Path, merged: list[dict], names, args, t_start, cpu_star
         "last_run": {
             "models": names,
             "fd_only": args.fd_only,
+            "sigma_check": args.sigma_check,
             "wall_seconds": time.perf_counter() - t_start,
             "cpu_seconds": time.process_time() - cpu_start,
         },
