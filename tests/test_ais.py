@@ -165,6 +165,23 @@ def test_linear_generator_under_gaussian_observation_model_is_ppca():
     assert best == 0.7 and set(scores) == {0.1, 0.7, 5.0}
 
 
+def test_sigma_refinement_finds_an_optimum_between_grid_points():
+    """sigma = 0.7 lies between the grid's 0.35 and 1.4: refinement at ratio 2^(1/4) walks
+    from the grid's best towards it and scores higher than the grid alone."""
+    g = torch.Generator().manual_seed(3)
+    w, mu = torch.randn(5, 2, generator=g, dtype=F64), torch.rand(5, dtype=F64)
+    model = GaussianObservationModel(lambda z: z @ w.T + mu, 2, 5, 0.7)
+    cov = w @ w.T + 0.49 * torch.eye(5, dtype=F64)
+    x = dist.MultivariateNormal(mu, cov).sample((200,))
+    grid = (0.35, 1.4)
+    coarse, _ = select_sigma(model, x, grid, steps=10, chains=4, leapfrog=3)
+    best, scores = select_sigma(model, x, grid, steps=10, chains=4, leapfrog=3, refine=3)
+    assert best not in grid and 0.45 < best < 1.1
+    assert scores[best] > scores[coarse] and len(scores) <= len(grid) + 6
+    with pytest.raises(PplGenError, match="refine must be >= 0"):
+        select_sigma(model, x, grid, refine=-1)
+
+
 def test_gan_generator_and_vae_decoder_on_one_axis():
     from ppl_gen.gan.mlp_gan import MLPGenerator
 

@@ -20,6 +20,7 @@ more for small ``sigma`` (sharper posteriors), which biases the choice towards l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_gen.core.errors import PplGenError, require_positive_int
+from ppl_gen.core.errors import PplGenError, require, require_positive_int
 from ppl_gen.infer.ais import AISEstimate, evaluate_ais
 from ppl_gen.lvm.plates import data_plate
 
@@ -154,29 +155,49 @@ def select_sigma(
     chains: int = 8,
     leapfrog: int = 5,
     seed: int | None = 0,
+    refine: int = 0,
 ) -> tuple[float, dict[float, float]]:
-    """Grid search for ``sigma`` maximising the mean validation AIS ``log p(x)``.
+    """Grid search for ``sigma`` maximising the mean validation AIS ``log p(x)``, then
+    ``refine`` rounds around the best: its neighbours ``best x 2^(+-1/4)`` (widening past a
+    grid edge as the best moves), each scored once.
+
+    A ``sigma`` off by a factor ``r`` costs about ``D (ln r)^2`` nats per image at the
+    optimum (``D`` pixels), so a factor-2 grid can lose up to ~94 nats on 784 pixels and
+    steps of ``2^(1/4)`` up to ~6 (half a step off).
 
     Args:
         model: the generator's observation model (its own ``sigma`` is ignored).
         x_val: ``(n, ...)`` validation images in [0, 1].
         sigmas: candidates (> 0).
         steps, chains, leapfrog, seed: the (short) AIS of each candidate.
+        refine: refinement rounds (0: the grid only).
 
     Returns:
         ``(best sigma, {sigma: mean validation log p(x) in nats per image})``.
 
     Raises:
-        PplGenError: an empty or non-positive ``sigmas``, or bad AIS settings.
+        PplGenError: an empty or non-positive ``sigmas``, a negative ``refine``, or bad AIS
+            settings.
     """
     if not sigmas or any(not (isinstance(s, (int, float)) and s > 0) for s in sigmas):
         raise PplGenError(f"sigmas: must be positive numbers, got {list(sigmas)!r}")
-    scores = {}
+    require(isinstance(refine, int) and refine >= 0, f"refine must be >= 0, got {refine!r}")
+    scores: dict[float, float] = {}
+
+    def score(s: float) -> None:
+        if not any(math.isclose(s, t, rel_tol=1e-6) for t in scores):
+            scores[float(s)] = evaluate_ais(
+                model.with_sigma(s), x_val, steps=steps, chains=chains, leapfrog=leapfrog, seed=seed
+            ).mean
+
     for s in sigmas:
-        est = evaluate_ais(
-            model.with_sigma(s), x_val, steps=steps, chains=chains, leapfrog=leapfrog, seed=seed
-        )
-        scores[float(s)] = est.mean
+        score(float(s))
+    for _ in range(refine):
+        best = max(scores, key=scores.get)
+        for s in (best * 2**-0.25, best * 2**0.25):
+            score(s)
+        if max(scores, key=scores.get) == best:
+            break
     return max(scores, key=scores.get), scores
 
 
@@ -222,10 +243,12 @@ def generator_log_likelihood(
     val_steps: int | None = None,
     seed: int | None = 0,
     progress: bool | None = None,
+    refine: int = 3,
 ) -> GeneratorLikelihood:
-    """Wu et al. 2017's evaluation: choose ``sigma`` on ``x_val`` (:func:`select_sigma`,
-    ``val_steps`` steps, default ``max(steps // 10, 10)``), then forward AIS from the prior
-    on ``x_test`` with ``steps`` / ``chains`` / ``leapfrog``.
+    """Wu et al. 2017's evaluation: choose ``sigma`` on ``x_val`` (:func:`select_sigma`
+    with ``refine`` rounds at ratio ``2^(1/4)``, ``val_steps`` steps, default
+    ``max(steps // 10, 10)``), then forward AIS from the prior on ``x_test`` with
+    ``steps`` / ``chains`` / ``leapfrog``.
 
     Args:
         x_val, x_test: ``(n, ...)`` images in [0, 1], ``D`` values per row.
@@ -239,7 +262,14 @@ def generator_log_likelihood(
     require_positive_int("steps", steps)
     val_steps = max(steps // 10, 10) if val_steps is None else val_steps
     sigma, scores = select_sigma(
-        model, x_val, sigmas, steps=val_steps, chains=min(chains, 8), leapfrog=leapfrog, seed=seed
+        model,
+        x_val,
+        sigmas,
+        steps=val_steps,
+        chains=min(chains, 8),
+        leapfrog=leapfrog,
+        seed=seed,
+        refine=refine,
     )
     test = evaluate_ais(
         model.with_sigma(sigma),
