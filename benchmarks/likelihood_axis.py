@@ -12,7 +12,8 @@ Models (``--models``, each trained once and cached under ``--cache``, default
   epochs of ``ppl_gen.train`` on dynamically binarised images;
 * ``dcgan``: ngf = ndf = 32, z of 64, vanilla loss, batch 64 (``gan_stages``), ``--gan-epochs``;
 * ``stylegan``: the style-based generator (``ppl_gen.gan.stylegan``, DCGAN discriminator,
-  same settings), ``--gan-epochs``.
+  same settings except ngf 16 and the generator's Adam step 1e-3: the settings of
+  ``stylegan_vs_dcgan.py``), ``--gan-epochs``.
 
 Each generator ``G`` (the VAE: its decoder's Bernoulli means) is put in
 ``p(x | z) = N(G(z), sigma^2 I)`` (:mod:`ppl_gen.infer.generator_likelihood`).  ``sigma``:
@@ -120,7 +121,8 @@ def get_generator(kind: str, train_images: torch.Tensor, args, cache: Path):
     from ppl_gen.core.checkpoint import load_checkpoint
     from ppl_gen.gan.trainer import load_generator, train_gan
 
-    out = cache / f"{kind}_e{args.gan_epochs}_n{args.n_train}_s{args.seed}"
+    tag = "_ngf16_glr1e-3" if kind == "stylegan" else ""
+    out = cache / f"{kind}{tag}_e{args.gan_epochs}_n{args.n_train}_s{args.seed}"
     ckpt, info_path = out / "checkpoint.pt", out / "info.json"
     cached = ckpt.exists() and info_path.exists() and not args.retrain
     if not cached and (args.fd_only or args.sigma_check):
@@ -128,6 +130,8 @@ def get_generator(kind: str, train_images: torch.Tensor, args, cache: Path):
     if not cached:
         config = benchmark_config(kind, args.gan_epochs, f"likelihood_axis_{kind}")
         config.out = str(out)
+        if kind == "stylegan":  # the tuned settings of stylegan_vs_dcgan.py
+            config.ngf, config.g_lr = 16, 1e-3
         t0 = time.perf_counter()
         train_gan(ImageData("mnist", train_images.reshape(-1, 1, 28, 28), None, None), config)
         info = {
