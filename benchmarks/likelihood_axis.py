@@ -92,7 +92,7 @@ def get_vae(args, cache: Path) -> tuple[nn.Module, dict]:
     torch.manual_seed(args.seed)
     model, guide = build_vae()
     if path.exists() and not args.retrain:
-        saved = torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=True)
         model.load_state_dict(saved["model"])
         return model.eval(), {**saved["info"], "cached": True}
     if args.fd_only or args.sigma_check:
