@@ -26,8 +26,9 @@ import ppl_gen  # noqa: F401
 
 # isort: split
 import torch
-from dcgan_fd import config_record, copy_atomic, judge_record
+from dcgan_fd import config_record, copy_atomic
 from gan_stages import benchmark_config, train_in_stages
+from judge import describe_judge, judge_record
 from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment
 from repo_paths import shown
 
@@ -62,13 +63,7 @@ def main() -> None:
     test = load_images("mnist", args.data_root, split="test")
     judge = judge_record(classifier, path, test, args.data_root)
     reference = judge["fd_references"]["train_10k_vs_test"]
-    print(
-        f"judge {judge['path']}: SHA-256 {judge['weights_sha256']} (reference judge: "
-        f"{judge['is_reference']}), accuracy on the real test images "
-        f"{100 * judge['test_accuracy']:.2f}%; FD-LeNet reference (10,000 training images vs "
-        f"test) {reference:.3f}",
-        flush=True,
-    )
+    print(describe_judge(judge), flush=True)
     config = benchmark_config("cgan", max(eval_at), "bench_cgan_labels")
     out = Path(config.out)
     rows = []

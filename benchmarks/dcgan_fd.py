@@ -30,17 +30,14 @@ import ppl_gen  # noqa: F401
 # isort: split
 import torch
 from gan_stages import benchmark_config, train_in_stages
-from judge import fd_references
+from judge import describe_judge, judge_record
 from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment
 from repo_paths import shown
-from torch import nn
 
 from ppl_gen.core.io import save_with, write_json
-from ppl_gen.data.images import ImageData, load_images
+from ppl_gen.data.images import load_images
 from ppl_gen.gan.trainer import GANConfig
 from ppl_gen.metrics.classifier import (
-    REFERENCE_WEIGHTS_SHA256,
-    accuracy,
     default_classifier_path,
     load_classifier,
 )
@@ -51,30 +48,6 @@ from ppl_gen.metrics.generative import (
     predict_classes,
     sample_images,
 )
-
-
-def judge_record(judge: nn.Module, path: Path, test: ImageData, data_root: Path) -> dict:
-    """What the results must say about the judge they were scored with.
-
-    Args:
-        judge: the LeNet from :func:`load_classifier` (carries ``weights_sha256``).
-        path: the file it was loaded from.
-        test: the 10,000 MNIST test images ``(N, 1, 28, 28)`` in [0, 1] with labels.
-        data_root: MNIST folder (for the FD-LeNet references of ``benchmarks/judge.py``).
-
-    Returns:
-        ``path`` (shown relative), ``weights_sha256``, ``is_reference`` (equals
-        ``REFERENCE_WEIGHTS_SHA256``), ``test_accuracy`` (fraction of real test images),
-        ``fd_references`` (``train_10k_vs_test`` -- the reference --, ``train_all_vs_test``,
-        ``test_halves``).
-    """
-    return {
-        "path": shown(path),
-        "weights_sha256": judge.weights_sha256,
-        "is_reference": judge.weights_sha256 == REFERENCE_WEIGHTS_SHA256,
-        "test_accuracy": accuracy(judge, test.images, test.labels),
-        "fd_references": fd_references(judge, data_root),
-    }
 
 
 def config_record(config: GANConfig) -> dict:
@@ -118,13 +91,7 @@ def main() -> None:
     )
     judge = judge_record(classifier, path, test, args.data_root)
     reference = judge["fd_references"]["train_10k_vs_test"]
-    print(
-        f"judge {judge['path']}: SHA-256 {judge['weights_sha256']} (reference judge: "
-        f"{judge['is_reference']}), test accuracy {100 * judge['test_accuracy']:.2f}%; "
-        f"FD-LeNet reference (10,000 training images vs test) {reference:.3f}, two test "
-        f"halves {judge['fd_references']['test_halves']:.3f} ({time.perf_counter() - t0:.0f} s)",
-        flush=True,
-    )
+    print(f"{describe_judge(judge)} ({time.perf_counter() - t0:.0f} s)", flush=True)
     fd_metric = FDLeNet(classifier, test.images)
     config = benchmark_config("dcgan", max(eval_at), "bench_dcgan_fd")
     out = Path(config.out)

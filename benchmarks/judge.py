@@ -41,8 +41,9 @@ import ppl_gen  # noqa: F401
 import torch
 from plain_vae import DEFAULT_DATA_ROOT, RESULTS, environment, write_json
 from repo_paths import shown
+from torch import nn
 
-from ppl_gen.data.images import load_images
+from ppl_gen.data.images import ImageData, load_images
 from ppl_gen.jobs.train_classifier import ClassifierJob, run_train_classifier
 from ppl_gen.metrics.classifier import (
     REFERENCE_WEIGHTS_SHA256,
@@ -71,18 +72,47 @@ def fd_references(classifier, data_root: Path, seed: int = 0) -> dict[str, float
     }
 
 
-def recorded_fd_reference(judge) -> float:
-    """``train_10k_vs_test`` of ``results/judge.json`` for this judge (the FD-LeNet
-    reference a benchmark prints beside its scores).
+def judge_summary(judge: nn.Module, path: Path, test: ImageData) -> dict:
+    """``path`` (shown relative), ``weights_sha256``, ``is_reference`` (equals
+    ``REFERENCE_WEIGHTS_SHA256``) and ``test_accuracy`` (fraction of the real test images
+    ``test: (N, 1, 28, 28)`` in [0, 1] with labels) of ``judge`` (from :func:`load_classifier`)."""
+    return {
+        "path": shown(path),
+        "weights_sha256": judge.weights_sha256,
+        "is_reference": judge.weights_sha256 == REFERENCE_WEIGHTS_SHA256,
+        "test_accuracy": accuracy(judge, test.images, test.labels),
+    }
 
-    Raises:
-        SystemExit: no record, or one made with other weights (rerun ``judge.py``).
-    """
+
+def fd_reference_points(judge: nn.Module, data_root: Path) -> dict[str, float]:
+    """:func:`fd_references` of ``judge``: read from ``results/judge.json`` when that record
+    is for the same weights, else computed (~45 s)."""
     path = RESULTS / "judge.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("weights_sha256") != judge.weights_sha256:
-        raise SystemExit(f"{shown(path)} is not for this judge: run benchmarks/judge.py first")
-    return float(record["fd_references"]["train_10k_vs_test"])
+    if record.get("weights_sha256") == judge.weights_sha256 and "fd_references" in record:
+        return record["fd_references"]
+    return fd_references(judge, data_root)
+
+
+def judge_record(judge: nn.Module, path: Path, test: ImageData, data_root: Path) -> dict:
+    """What results must say about the judge they were scored with: :func:`judge_summary`
+    plus ``fd_references`` (:func:`fd_reference_points`; ``train_10k_vs_test`` is the
+    reference, ``test_halves`` is not a floor)."""
+    return {
+        **judge_summary(judge, path, test),
+        "fd_references": fd_reference_points(judge, data_root),
+    }
+
+
+def describe_judge(record: dict) -> str:
+    """One log line for a :func:`judge_record`: checksum, accuracy, FD-LeNet references."""
+    refs = record["fd_references"]
+    return (
+        f"judge {record['path']}: SHA-256 {record['weights_sha256']} (reference judge: "
+        f"{record['is_reference']}), test accuracy {100 * record['test_accuracy']:.2f}%; "
+        f"FD-LeNet reference (10,000 training images vs test) {refs['train_10k_vs_test']:.3f}, "
+        f"two test halves {refs['test_halves']:.3f}"
+    )
 
 
 def main() -> None:
@@ -97,11 +127,8 @@ def main() -> None:
     test = load_images("mnist", args.data_root, split="test")
     record = {
         "command": COMMAND,
-        "path": shown(path),
-        "weights_sha256": judge.weights_sha256,
+        **judge_summary(judge, path, test),
         "reference_weights_sha256": REFERENCE_WEIGHTS_SHA256,
-        "is_reference": judge.weights_sha256 == REFERENCE_WEIGHTS_SHA256,
-        "test_accuracy": accuracy(judge, test.images, test.labels),
     }
     print(
         f"judge {path}: SHA-256 {judge.weights_sha256} (reference: {record['is_reference']}), "

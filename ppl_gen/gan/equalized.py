@@ -24,8 +24,7 @@ from ppl_gen.core.errors import require, require_positive_int
 LRELU_GAIN = math.sqrt(2.0)
 
 
-def _check(lr_mul: float, gain: float) -> None:
-    require(lr_mul > 0, f"lr_mul must be positive, got {lr_mul!r}")
+def _check_gain(gain: float) -> None:
     require(gain > 0, f"gain must be positive, got {gain!r}")
 
 
@@ -50,7 +49,8 @@ class EqualizedLinear(nn.Module):
         super().__init__()
         require_positive_int("in_features", in_features)
         require_positive_int("out_features", out_features)
-        _check(lr_mul, gain)
+        require(lr_mul > 0, f"lr_mul must be positive, got {lr_mul!r}")
+        _check_gain(gain)
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
         self.scale = gain / math.sqrt(in_features) * lr_mul
@@ -75,7 +75,7 @@ class EqualizedConv2d(nn.Module):
         require_positive_int("out_channels", out_channels)
         require_positive_int("kernel", kernel)
         require(kernel % 2 == 1, f"kernel must be odd, got {kernel}")
-        _check(1.0, gain)
+        _check_gain(gain)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = gain / math.sqrt(in_channels * kernel * kernel)

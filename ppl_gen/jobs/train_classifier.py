@@ -7,7 +7,7 @@ The judge goes to ``out / "lenet_mnist.pt"`` when ``out`` is given, else to
 lock, after training has finished, so a half-trained judge never appears at that path.
 
 On the CPU the judge is trained with portable numerics (:mod:`ppl_gen.core.portable`): the
-job checks its settings, output folder and data, then trains in a fresh interpreter
+job checks its settings and output folder, then loads the data and trains in a fresh interpreter
 (``python -m ppl_gen.jobs.train_classifier``) whose scalar kernels and MKL code path are
 the same on every x86-64 CPU, so the documented command gives the reference judge's
 checksum on any such machine.
@@ -85,15 +85,15 @@ def run_train_classifier(job: ClassifierJob) -> dict[str, Any]:
     """
     config = job.train or ClassifierConfig()
     config.validate()
-    resolve_device(config.device)  # refuse an unknown or absent device before loading data
+    device = resolve_device(config.device)  # refuse an unknown or absent device first
     path = classifier_destination(job.out)
     check_output_dir(path.parent, "out")
-    splits = load_dataset("mnist", job.data_root, seed=config.seed, n_train=job.n_train)
-    portable = job.portable and resolve_device(config.device).type == "cpu"
-    if portable and not portable_numerics_active():
+    portable = job.portable and device.type == "cpu"
+    if portable and not portable_numerics_active():  # the child loads and checks the data
         return _train_in_portable_child(job, config, path)
     if portable:
         enter_portable_numerics()
+    splits = load_dataset("mnist", job.data_root, seed=config.seed, n_train=job.n_train)
     net, metrics = train_classifier(
         splits.train, splits.train_labels, config, test_x=splits.test, test_y=splits.test_labels
     )
